@@ -1,0 +1,243 @@
+//! `runtime.v1.RuntimeService` over gRPC: converts, validates and delegates to
+//! [`CriService`]. No domain logic lives here.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response};
+
+use super::{RpcResult, RpcStream, unimplemented};
+use crate::proto::runtime_service_server::RuntimeService;
+use crate::proto::*;
+use crate::server::CriService;
+
+/// The gRPC face of the runtime service.
+#[derive(Clone)]
+pub struct RuntimeApi {
+    service: Arc<CriService>,
+}
+
+impl RuntimeApi {
+    pub fn new(service: Arc<CriService>) -> Self {
+        RuntimeApi { service }
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for RuntimeApi {
+    type GetContainerEventsStream = RpcStream<ContainerEventResponse>;
+    type StreamPodSandboxesStream = RpcStream<StreamPodSandboxesResponse>;
+    type StreamContainersStream = RpcStream<StreamContainersResponse>;
+    type StreamContainerStatsStream = RpcStream<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = RpcStream<StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = RpcStream<StreamPodSandboxMetricsResponse>;
+
+    async fn version(&self, _request: Request<VersionRequest>) -> RpcResult<VersionResponse> {
+        Ok(Response::new(self.service.version()))
+    }
+
+    async fn status(&self, request: Request<StatusRequest>) -> RpcResult<StatusResponse> {
+        let verbose = request.into_inner().verbose;
+        Ok(Response::new(self.service.status(verbose)?))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<RuntimeConfigRequest>,
+    ) -> RpcResult<RuntimeConfigResponse> {
+        Ok(Response::new(self.service.runtime_config()))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<UpdateRuntimeConfigRequest>,
+    ) -> RpcResult<UpdateRuntimeConfigResponse> {
+        let pod_cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.service.update_pod_cidr(&pod_cidr)?;
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn exec(&self, _request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
+        Err(unimplemented("Exec"))
+    }
+
+    async fn attach(&self, _request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
+        Err(unimplemented("Attach"))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _request: Request<RunPodSandboxRequest>,
+    ) -> RpcResult<RunPodSandboxResponse> {
+        Err(unimplemented("RunPodSandbox"))
+    }
+    async fn stop_pod_sandbox(
+        &self,
+        _request: Request<StopPodSandboxRequest>,
+    ) -> RpcResult<StopPodSandboxResponse> {
+        Err(unimplemented("StopPodSandbox"))
+    }
+    async fn remove_pod_sandbox(
+        &self,
+        _request: Request<RemovePodSandboxRequest>,
+    ) -> RpcResult<RemovePodSandboxResponse> {
+        Err(unimplemented("RemovePodSandbox"))
+    }
+    async fn pod_sandbox_status(
+        &self,
+        _request: Request<PodSandboxStatusRequest>,
+    ) -> RpcResult<PodSandboxStatusResponse> {
+        Err(unimplemented("PodSandboxStatus"))
+    }
+    async fn list_pod_sandbox(
+        &self,
+        _request: Request<ListPodSandboxRequest>,
+    ) -> RpcResult<ListPodSandboxResponse> {
+        Err(unimplemented("ListPodSandbox"))
+    }
+    async fn stream_pod_sandboxes(
+        &self,
+        _request: Request<StreamPodSandboxesRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxesStream> {
+        Err(unimplemented("StreamPodSandboxes"))
+    }
+    async fn create_container(
+        &self,
+        _request: Request<CreateContainerRequest>,
+    ) -> RpcResult<CreateContainerResponse> {
+        Err(unimplemented("CreateContainer"))
+    }
+    async fn start_container(
+        &self,
+        _request: Request<StartContainerRequest>,
+    ) -> RpcResult<StartContainerResponse> {
+        Err(unimplemented("StartContainer"))
+    }
+    async fn stop_container(
+        &self,
+        _request: Request<StopContainerRequest>,
+    ) -> RpcResult<StopContainerResponse> {
+        Err(unimplemented("StopContainer"))
+    }
+    async fn remove_container(
+        &self,
+        _request: Request<RemoveContainerRequest>,
+    ) -> RpcResult<RemoveContainerResponse> {
+        Err(unimplemented("RemoveContainer"))
+    }
+    async fn list_containers(
+        &self,
+        _request: Request<ListContainersRequest>,
+    ) -> RpcResult<ListContainersResponse> {
+        Err(unimplemented("ListContainers"))
+    }
+    async fn stream_containers(
+        &self,
+        _request: Request<StreamContainersRequest>,
+    ) -> RpcResult<Self::StreamContainersStream> {
+        Err(unimplemented("StreamContainers"))
+    }
+    async fn container_status(
+        &self,
+        _request: Request<ContainerStatusRequest>,
+    ) -> RpcResult<ContainerStatusResponse> {
+        Err(unimplemented("ContainerStatus"))
+    }
+    async fn update_container_resources(
+        &self,
+        _request: Request<UpdateContainerResourcesRequest>,
+    ) -> RpcResult<UpdateContainerResourcesResponse> {
+        Err(unimplemented("UpdateContainerResources"))
+    }
+    async fn reopen_container_log(
+        &self,
+        _request: Request<ReopenContainerLogRequest>,
+    ) -> RpcResult<ReopenContainerLogResponse> {
+        Err(unimplemented("ReopenContainerLog"))
+    }
+    async fn exec_sync(&self, _request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
+        Err(unimplemented("ExecSync"))
+    }
+    async fn port_forward(
+        &self,
+        _request: Request<PortForwardRequest>,
+    ) -> RpcResult<PortForwardResponse> {
+        Err(unimplemented("PortForward"))
+    }
+    async fn container_stats(
+        &self,
+        _request: Request<ContainerStatsRequest>,
+    ) -> RpcResult<ContainerStatsResponse> {
+        Err(unimplemented("ContainerStats"))
+    }
+    async fn list_container_stats(
+        &self,
+        _request: Request<ListContainerStatsRequest>,
+    ) -> RpcResult<ListContainerStatsResponse> {
+        Err(unimplemented("ListContainerStats"))
+    }
+    async fn stream_container_stats(
+        &self,
+        _request: Request<StreamContainerStatsRequest>,
+    ) -> RpcResult<Self::StreamContainerStatsStream> {
+        Err(unimplemented("StreamContainerStats"))
+    }
+    async fn pod_sandbox_stats(
+        &self,
+        _request: Request<PodSandboxStatsRequest>,
+    ) -> RpcResult<PodSandboxStatsResponse> {
+        Err(unimplemented("PodSandboxStats"))
+    }
+    async fn list_pod_sandbox_stats(
+        &self,
+        _request: Request<ListPodSandboxStatsRequest>,
+    ) -> RpcResult<ListPodSandboxStatsResponse> {
+        Err(unimplemented("ListPodSandboxStats"))
+    }
+    async fn stream_pod_sandbox_stats(
+        &self,
+        _request: Request<StreamPodSandboxStatsRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxStatsStream> {
+        Err(unimplemented("StreamPodSandboxStats"))
+    }
+    async fn checkpoint_container(
+        &self,
+        _request: Request<CheckpointContainerRequest>,
+    ) -> RpcResult<CheckpointContainerResponse> {
+        Err(unimplemented("CheckpointContainer"))
+    }
+    async fn get_container_events(
+        &self,
+        _request: Request<GetEventsRequest>,
+    ) -> RpcResult<Self::GetContainerEventsStream> {
+        Err(unimplemented("GetContainerEvents"))
+    }
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<ListMetricDescriptorsRequest>,
+    ) -> RpcResult<ListMetricDescriptorsResponse> {
+        Err(unimplemented("ListMetricDescriptors"))
+    }
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<ListPodSandboxMetricsRequest>,
+    ) -> RpcResult<ListPodSandboxMetricsResponse> {
+        Err(unimplemented("ListPodSandboxMetrics"))
+    }
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: Request<StreamPodSandboxMetricsRequest>,
+    ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
+        Err(unimplemented("StreamPodSandboxMetrics"))
+    }
+    async fn update_pod_sandbox_resources(
+        &self,
+        _request: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> RpcResult<UpdatePodSandboxResourcesResponse> {
+        Err(unimplemented("UpdatePodSandboxResources"))
+    }
+}

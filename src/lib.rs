@@ -1,0 +1,15 @@
+//! berth: a Kubernetes container runtime serving the CRI v1 gRPC API on a unix socket.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library; the integration tests and
+//! the benchmark use the library's generated CRI client and types. See `DESIGN.md` in the
+//! shared docs for the architecture; each module's docs say what it owns.
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod grpc;
+pub mod network;
+pub mod oci;
+pub mod proto;
+pub mod server;
+pub mod store;

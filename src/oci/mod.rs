@@ -1,0 +1,47 @@
+//! The OCI runtimes (runc, crun) that run sandboxes and containers, one per CRI runtime
+//! handler. berth drives an external, proven runtime binary; it never re-implements it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Resolves a handler's configured path: an absolute path is used as is, a bare name is
+/// looked up in `PATH`. Returns the executable file, or `None` when there is none.
+pub fn resolve_binary(path: &Path) -> Option<PathBuf> {
+    if path.is_absolute() {
+        return is_executable(path).then(|| path.to_path_buf());
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(path))
+        .find(|candidate| is_executable(candidate))
+}
+
+/// A regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_and_bare_names_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("fake-runtime");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        assert_eq!(resolve_binary(&tool), None, "not executable yet");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve_binary(&tool), Some(tool.clone()));
+        assert_eq!(
+            resolve_binary(Path::new("sh")).map(|p| p.is_absolute()),
+            Some(true)
+        );
+        assert_eq!(resolve_binary(Path::new("no-such-runtime-xyz")), None);
+        assert_eq!(
+            resolve_binary(dir.path()),
+            None,
+            "a directory is not a runtime"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Version, Status, RuntimeConfig and UpdateRuntimeConfig: what the kubelet asks about the
+//! runtime itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{CriService, META_POD_CIDR};
+use crate::error::{Error, Result};
+use crate::proto::{
+    CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
+    RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse,
+    VersionResponse,
+};
+
+/// The runtime name reported by `Version`.
+pub const RUNTIME_NAME: &str = "berth";
+/// The CRI API version berth serves.
+pub const RUNTIME_API_VERSION: &str = "v1";
+/// The "kubelet runtime API version" of `VersionResponse.version`: the CRI has only ever
+/// used this value.
+const KUBELET_API_VERSION: &str = "0.1.0";
+
+/// Condition types the kubelet requires (api.proto `RuntimeCondition`).
+pub const RUNTIME_READY: &str = "RuntimeReady";
+pub const NETWORK_READY: &str = "NetworkReady";
+
+impl CriService {
+    pub fn version(&self) -> VersionResponse {
+        VersionResponse {
+            version: KUBELET_API_VERSION.to_string(),
+            runtime_name: RUNTIME_NAME.to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime_api_version: RUNTIME_API_VERSION.to_string(),
+        }
+    }
+
+    /// The runtime's conditions as they are now: RuntimeReady needs the default handler's
+    /// OCI runtime binary; NetworkReady needs a usable CNI configuration.
+    pub fn status(&self, verbose: bool) -> Result<StatusResponse> {
+        let config = self.config();
+        let conditions = vec![self.runtime_condition(), self.network_condition()];
+        let mut info = HashMap::new();
+        if verbose {
+            info.insert("config".to_string(), to_json(config));
+            let pod_cidr = self.pod_cidr();
+            info.insert("podCIDR".to_string(), to_json(&pod_cidr));
+        }
+        // The default handler is announced under the empty name (api.proto RuntimeHandler).
+        let features = || Some(RuntimeHandlerFeatures::default());
+        let mut runtime_handlers = vec![RuntimeHandler {
+            name: String::new(),
+            features: features(),
+        }];
+        runtime_handlers.extend(config.handlers().keys().map(|name| RuntimeHandler {
+            name: name.to_string(),
+            features: features(),
+        }));
+        Ok(StatusResponse {
+            status: Some(RuntimeStatus { conditions }),
+            info,
+            runtime_handlers,
+            features: Some(RuntimeFeatures::default()),
+        })
+    }
+
+    fn runtime_condition(&self) -> RuntimeCondition {
+        let config = self.config();
+        let handler = config.runtime.default_handler.as_str();
+        let path = config.handlers().get(handler).map(|p| p.to_path_buf());
+        match path.as_deref().and_then(crate::oci::resolve_binary) {
+            Some(_) => condition(RUNTIME_READY, None),
+            None => condition(
+                RUNTIME_READY,
+                Some((
+                    "OCIRuntimeNotFound",
+                    format!(
+                        "the OCI runtime {:?} of the default handler {handler:?} is not an executable",
+                        path.unwrap_or_default().display()
+                    ),
+                )),
+            ),
+        }
+    }
+
+    fn network_condition(&self) -> RuntimeCondition {
+        let network = &self.config().network;
+        match crate::network::readiness(&network.conf_dir, &network.bin_dirs) {
+            Ok(_) => condition(NETWORK_READY, None),
+            Err(reason) => condition(
+                NETWORK_READY,
+                Some(("NetworkPluginNotReady", reason.to_string())),
+            ),
+        }
+    }
+
+    pub fn runtime_config(&self) -> RuntimeConfigResponse {
+        RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: CgroupDriver::Cgroupfs as i32,
+            }),
+        }
+    }
+
+    /// The pod CIDR(s) last recorded by `UpdateRuntimeConfig`.
+    pub fn pod_cidr(&self) -> Option<String> {
+        self.pod_cidr
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the node's pod CIDR (one, or two comma separated for dual stack). An empty
+    /// value changes nothing: api.proto says runtimes should omit an empty CIDR.
+    pub fn update_pod_cidr(&self, pod_cidr: &str) -> Result<()> {
+        if pod_cidr.is_empty() {
+            return Ok(());
+        }
+        for cidr in pod_cidr.split(',') {
+            validate_cidr(cidr.trim()).map_err(|reason| {
+                Error::invalid("runtime_config.network_config.pod_cidr", reason)
+            })?;
+        }
+        self.store.set_meta(META_POD_CIDR, pod_cidr)?;
+        *self
+            .pod_cidr
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(pod_cidr.to_string());
+        tracing::info!(pod_cidr, "pod CIDR recorded");
+        Ok(())
+    }
+}
+
+fn condition(kind: &str, not_ready: Option<(&str, String)>) -> RuntimeCondition {
+    let (status, reason, message) = match not_ready {
+        None => (true, String::new(), String::new()),
+        Some((reason, message)) => (false, reason.to_string(), message),
+    };
+    RuntimeCondition {
+        r#type: kind.to_string(),
+        status,
+        reason,
+        message,
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing plain config structs cannot fail; an empty object is a safe fallback.
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Checks an `address/prefix` CIDR such as `10.88.0.0/16` or `fd00::/64`.
+fn validate_cidr(cidr: &str) -> std::result::Result<(), String> {
+    let (addr, prefix) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("{cidr:?} is not address/prefix"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => Ok(()),
+        _ => Err(format!("{cidr:?}: prefix {prefix:?} is not 0 to {max}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_cidr;
+
+    #[test]
+    fn cidrs() {
+        assert!(validate_cidr("10.88.0.0/16").is_ok());
+        assert!(validate_cidr("fd00:10::/64").is_ok());
+        assert!(validate_cidr("0.0.0.0/0").is_ok());
+        assert!(validate_cidr("10.88.0.0").is_err());
+        assert!(validate_cidr("10.88.0.0/33").is_err());
+        assert!(validate_cidr("fd00::/129").is_err());
+        assert!(validate_cidr("pods/16").is_err());
+        assert!(validate_cidr("10.0.0.0/-1").is_err());
+    }
+}
