@@ -54,14 +54,24 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: key `{key}`: {message}")]
+    #[error("config file {path}, line {line}: {}{message}", key_prefix(key))]
     Parse {
         path: PathBuf,
+        line: usize,
+        /// The dotted key path; empty for a syntax error outside any key.
         key: String,
         message: String,
     },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
 }
 
 impl ConfigError {
@@ -234,8 +244,11 @@ impl Config {
             source,
         })?;
         Config::parse(&text).map_err(|err| match err {
-            ConfigError::Parse { key, message, .. } => ConfigError::Parse {
+            ConfigError::Parse {
+                line, key, message, ..
+            } => ConfigError::Parse {
                 path: path.to_path_buf(),
+                line,
                 key,
                 message,
             },
@@ -248,10 +261,14 @@ impl Config {
         let deserializer = toml::Deserializer::new(text);
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let key = err.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            let inner = err.into_inner();
+            let offset = inner.span().map_or(0, |span| span.start);
             ConfigError::Parse {
                 path: PathBuf::new(),
+                line: text[..offset.min(text.len())].matches('\n').count() + 1,
                 key,
-                message: err.into_inner().message().trim().to_string(),
+                message: inner.message().trim().replace('\n', "; "),
             }
         })
     }
@@ -538,6 +555,20 @@ mod tests {
             "registries.\"docker.io\".mirrors"
         );
         assert_eq!(invalid_key("[registries.\"a/b\"]"), "registries.\"a/b\"");
+    }
+
+    #[test]
+    fn errors_give_the_line() {
+        let err = Config::parse("root = \"/a\"\n\n[network]\nconfdir = 1").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Parse { line: 4, .. }),
+            "{err:?}"
+        );
+        let err = Config::parse("root = \"/a\"\n[[[").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Parse { line: 2, key, .. } if key.is_empty()),
+            "{err:?}"
+        );
     }
 
     #[test]

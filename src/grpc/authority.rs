@@ -214,6 +214,9 @@ impl<S> AuthorityFix<S> {
         }
         let mut block = Vec::with_capacity(pending.block.len() + 8);
         if !self.rewriting {
+            tracing::info!(
+                "client sent an :authority h2 refuses (a socket path?); rewriting it to localhost on this connection"
+            );
             // Empty h2's dynamic table so it matches our fresh encoder's.
             block.extend(size_update(0));
             block.extend(size_update(TABLE_SIZE));

@@ -1,0 +1,54 @@
+# berth: build, run and test on a Debian 12 machine, as root.
+# Every target installs the Debian packages it needs, so a fresh machine needs nothing else.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+# What berth itself needs on a node.
+RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certificates
+# What the test suite adds: busybox for test images, Go and grpc-go for the clients we
+# did not write (tests/go).
+TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev
+
+.PHONY: all build run test deps test-deps fmt-check clippy unit clean
+
+all: build
+
+# Installs whatever of the named packages is missing; apt-get update only when needed.
+define apt_install
+	@missing=$$(for p in $(1); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(RUNTIME_PACKAGES))
+
+test-deps: deps
+	$(call apt_install,$(TEST_PACKAGES))
+
+build:
+	$(CARGO) build --release --locked
+
+# Starts berth with the defaults: socket /run/berth/berth.sock, root /var/lib/berth.
+run: deps build
+	./target/release/berth serve
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# The whole suite: formatting, lints, unit and integration tests.
+test: test-deps fmt-check clippy
+	$(CARGO) test --locked --all-targets
+
+clean:
+	$(CARGO) clean

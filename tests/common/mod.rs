@@ -1,0 +1,320 @@
+//! The integration test harness: a real `berth` daemon on a private root, state
+//! directory, socket and CNI config directory, and CRI clients generated from the same
+//! proto. The daemon is killed and every file removed when the [`Daemon`] is dropped,
+//! even when the test fails.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use berth::proto::VersionRequest;
+use berth::proto::image_service_client::ImageServiceClient;
+use berth::proto::runtime_service_client::RuntimeServiceClient;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How long a daemon may take to start serving or to stop.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The files of one test daemon; all under one temporary directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub cni_conf: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Paths {
+    fn under(dir: &Path) -> Paths {
+        Paths {
+            root: dir.join("root"),
+            state: dir.join("state"),
+            socket: dir.join("run/berth.sock"),
+            cni_conf: dir.join("net.d"),
+            config: dir.join("berth.toml"),
+            log: dir.join("berth.log"),
+        }
+    }
+}
+
+/// A test daemon's setup: its directories and any extra TOML for its config file.
+pub struct Setup {
+    dir: TempDir,
+    pub paths: Paths,
+    extra_toml: String,
+    args: Vec<String>,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .expect("create a temporary directory");
+        let paths = Paths::under(dir.path());
+        std::fs::create_dir_all(&paths.cni_conf).expect("create the CNI config directory");
+        Setup {
+            dir,
+            paths,
+            extra_toml: String::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Appends TOML to the generated config file (after the paths and `[network]`).
+    pub fn toml(mut self, text: &str) -> Setup {
+        self.extra_toml.push_str(text);
+        self.extra_toml.push('\n');
+        self
+    }
+
+    /// Adds command-line arguments after `serve`.
+    pub fn arg(mut self, arg: &str) -> Setup {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// The config file every test daemon reads: private paths, never the host's.
+    fn write_config(&self) {
+        let p = &self.paths;
+        let text = format!(
+            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n\n[network]\nconf_dir = {:?}\n\n{}",
+            p.root, p.state, p.socket, p.cni_conf, self.extra_toml
+        );
+        std::fs::write(&p.config, text).expect("write the test config");
+    }
+
+    /// Starts the daemon and waits until it answers `Version`.
+    pub async fn start(self) -> Daemon {
+        self.write_config();
+        let mut daemon = Daemon {
+            child: None,
+            setup: self,
+        };
+        daemon.restart().await;
+        daemon
+    }
+
+    /// Runs `berth serve` with this setup and returns how it exited and what it printed,
+    /// for daemons that are expected to refuse to start.
+    pub fn run_expecting_failure(&self) -> (ExitStatus, String) {
+        self.write_config();
+        let output = berth_command(&self.paths, &self.args)
+            .stdout(Stdio::null())
+            .output()
+            .expect("run berth");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// The temporary directory holding everything.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn berth_command(paths: &Paths, args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&paths.config)
+        .args(args)
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// A running test daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    pub setup: Setup,
+}
+
+impl Daemon {
+    pub fn paths(&self) -> &Paths {
+        &self.setup.paths
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// (Re)starts the daemon with the same setup, appending to the same log, and waits
+    /// until it serves.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.paths().log)
+            .expect("open the daemon log");
+        let child = berth_command(self.paths(), &self.setup.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth");
+        self.child = Some(child);
+        let socket = self.paths().socket.clone();
+        let log_path = self.paths().log.clone();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "berth exited during start-up with {status}; log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            if let Ok(channel) = connect(&socket).await
+                && RuntimeServiceClient::new(channel)
+                    .version(VersionRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < START_DEADLINE,
+                "berth did not serve within {START_DEADLINE:?}; log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A runtime service client on a new connection.
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    /// An image service client on a new connection.
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    async fn channel(&self) -> Channel {
+        connect(&self.paths().socket)
+            .await
+            .expect("connect to the daemon's socket")
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit. Async, so that the test's own
+    /// client connections keep running and can answer the daemon's GOAWAY.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal_and_wait(Signal::SIGTERM).await
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub async fn crash(&mut self) -> ExitStatus {
+        self.signal_and_wait(Signal::SIGKILL).await
+    }
+
+    async fn signal_and_wait(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("the daemon is running");
+        let pid = Pid::from_raw(child.id() as i32);
+        kill(pid, signal).expect("signal our own daemon");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the daemon") {
+                return status;
+            }
+            if start.elapsed() > STOP_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("berth did not exit within {STOP_DEADLINE:?} of {signal}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.paths().log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Only our own child, by its PID.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- berth log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A gRPC channel over the unix socket at `path`, as tonic's own client makes it.
+pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    Endpoint::try_from("http://localhost")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+}
+
+/// The Go gRPC probe (`tests/go/criprobe`), built once per test binary with Debian's Go
+/// and grpc-go in GOPATH mode.
+pub fn criprobe() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criprobe");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/criprobe");
+        let output = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(&source)
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .output()
+            .expect("run `go build` (make test installs golang-go)");
+        assert!(
+            output.status.success(),
+            "building criprobe failed (make test installs golang-go and golang-google-grpc-dev):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    })
+}
