@@ -357,3 +357,49 @@ async fn go_grpc_clients_with_either_authority() {
     let log = daemon.log();
     assert_eq!(log.matches("rewriting it to localhost").count(), 1, "{log}");
 }
+
+#[tokio::test]
+async fn sigint_also_shuts_down_cleanly() {
+    let mut daemon = Setup::new().start().await;
+    let status = daemon
+        .signal_and_wait(nix::sys::signal::Signal::SIGINT)
+        .await;
+    assert!(status.success(), "{status}");
+    assert!(!daemon.paths().socket.exists());
+    assert!(daemon.log().contains("SIGINT received"), "{}", daemon.log());
+}
+
+#[test]
+fn version_and_help() {
+    let berth = env!("CARGO_BIN_EXE_berth");
+    let output = Command::new(berth).arg("version").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("berth {} (CRI v1)", env!("CARGO_PKG_VERSION"))
+    );
+
+    let output = Command::new(berth).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--config",
+        "--root",
+        "--state",
+        "--socket",
+        "--log-level",
+        "--log-format",
+    ] {
+        assert!(
+            help.contains(flag),
+            "--help does not document {flag}:\n{help}"
+        );
+    }
+    for command in ["serve", "version"] {
+        assert!(
+            help.contains(command),
+            "--help does not list {command}:\n{help}"
+        );
+    }
+}

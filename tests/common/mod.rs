@@ -245,7 +245,8 @@ impl Daemon {
         self.signal_and_wait(Signal::SIGKILL).await
     }
 
-    async fn signal_and_wait(&mut self, signal: Signal) -> ExitStatus {
+    /// Sends `signal` to the daemon and waits for it to exit.
+    pub async fn signal_and_wait(&mut self, signal: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("the daemon is running");
         let pid = Pid::from_raw(child.id() as i32);
         kill(pid, signal).expect("signal our own daemon");
