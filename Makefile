@@ -8,8 +8,9 @@ CARGO ?= cargo
 # What berth itself needs on a node.
 RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certificates
 # What the test suite adds: busybox for test images, Go and grpc-go for the clients we
-# did not write (tests/go).
-TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev
+# did not write (tests/go), a real registry (with htpasswd and TLS) and skopeo.
+TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev \
+  docker-registry apache2-utils skopeo openssl
 
 .PHONY: all build run test deps test-deps fmt-check clippy unit clean
 

@@ -26,6 +26,7 @@
 //! [registries."docker.io"]
 //! mirrors = ["http://127.0.0.1:5000"]
 //! insecure = true
+//! server = "https://registry-1.docker.io"   # the registry's own endpoint
 //! ```
 //!
 //! An unknown key or a bad value is a start-up error that names the key.
@@ -206,6 +207,10 @@ pub struct RegistryConfig {
     pub mirrors: Vec<String>,
     /// Plain HTTP (and unverified TLS) is allowed for this registry.
     pub insecure: bool,
+    /// The registry's own endpoint, tried after the mirrors (as containerd's hosts.toml
+    /// `server`). Default: `https://<host>`, or `https://registry-1.docker.io` for
+    /// docker.io.
+    pub server: Option<String>,
 }
 
 /// Values given on the command line; each replaces the file's value.
@@ -376,15 +381,20 @@ impl Config {
                     "a registry key is a host name with an optional port, e.g. \"docker.io\"",
                 ));
             }
-            for mirror in &registry.mirrors {
-                let uri: Option<http::Uri> = mirror.parse().ok();
+            let urls = registry
+                .mirrors
+                .iter()
+                .map(|m| ("mirrors", m))
+                .chain(registry.server.iter().map(|s| ("server", s)));
+            for (key, url) in urls {
+                let uri: Option<http::Uri> = url.parse().ok();
                 let valid = uri.as_ref().is_some_and(|uri| {
                     matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
                 });
                 if !valid {
                     return Err(ConfigError::invalid(
-                        format!("registries.\"{host}\".mirrors"),
-                        format!("{mirror:?} is not an http:// or https:// URL"),
+                        format!("registries.\"{host}\".{key}"),
+                        format!("{url:?} is not an http:// or https:// URL"),
                     ));
                 }
             }
@@ -479,6 +489,7 @@ mod tests {
             mirrors = ["http://127.0.0.1:5000", "https://mirror.example:443/v2"]
             [registries."127.0.0.1:5000"]
             insecure = true
+            server = "http://127.0.0.1:5000"
         "#;
         let config = Config::parse(text).unwrap();
         config.validate().unwrap();
@@ -555,6 +566,10 @@ mod tests {
             "registries.\"docker.io\".mirrors"
         );
         assert_eq!(invalid_key("[registries.\"a/b\"]"), "registries.\"a/b\"");
+        assert_eq!(
+            invalid_key("[registries.\"docker.io\"]\nserver = \"registry-1.docker.io\""),
+            "registries.\"docker.io\".server"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! client names it. The `From<Error> for tonic::Status` match is exhaustive on purpose:
 //! adding a variant forces a choice of gRPC code.
 
+use crate::image::ImageError;
 use crate::store::StoreError;
 
 /// A domain error returned by the CRI service implementation.
@@ -16,6 +17,10 @@ pub enum Error {
     /// The RPC is part of CRI v1 but berth does not implement it yet.
     #[error("{rpc} is not implemented by berth yet")]
     Unimplemented { rpc: &'static str },
+
+    /// An image operation failed; the error carries its own gRPC code.
+    #[error(transparent)]
+    Image(#[from] ImageError),
 
     /// The metadata store failed.
     #[error(transparent)]
@@ -38,6 +43,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidField { .. } => tonic::Status::invalid_argument(message),
             Error::Unimplemented { .. } => tonic::Status::unimplemented(message),
+            Error::Image(err) => tonic::Status::new(err.code(), message),
             Error::Store(_) => tonic::Status::internal(message),
         }
     }

@@ -4,10 +4,13 @@
 //! the benchmark use the library's generated CRI client and types. See `DESIGN.md` in the
 //! shared docs for the architecture; each module's docs say what it owns.
 
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod grpc;
+pub mod ids;
+pub mod image;
 pub mod network;
 pub mod oci;
 pub mod proto;

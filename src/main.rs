@@ -52,6 +52,24 @@ enum Command {
     Serve,
     /// Print berth's version and the CRI API version it serves.
     Version,
+    /// Manage images through the running daemon.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load an OCI archive (tar) or OCI image layout (directory) into the image store,
+    /// without a registry. The daemon reads FILE, so it must be on this node.
+    Import {
+        /// The archive or layout directory.
+        file: PathBuf,
+        /// Name the image, when the archive holds one image its index.json does not name.
+        #[arg(long, value_name = "REFERENCE")]
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +84,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve => serve(cli.global),
+        Command::Image {
+            command: ImageCommand::Import { file, name },
+        } => import(cli.global, file, name),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +97,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: GlobalArgs) -> anyhow::Result<()> {
+fn load_config(args: GlobalArgs) -> anyhow::Result<Config> {
     let overrides = Overrides {
         root: args.root,
         state: args.state,
@@ -84,7 +105,11 @@ fn serve(args: GlobalArgs) -> anyhow::Result<()> {
         log_level: args.log_level,
         log_format: args.log_format,
     };
-    let config = Config::load(args.config.as_deref(), overrides)?;
+    Ok(Config::load(args.config.as_deref(), overrides)?)
+}
+
+fn serve(args: GlobalArgs) -> anyhow::Result<()> {
+    let config = load_config(args)?;
     init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,5 +146,33 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
+    })
+}
+
+fn import(args: GlobalArgs, file: PathBuf, name: Option<String>) -> anyhow::Result<()> {
+    let config = load_config(args)?;
+    let path =
+        std::path::absolute(&file).with_context(|| format!("cannot resolve {}", file.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let channel = berth::client::connect(&config.socket)
+            .await
+            .with_context(|| format!("cannot reach berth at {}", config.socket.display()))?;
+        let mut admin = berth::proto::admin::admin_client::AdminClient::new(channel);
+        let response = admin
+            .import_image(berth::proto::admin::ImportImageRequest {
+                path: path.display().to_string(),
+                name: name.unwrap_or_default(),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("{}", status.message()))?
+            .into_inner();
+        for image in response.images {
+            println!("{} {}", image.id, image.repo_tags.join(" "));
+        }
+        Ok(())
     })
 }

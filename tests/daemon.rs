@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use berth::proto::{
-    CgroupDriver, ImageSpec, NetworkConfig, PullImageRequest, RunPodSandboxRequest, RuntimeConfig,
+    CgroupDriver, CreateContainerRequest, NetworkConfig, RunPodSandboxRequest, RuntimeConfig,
     RuntimeConfigRequest, StatusRequest, StatusResponse, UpdateRuntimeConfigRequest,
     VersionRequest,
 };
@@ -191,19 +191,17 @@ async fn unimplemented_rpcs_name_themselves() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
     let err = daemon
-        .images()
+        .runtime()
         .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .create_container(CreateContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PullImage"), "{}", err.message());
+    assert!(
+        err.message().contains("CreateContainer"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]

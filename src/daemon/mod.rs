@@ -21,7 +21,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 pub use lock::LockFile;
 
 use crate::config::Config;
-use crate::grpc::{AuthorityFix, ImageApi, LogLayer, RuntimeApi};
+use crate::grpc::{AdminApi, AuthorityFix, ImageApi, LogLayer, RuntimeApi};
+use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::image_service_server::ImageServiceServer;
 use crate::proto::runtime_service_server::RuntimeServiceServer;
 use crate::server::CriService;
@@ -111,6 +112,7 @@ async fn run_server(
     let runtime = RuntimeServiceServer::new(RuntimeApi::new(service.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    let admin = AdminServer::new(AdminApi::new(service.clone()));
     let images = ImageServiceServer::new(ImageApi::new(service))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -120,6 +122,7 @@ async fn run_server(
         .layer(LogLayer)
         .add_service(runtime)
         .add_service(images)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, async {
             // Either a stop is sent or the sender is gone: both mean stop.
             let _ = stop_rx.await;

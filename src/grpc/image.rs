@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use tonic::Request;
+use tonic::{Request, Response};
 
-use super::{RpcResult, RpcStream, unimplemented};
+use super::{RpcResult, RpcStream};
 use crate::proto::image_service_server::ImageService;
 use crate::proto::*;
 use crate::server::CriService;
@@ -13,7 +13,6 @@ use crate::server::CriService;
 /// The gRPC face of the image service.
 #[derive(Clone)]
 pub struct ImageApi {
-    #[allow(dead_code)] // used as the image RPCs land
     service: Arc<CriService>,
 }
 
@@ -29,38 +28,63 @@ impl ImageService for ImageApi {
 
     async fn list_images(
         &self,
-        _request: Request<ListImagesRequest>,
+        request: Request<ListImagesRequest>,
     ) -> RpcResult<ListImagesResponse> {
-        Err(unimplemented("ListImages"))
+        let filter = request.into_inner().filter;
+        Ok(Response::new(self.service.list_images(filter)?))
     }
+
     async fn stream_images(
         &self,
-        _request: Request<StreamImagesRequest>,
+        request: Request<StreamImagesRequest>,
     ) -> RpcResult<Self::StreamImagesStream> {
-        Err(unimplemented("StreamImages"))
+        let filter = request.into_inner().filter;
+        let images = self.service.list_images(filter)?.images;
+        // api.proto: each response holds at least one item; an empty list is an empty
+        // stream.
+        let chunks: Vec<Result<StreamImagesResponse, tonic::Status>> = images
+            .chunks(crate::server::STREAM_CHUNK)
+            .map(|chunk| {
+                Ok(StreamImagesResponse {
+                    images: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
+
     async fn image_status(
         &self,
-        _request: Request<ImageStatusRequest>,
+        request: Request<ImageStatusRequest>,
     ) -> RpcResult<ImageStatusResponse> {
-        Err(unimplemented("ImageStatus"))
+        Ok(Response::new(
+            self.service.image_status(request.into_inner())?,
+        ))
     }
-    async fn pull_image(
-        &self,
-        _request: Request<PullImageRequest>,
-    ) -> RpcResult<PullImageResponse> {
-        Err(unimplemented("PullImage"))
+
+    async fn pull_image(&self, request: Request<PullImageRequest>) -> RpcResult<PullImageResponse> {
+        Ok(Response::new(
+            self.service.pull_image(request.into_inner()).await?,
+        ))
     }
+
     async fn remove_image(
         &self,
-        _request: Request<RemoveImageRequest>,
+        request: Request<RemoveImageRequest>,
     ) -> RpcResult<RemoveImageResponse> {
-        Err(unimplemented("RemoveImage"))
+        let name = request
+            .into_inner()
+            .image
+            .map(|s| s.image)
+            .unwrap_or_default();
+        self.service.remove_image(&name)?;
+        Ok(Response::new(RemoveImageResponse {}))
     }
+
     async fn image_fs_info(
         &self,
         _request: Request<ImageFsInfoRequest>,
     ) -> RpcResult<ImageFsInfoResponse> {
-        Err(unimplemented("ImageFsInfo"))
+        Ok(Response::new(self.service.image_fs_info()?))
     }
 }

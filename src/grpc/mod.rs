@@ -4,6 +4,7 @@
 //! Methods here convert requests, validate them and delegate; domain logic lives in
 //! `server/`. Errors are logged once, by [`LogLayer`], not by each method.
 
+mod admin;
 mod authority;
 mod image;
 mod logging;
@@ -13,6 +14,7 @@ use std::pin::Pin;
 
 use tokio_stream::Stream;
 
+pub use admin::AdminApi;
 pub use authority::AuthorityFix;
 pub use image::ImageApi;
 pub use logging::LogLayer;

@@ -18,7 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{ContainerRecord, ImageRecord, SandboxRecord};
+pub use records::{ContainerRecord, ImageRecord, LayerRecord, SandboxRecord};
 
 /// The file name of the database under `root`.
 pub const DB_FILE: &str = "metadata.redb";
@@ -133,6 +133,8 @@ impl Store {
                 .map_err(db("open containers table"))?;
             txn.open_table(ImageRecord::TABLE)
                 .map_err(db("open images table"))?;
+            txn.open_table(LayerRecord::TABLE)
+                .map_err(db("open layers table"))?;
         }
         txn.commit().map_err(db("commit"))
     }

@@ -44,6 +44,9 @@ pub struct ContainerRecord {
     pub attempt: u32,
     /// The image as the request named it.
     pub image: String,
+    /// The diff IDs of the image layers under the container's rootfs: they stay on disk
+    /// while the container exists, even if its image is removed.
+    pub layers: Vec<String>,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_at_ns: i64,
     pub labels: BTreeMap<String, String>,
@@ -59,14 +62,28 @@ impl Record for ContainerRecord {
     }
 }
 
-/// An image in the content store, keyed by its config digest.
+/// An image in the content store, keyed by its id: the digest of its config.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ImageRecord {
+    /// `sha256:<hex>` of the image config.
     pub id: String,
+    /// `registry/repository:tag`, each naming no other image.
     pub repo_tags: Vec<String>,
+    /// `registry/repository@sha256:<manifest or index digest>`.
     pub repo_digests: Vec<String>,
+    /// Config plus compressed layers, in bytes, as the registry serves them.
     pub size: u64,
+    /// The platform manifest, and the index it was chosen from if any.
+    pub manifest: String,
+    pub index: Option<String>,
+    /// Diff IDs, bottom layer first.
+    pub layers: Vec<String>,
+    /// The config's `User`, for ImageStatus uid/username.
+    pub user: String,
+    /// Never removed by RemoveImage's garbage collection of unused images (pause image).
+    pub pinned: bool,
+    pub created_at_ns: i64,
 }
 
 impl Record for ImageRecord {
@@ -75,5 +92,25 @@ impl Record for ImageRecord {
     const KIND: &'static str = "image";
     fn id(&self) -> &str {
         &self.id
+    }
+}
+
+/// An unpacked layer, keyed by its diff ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LayerRecord {
+    pub diff_id: String,
+    /// Bytes of file content and number of inodes, for ImageFsInfo.
+    pub bytes: u64,
+    pub inodes: u64,
+    pub created_at_ns: i64,
+}
+
+impl Record for LayerRecord {
+    const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
+        TableDefinition::new("layers");
+    const KIND: &'static str = "layer";
+    fn id(&self) -> &str {
+        &self.diff_id
     }
 }

@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use berth::proto::VersionRequest;
 use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::runtime_service_client::RuntimeServiceClient;
-use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// How long a daemon may take to start serving or to stop.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -285,13 +283,7 @@ impl Drop for Daemon {
 
 /// A gRPC channel over the unix socket at `path`, as tonic's own client makes it.
 pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    let path = path.to_path_buf();
-    Endpoint::try_from("http://localhost")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
+    berth::client::connect(path).await
 }
 
 /// The Go gRPC probe (`tests/go/criprobe`), built once per test binary with Debian's Go
@@ -319,3 +311,6 @@ pub fn criprobe() -> &'static Path {
         out
     })
 }
+
+pub mod images;
+pub mod registry;

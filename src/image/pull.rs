@@ -1,0 +1,382 @@
+//! PullImage: resolve the reference on the first endpoint that serves it (mirrors first),
+//! pick the host platform from an index, fetch and verify the config, then fetch, verify
+//! and unpack the layers that are not on disk yet (three at a time, each shared with any
+//! concurrent pull that needs it), and record the image.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::digest::Digest;
+use super::manifest::{self, Document};
+use super::reference::Reference;
+use super::registry::{Auth, Endpoint, FetchError, Fetched};
+use super::unpack;
+use super::{ImageError, ImageManager, now_ns};
+use crate::store::{ImageRecord, LayerRecord};
+
+/// The largest image config accepted.
+const MAX_CONFIG: u64 = 16 << 20;
+/// Layers fetched at once by one pull.
+const LAYER_CONCURRENCY: usize = 3;
+
+/// What a layer needs from the pull that wants it.
+#[derive(Clone)]
+struct LayerJob {
+    reference: String,
+    repository: String,
+    endpoints: Vec<Endpoint>,
+    auth: Auth,
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+}
+
+impl ImageManager {
+    /// Pulls an image and returns its id. Concurrent pulls of the same reference share
+    /// one pull; concurrent pulls of images sharing layers share those layers' downloads.
+    pub async fn pull(self: &Arc<Self>, name: &str, auth: Auth) -> Result<String, ImageError> {
+        let reference = Reference::parse(name).map_err(|reason| ImageError::InvalidReference {
+            reference: name.to_string(),
+            reason,
+        })?;
+        let manager = self.clone();
+        self.pulls
+            .run(
+                reference.to_string(),
+                move || async move { manager.pull_now(reference, auth).await },
+                ImageError::Task,
+            )
+            .await
+            .map_err(ImageError::from)
+    }
+
+    async fn pull_now(
+        self: Arc<Self>,
+        reference: Reference,
+        auth: Auth,
+    ) -> Result<String, ImageError> {
+        let started = Instant::now();
+        let shown = reference.to_string();
+        tracing::info!(image = %shown, "pulling");
+        let mut endpoints = self.registry.endpoints(&reference);
+        let (served_by, top) = self.resolve(&reference, &endpoints, &auth).await?;
+        // Blobs come from the endpoint that served the manifest first.
+        endpoints.rotate_left(served_by);
+        let endpoint = &endpoints[0];
+        let repository = reference.repository.as_str();
+        let corrupt = |reason: String| ImageError::Corrupt {
+            reference: shown.clone(),
+            reason,
+        };
+
+        let (platform_manifest, index_digest) = match manifest::parse(&top.media_type, &top.bytes)
+            .map_err(|r| unsupported(&shown, r))?
+        {
+            Document::Manifest(m) => (m, None),
+            Document::Index(index) => {
+                let chosen =
+                    manifest::select_platform(&index).ok_or_else(|| ImageError::NotFound {
+                        reference: shown.clone(),
+                        reason: format!(
+                            "no linux/{} image in its index (it has {})",
+                            manifest::host_arch(),
+                            manifest::platforms(&index)
+                        ),
+                    })?;
+                let digest = Digest::parse(&chosen.digest).map_err(corrupt)?;
+                let fetched = self
+                    .registry
+                    .manifest(endpoint, repository, digest.as_str(), &auth)
+                    .await
+                    .map_err(|e| fetch_error(&shown, vec![e]))?;
+                let Document::Manifest(m) = manifest::parse(&fetched.media_type, &fetched.bytes)
+                    .map_err(|r| unsupported(&shown, r))?
+                else {
+                    return Err(unsupported(&shown, "an index inside an index".to_string()));
+                };
+                self.content
+                    .write_blob(&fetched.digest, &fetched.bytes)
+                    .map_err(ImageError::io(self.content.root()))?;
+                (m, Some((top.digest.clone(), fetched.digest)))
+            }
+        };
+        let manifest_digest = match &index_digest {
+            Some((_, manifest)) => manifest.clone(),
+            None => top.digest.clone(),
+        };
+
+        let config_digest = Digest::parse(&platform_manifest.config.digest).map_err(corrupt)?;
+        let config_bytes = self
+            .registry
+            .small_blob(endpoint, repository, &config_digest, MAX_CONFIG, &auth)
+            .await
+            .map_err(|e| fetch_error(&shown, vec![e]))?;
+        let config: manifest::ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| corrupt(format!("bad image config {config_digest}: {e}")))?;
+        let (os, arch) = (config.os.as_str(), config.architecture.as_str());
+        if (!os.is_empty() && os != "linux") || (!arch.is_empty() && arch != manifest::host_arch())
+        {
+            return Err(ImageError::NotFound {
+                reference: shown.clone(),
+                reason: format!(
+                    "the image is for {os}/{arch}; this node runs linux/{}",
+                    manifest::host_arch()
+                ),
+            });
+        }
+        if config.rootfs.diff_ids.len() != platform_manifest.layers.len() {
+            return Err(corrupt(format!(
+                "the manifest has {} layers but the config {} diff IDs",
+                platform_manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+
+        // From here to the image record, garbage collection must not remove our layers.
+        let _gc = self.gc_lock.read().await;
+        let mut jobs = Vec::new();
+        for (layer, diff_id) in platform_manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            jobs.push(LayerJob {
+                reference: shown.clone(),
+                repository: repository.to_string(),
+                endpoints: endpoints.clone(),
+                auth: auth.clone(),
+                digest: Digest::parse(&layer.digest).map_err(corrupt)?,
+                size: layer.size,
+                diff_id: Digest::parse(diff_id).map_err(corrupt)?,
+            });
+        }
+        let fetched: Vec<u64> = futures_util::stream::iter(jobs)
+            .map(|job| self.ensure_layer(job))
+            .buffer_unordered(LAYER_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        self.content
+            .write_blob(&config_digest, &config_bytes)
+            .map_err(ImageError::io(self.content.root()))?;
+        self.content
+            .write_blob(&top.digest, &top.bytes)
+            .map_err(ImageError::io(self.content.root()))?;
+        let image = ImageRecord {
+            id: config_digest.to_string(),
+            repo_tags: reference.tagged().into_iter().collect(),
+            repo_digests: vec![reference.with_digest(&top.digest)],
+            size: platform_manifest.config.size
+                + platform_manifest.layers.iter().map(|l| l.size).sum::<u64>(),
+            manifest: manifest_digest.to_string(),
+            index: index_digest.map(|(index, _)| index.to_string()),
+            layers: config.rootfs.diff_ids.clone(),
+            user: config.config.user.clone(),
+            pinned: false,
+            created_at_ns: now_ns(),
+        };
+        let image = self.commit_image(image)?;
+        tracing::info!(
+            image = %shown,
+            id = %image.id,
+            layers = image.layers.len(),
+            layers_fetched = fetched.iter().filter(|b| **b > 0).count(),
+            bytes_fetched = fetched.iter().sum::<u64>(),
+            ms = started.elapsed().as_millis() as u64,
+            "pulled"
+        );
+        Ok(image.id)
+    }
+
+    /// Fetches the manifest (or index) the reference names from the first endpoint that
+    /// has it.
+    async fn resolve(
+        &self,
+        reference: &Reference,
+        endpoints: &[Endpoint],
+        auth: &Auth,
+    ) -> Result<(usize, Fetched), ImageError> {
+        let wanted = reference.manifest_reference();
+        let mut failures = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            match self
+                .registry
+                .manifest(endpoint, &reference.repository, &wanted, auth)
+                .await
+            {
+                Ok(fetched) => return Ok((i, fetched)),
+                Err(err) => {
+                    tracing::debug!(endpoint = %endpoint.name, %err, "manifest not served here");
+                    failures.push(err);
+                }
+            }
+        }
+        Err(fetch_error(&reference.to_string(), failures))
+    }
+
+    /// Makes sure a layer is unpacked on disk; returns the bytes downloaded for it (0 when
+    /// it was there already or another pull fetched it).
+    async fn ensure_layer(&self, job: LayerJob) -> Result<u64, ImageError> {
+        if self.layer_ready(&job.diff_id)? {
+            return Ok(0);
+        }
+        let size = job.size;
+        let manager = self.clone_handles();
+        let diff_id = job.diff_id.clone();
+        self.layers
+            .run(diff_id, move || manager.fetch_layer(job), ImageError::Task)
+            .await
+            .map_err(ImageError::from)?;
+        Ok(size)
+    }
+
+    fn layer_ready(&self, diff_id: &Digest) -> Result<bool, ImageError> {
+        Ok(self.content.has_layer(diff_id)
+            && self.store.get::<LayerRecord>(diff_id.as_str())?.is_some())
+    }
+
+    fn clone_handles(&self) -> LayerFetcher {
+        LayerFetcher {
+            content: self.content.clone(),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+/// What a layer fetch needs, owned, so it can run as its own task.
+struct LayerFetcher {
+    content: super::content::ContentStore,
+    store: Arc<crate::store::Store>,
+    registry: Arc<super::registry::RegistryClient>,
+}
+
+impl LayerFetcher {
+    async fn fetch_layer(self, job: LayerJob) -> Result<(), ImageError> {
+        let started = Instant::now();
+        // Another pull may have finished it while this one waited its turn.
+        if self.content.has_layer(&job.diff_id)
+            && self
+                .store
+                .get::<LayerRecord>(job.diff_id.as_str())?
+                .is_some()
+        {
+            return Ok(());
+        }
+        let download = self
+            .content
+            .temp_dir()
+            .map_err(ImageError::io(self.content.root()))?;
+        let blob_path = download.path().join("blob");
+        let mut failures = Vec::new();
+        for endpoint in &job.endpoints {
+            match self
+                .registry
+                .download_blob(
+                    endpoint,
+                    &job.repository,
+                    &job.digest,
+                    job.size,
+                    &blob_path,
+                    &job.auth,
+                )
+                .await
+            {
+                Ok(()) => {
+                    failures.clear();
+                    break;
+                }
+                Err(err) => failures.push(err),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(fetch_error(&job.reference, failures));
+        }
+        let downloaded_ms = started.elapsed().as_millis() as u64;
+
+        let target = self
+            .content
+            .temp_dir()
+            .map_err(ImageError::io(self.content.root()))?;
+        let unpack_path = blob_path.clone();
+        let (stats, target) = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&unpack_path)?;
+            unpack::unpack(file, target.path())
+                .map(|stats| (stats, target))
+                .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| ImageError::Task(e.to_string()))?
+        .map_err(|e| ImageError::Corrupt {
+            reference: job.reference.clone(),
+            reason: format!("layer {}: {e}", job.digest),
+        })?;
+        drop(download);
+        if stats.diff_id != job.diff_id {
+            return Err(ImageError::Corrupt {
+                reference: job.reference.clone(),
+                reason: format!(
+                    "layer {} unpacks to diff ID {}, but the config says {}",
+                    job.digest, stats.diff_id, job.diff_id
+                ),
+            });
+        }
+        self.content
+            .commit_layer(target, &job.diff_id)
+            .map_err(ImageError::io(&self.content.layer_path(&job.diff_id)))?;
+        self.store.put(&LayerRecord {
+            diff_id: job.diff_id.to_string(),
+            bytes: stats.bytes,
+            inodes: stats.inodes,
+            created_at_ns: now_ns(),
+        })?;
+        tracing::debug!(
+            layer = %job.digest,
+            bytes = job.size,
+            compression = ?stats.compression,
+            download_ms = downloaded_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "layer ready"
+        );
+        Ok(())
+    }
+}
+
+fn unsupported(reference: &str, reason: String) -> ImageError {
+    ImageError::Unsupported {
+        reference: reference.to_string(),
+        reason,
+    }
+}
+
+/// Turns the failures of every endpoint tried into one error. Content that did not match
+/// its digest anywhere decides the code; otherwise the last endpoint does (the registry
+/// itself; mirrors are a best effort). The message lists every failure.
+fn fetch_error(reference: &str, failures: Vec<FetchError>) -> ImageError {
+    let reason = failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reference = reference.to_string();
+    let decisive = failures
+        .iter()
+        .find(|f| matches!(f, FetchError::DigestMismatch { .. }))
+        .or(failures.last());
+    match decisive {
+        Some(FetchError::NotFound { .. }) => ImageError::NotFound { reference, reason },
+        Some(FetchError::Unauthorized { .. }) => ImageError::Unauthorized { reference, reason },
+        Some(FetchError::DigestMismatch { .. }) => ImageError::Corrupt { reference, reason },
+        Some(FetchError::Status { status, .. }) if *status >= 500 => {
+            ImageError::Unavailable { reference, reason }
+        }
+        Some(FetchError::Status { .. }) | Some(FetchError::Invalid { .. }) => {
+            ImageError::Registry { reference, reason }
+        }
+        Some(FetchError::Local { path, reason }) => ImageError::Io {
+            path: path.into(),
+            source: std::io::Error::other(reason.clone()),
+        },
+        Some(FetchError::Unreachable { .. }) | None => {
+            ImageError::Unavailable { reference, reason }
+        }
+    }
+}

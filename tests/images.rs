@@ -1,0 +1,896 @@
+//! The ImageService against a real registry (Debian's docker-registry) with images the
+//! tests build from busybox-static: pulls through mirrors and from insecure registries,
+//! every layer format, indexes, authentication, corruption, concurrency, removal, the
+//! image filesystem, import, and crashes mid-pull.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use berth::proto::image_service_client::ImageServiceClient;
+use berth::proto::{
+    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
+    ImageStatusResponse, ListImagesRequest, PullImageRequest, RemoveImageRequest,
+};
+use common::images::{
+    Compression, ImageConfig, LayerBuilder, TestImage, TestIndex, oci_layout_dir, oci_layout_tar,
+};
+use common::registry::{Registry, RegistryOptions};
+use common::{Daemon, Setup, wait_for};
+use tonic::transport::Channel;
+
+/// A busybox image: a base layer, and a second with a whiteout, an opaque directory, a
+/// hard link, a setuid file, an owned file and an xattr.
+fn busybox_image(compression: Compression, user: &str) -> TestImage {
+    let base = LayerBuilder::new()
+        .busybox()
+        .dir("var/cache/old", 0o755)
+        .file("var/cache/old/stale", b"stale", 0o644)
+        .file("etc/motd", b"welcome", 0o644)
+        .build(compression);
+    let top = LayerBuilder::new()
+        .whiteout("etc/motd")
+        .opaque("var/cache")
+        .file("var/cache/fresh", b"fresh", 0o644)
+        .file("usr/bin/tool", b"#!/bin/sh\necho tool\n", 0o755)
+        .hardlink("usr/bin/tool-link", "usr/bin/tool")
+        .file("usr/bin/su-ish", b"setuid", 0o4755)
+        .file_owned("home/app/data", b"mine", 0o640, 1000, 1000)
+        .xattr("usr/bin/tool", "user.berth", b"yes")
+        .build(compression);
+    let config = ImageConfig {
+        user: user.to_string(),
+        ..ImageConfig::default()
+    };
+    TestImage::new(vec![base, top], config)
+}
+
+fn spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+async fn pull(
+    client: &mut ImageServiceClient<Channel>,
+    image: &str,
+) -> Result<String, tonic::Status> {
+    pull_with(client, image, None).await
+}
+
+async fn pull_with(
+    client: &mut ImageServiceClient<Channel>,
+    image: &str,
+    auth: Option<AuthConfig>,
+) -> Result<String, tonic::Status> {
+    client
+        .pull_image(PullImageRequest {
+            image: spec(image),
+            auth,
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+async fn status(
+    client: &mut ImageServiceClient<Channel>,
+    image: &str,
+    verbose: bool,
+) -> ImageStatusResponse {
+    client
+        .image_status(ImageStatusRequest {
+            image: spec(image),
+            verbose,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner()
+}
+
+/// Where docker.io's own endpoint points in tests: a closed loopback port, so that a
+/// pull the mirror cannot serve never leaves this machine.
+const NO_UPSTREAM: &str = "http://127.0.0.1:9";
+
+/// A daemon whose docker.io mirror is the registry (plain HTTP).
+async fn daemon_mirroring(registry: &Registry) -> Daemon {
+    Setup::new()
+        .toml(&format!(
+            "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"{NO_UPSTREAM}\"",
+            registry.url()
+        ))
+        .start()
+        .await
+}
+
+/// The unpacked layer directories ImageStatus verbose reports.
+fn layer_paths(status: &ImageStatusResponse) -> Vec<PathBuf> {
+    let info: serde_json::Value =
+        serde_json::from_str(&status.info["info"]).expect("verbose info is JSON");
+    info["layerPaths"]
+        .as_array()
+        .expect("layerPaths")
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect()
+}
+
+/// Entries under `dir`, recursively.
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    1 + if e.path().is_dir() {
+                        entries(&e.path())
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pull_through_a_mirror_and_report_the_image() {
+    let registry = Registry::start().await;
+    let image = busybox_image(Compression::Gzip, "app");
+    registry.push("library/busybox", "latest", &image).await;
+    let daemon = daemon_mirroring(&registry).await;
+    let mut client = daemon.images().await;
+
+    let id = pull(&mut client, "busybox").await.expect("pull busybox");
+    assert_eq!(id, image.config_digest, "image_ref is the config digest");
+
+    let s = status(&mut client, "busybox", true).await;
+    let img = s.image.as_ref().expect("the image is present");
+    assert_eq!(img.id, image.config_digest);
+    assert_eq!(img.repo_tags, ["docker.io/library/busybox:latest"]);
+    assert_eq!(
+        img.repo_digests,
+        [format!(
+            "docker.io/library/busybox@{}",
+            image.manifest_digest
+        )]
+    );
+    let expected_size: u64 =
+        image.layers.iter().map(|l| l.size).sum::<u64>() + image.config.len() as u64;
+    assert_eq!(img.size, expected_size);
+    assert_eq!((img.uid, img.username.as_str()), (None, "app"));
+    assert_eq!(img.spec.as_ref().unwrap().image, image.config_digest);
+    let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
+    assert_eq!(info["imageSpec"]["config"]["User"], "app");
+
+    // The same image by every name the kubelet uses.
+    for name in [
+        "docker.io/library/busybox:latest",
+        "library/busybox",
+        &image.config_digest,
+        &image.config_digest["sha256:".len()..],
+        &format!("busybox@{}", image.manifest_digest),
+    ] {
+        let found = status(&mut client, name, false).await.image.map(|i| i.id);
+        assert_eq!(
+            found.as_deref(),
+            Some(image.config_digest.as_str()),
+            "{name}"
+        );
+    }
+    assert!(
+        status(&mut client, "busybox:other", false)
+            .await
+            .image
+            .is_none()
+    );
+
+    // The layers as overlayfs needs them.
+    let layers = layer_paths(&s);
+    assert_eq!(layers.len(), 2);
+    let (base, top) = (&layers[0], &layers[1]);
+    assert!(base.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(base.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    let motd = std::fs::symlink_metadata(top.join("etc/motd")).unwrap();
+    assert!(
+        motd.file_type().is_char_device() && motd.rdev() == 0,
+        "whiteout"
+    );
+    assert_eq!(
+        xattr::get(top.join("var/cache"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    let tool = std::fs::metadata(top.join("usr/bin/tool")).unwrap();
+    assert_eq!(
+        tool.ino(),
+        std::fs::metadata(top.join("usr/bin/tool-link"))
+            .unwrap()
+            .ino()
+    );
+    assert_eq!(
+        xattr::get(top.join("usr/bin/tool"), "user.berth")
+            .unwrap()
+            .as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert_eq!(
+        std::fs::metadata(top.join("usr/bin/su-ish"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+    let data = std::fs::metadata(top.join("home/app/data")).unwrap();
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o777),
+        (1000, 1000, 0o640)
+    );
+
+    // ListImages, with and without a filter.
+    let all = client
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.images.len(), 1);
+    let filtered = client
+        .list_images(ListImagesRequest {
+            filter: Some(ImageFilter {
+                image: spec("busybox:latest"),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(filtered.images.len(), 1);
+    let none = client
+        .list_images(ListImagesRequest {
+            filter: Some(ImageFilter {
+                image: spec("nginx"),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.images.is_empty());
+
+    // The pull is logged with its figures.
+    let log = daemon.log();
+    assert!(
+        log.contains("pulled") && log.contains("bytes_fetched") && log.contains("ms="),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let zstd = busybox_image(Compression::Zstd, "1000:1000");
+    let plain = busybox_image(Compression::None, "");
+    let docker = TestImage::docker(
+        vec![
+            LayerBuilder::new()
+                .busybox()
+                .file("docker", b"d", 0o644)
+                .build(Compression::Gzip),
+        ],
+        ImageConfig::default(),
+    );
+    let arm = TestImage::new(
+        vec![
+            LayerBuilder::new()
+                .file("arm", b"arm", 0o644)
+                .build(Compression::Gzip),
+        ],
+        ImageConfig {
+            architecture: "arm64".into(),
+            ..ImageConfig::default()
+        },
+    );
+    registry.push("t/zstd", "v1", &zstd).await;
+    registry.push("t/plain", "v1", &plain).await;
+    registry.push("t/docker", "v1", &docker).await;
+    registry.push("t/arm-only", "v1", &arm).await;
+    let index = TestIndex::new(&[(&arm, "arm64"), (&zstd, "amd64")]);
+    registry
+        .push_index("t/multi", "v1", &index, &[&arm, &zstd])
+        .await;
+    let list = TestIndex::docker(&[(&docker, "amd64"), (&arm, "arm64")]);
+    registry
+        .push_index("t/list", "v1", &list, &[&docker, &arm])
+        .await;
+
+    let daemon = Setup::new()
+        .toml(&format!("[registries.\"{host}\"]\ninsecure = true"))
+        .start()
+        .await;
+    let mut client = daemon.images().await;
+    assert_eq!(
+        pull(&mut client, &format!("{host}/t/zstd:v1"))
+            .await
+            .unwrap(),
+        zstd.config_digest
+    );
+    assert_eq!(
+        pull(&mut client, &format!("{host}/t/plain:v1"))
+            .await
+            .unwrap(),
+        plain.config_digest
+    );
+    assert_eq!(
+        pull(&mut client, &format!("{host}/t/docker:v1"))
+            .await
+            .unwrap(),
+        docker.config_digest
+    );
+    let user = status(&mut client, &format!("{host}/t/zstd:v1"), false)
+        .await
+        .image
+        .unwrap();
+    assert_eq!(
+        (user.uid.map(|u| u.value), user.username.as_str()),
+        (Some(1000), "")
+    );
+
+    // An index resolves to linux/amd64; its digest is the repo digest.
+    assert_eq!(
+        pull(&mut client, &format!("{host}/t/multi:v1"))
+            .await
+            .unwrap(),
+        zstd.config_digest
+    );
+    let img = status(&mut client, &format!("{host}/t/multi:v1"), false)
+        .await
+        .image
+        .unwrap();
+    assert!(
+        img.repo_digests
+            .contains(&format!("{host}/t/multi@{}", index.digest)),
+        "{:?}",
+        img.repo_digests
+    );
+    assert!(
+        img.repo_tags.contains(&format!("{host}/t/zstd:v1")),
+        "tags accumulate"
+    );
+    assert_eq!(
+        pull(&mut client, &format!("{host}/t/list:v1"))
+            .await
+            .unwrap(),
+        docker.config_digest
+    );
+
+    // An image for another architecture only is refused.
+    let err = pull(&mut client, &format!("{host}/t/arm-only:v1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("arm64"), "{}", err.message());
+
+    // By digest, and by tag and digest together.
+    let by_digest = format!("{host}/t/plain@{}", plain.manifest_digest);
+    assert_eq!(
+        pull(&mut client, &by_digest).await.unwrap(),
+        plain.config_digest
+    );
+    let both = format!("{host}/t/plain:v2@{}", plain.manifest_digest);
+    assert_eq!(pull(&mut client, &both).await.unwrap(), plain.config_digest);
+    let img = status(&mut client, &plain.config_digest, false)
+        .await
+        .image
+        .unwrap();
+    assert!(
+        img.repo_tags.contains(&format!("{host}/t/plain:v2")),
+        "{:?}",
+        img.repo_tags
+    );
+
+    // The same registry without `insecure` is refused over HTTPS, naming the registry.
+    let strict = Setup::new().start().await;
+    let err = pull(&mut strict.images().await, &format!("{host}/t/zstd:v1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&host), "{}", err.message());
+}
+
+#[tokio::test]
+async fn bad_references_unknown_images_and_unreachable_registries() {
+    let registry = Registry::start().await;
+    let daemon = daemon_mirroring(&registry).await;
+    let mut client = daemon.images().await;
+    for bad in ["Busybox", "busybox:", "busybox@sha256:123", "a//b"] {
+        let err = pull(&mut client, bad).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains(bad), "{}", err.message());
+    }
+    let err = pull(&mut client, "").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Not on the mirror; docker.io's own endpoint (here a closed port) decides the code,
+    // and the message names both.
+    let err = pull(&mut client, "not-mirrored").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("mirror") && err.message().contains("registry docker.io"),
+        "{}",
+        err.message()
+    );
+    let err = pull(&mut client, "127.0.0.1:1/nothing:v1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("127.0.0.1:1"), "{}", err.message());
+
+    let host = registry.host();
+    let insecure = Setup::new()
+        .toml(&format!("[registries.\"{host}\"]\ninsecure = true"))
+        .start()
+        .await;
+    let err = pull(&mut insecure.images().await, &format!("{host}/no/such:v1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // ImageStatus of an unknown image is no image, not an error (api.proto).
+    assert!(
+        status(&mut client, "never/pulled", false)
+            .await
+            .image
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn basic_auth_over_tls() {
+    let registry = Registry::start_with(RegistryOptions {
+        basic_auth: Some(("berth".into(), "s3cret".into())),
+        tls: true,
+    })
+    .await;
+    let image = busybox_image(Compression::Gzip, "");
+    registry.push("private/app", "v1", &image).await;
+    let host = registry.host();
+    let daemon = Setup::new()
+        .toml(&format!("[registries.\"{host}\"]\ninsecure = true"))
+        .start()
+        .await;
+    let mut client = daemon.images().await;
+    let name = format!("{host}/private/app:v1");
+
+    let err = pull(&mut client, &name).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("needs credentials"),
+        "{}",
+        err.message()
+    );
+
+    let wrong = AuthConfig {
+        username: "berth".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    let err = pull_with(&mut client, &name, Some(wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("credentials were refused"),
+        "{}",
+        err.message()
+    );
+    assert!(status(&mut client, &name, false).await.image.is_none());
+
+    let right = AuthConfig {
+        username: "berth".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        pull_with(&mut client, &name, Some(right)).await.unwrap(),
+        image.config_digest
+    );
+
+    // The `auth` field (base64 user:password), as the kubelet sends pull secrets.
+    use base64::Engine as _;
+    let encoded = AuthConfig {
+        auth: base64::engine::general_purpose::STANDARD.encode("berth:s3cret"),
+        ..Default::default()
+    };
+    let fresh = Setup::new()
+        .toml(&format!("[registries.\"{host}\"]\ninsecure = true"))
+        .start()
+        .await;
+    assert_eq!(
+        pull_with(&mut fresh.images().await, &name, Some(encoded))
+            .await
+            .unwrap(),
+        image.config_digest
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_fails_the_pull_and_stores_nothing() {
+    let registry = Registry::start().await;
+    let image = busybox_image(Compression::Gzip, "");
+    registry.push("library/busybox", "latest", &image).await;
+    // Overwrite the top layer's data in the registry's storage: same size, other bytes.
+    let top = &image.layers[1];
+    let data = registry.blob_path(&top.digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let daemon = daemon_mirroring(&registry).await;
+    let mut client = daemon.images().await;
+    let err = pull(&mut client, "busybox").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    assert!(err.message().contains(&top.digest), "{}", err.message());
+    assert!(status(&mut client, "busybox", false).await.image.is_none());
+    let images = daemon.paths().root.join("images");
+    let layers = images.join("layers/sha256");
+    assert!(
+        !layers.join(&top.diff_id["sha256:".len()..]).exists(),
+        "no layer from the bad blob"
+    );
+    // The other layer's fetch runs on to the end as its own task; then tmp is empty.
+    let tmp = images.join("tmp");
+    wait_for("no leftovers in tmp", Duration::from_secs(10), || async {
+        (entries(&tmp) == 0).then_some(())
+    })
+    .await;
+    assert!(
+        layers
+            .join(&image.layers[0].diff_id["sha256:".len()..])
+            .is_dir()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_pulls_share_one_download() {
+    let registry = Registry::start().await;
+    let image = busybox_image(Compression::Gzip, "");
+    registry.push("library/busybox", "latest", &image).await;
+    let daemon = daemon_mirroring(&registry).await;
+    let mut pulls = Vec::new();
+    for name in [
+        "busybox",
+        "busybox:latest",
+        "docker.io/library/busybox",
+        "busybox",
+        "library/busybox:latest",
+    ] {
+        let mut client = daemon.images().await;
+        pulls.push(tokio::spawn(async move { pull(&mut client, name).await }));
+    }
+    for p in pulls {
+        assert_eq!(p.await.unwrap().unwrap(), image.config_digest);
+    }
+    let log = registry.log();
+    for layer in &image.layers {
+        let fetches = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("/blobs/{}", layer.digest))
+                    && l.contains("response completed")
+                    && l.contains("GET")
+            })
+            .count();
+        assert_eq!(
+            fetches, 1,
+            "layer {} fetched {fetches} times:\n{log}",
+            layer.digest
+        );
+    }
+}
+
+#[tokio::test]
+async fn remove_by_any_name_keeps_shared_layers_and_frees_the_rest() {
+    let registry = Registry::start().await;
+    let shared = LayerBuilder::new().busybox().build(Compression::Gzip);
+    let one = TestImage::new(
+        vec![
+            shared.clone(),
+            LayerBuilder::new()
+                .file("one", b"1", 0o644)
+                .build(Compression::Gzip),
+        ],
+        ImageConfig::default(),
+    );
+    let two = TestImage::new(
+        vec![
+            shared.clone(),
+            LayerBuilder::new()
+                .file("two", b"2", 0o644)
+                .build(Compression::Gzip),
+        ],
+        ImageConfig::default(),
+    );
+    registry.push("library/one", "latest", &one).await;
+    registry.push("library/one", "alias", &one).await;
+    registry.push("library/two", "latest", &two).await;
+    let daemon = daemon_mirroring(&registry).await;
+    let mut client = daemon.images().await;
+    pull(&mut client, "one").await.unwrap();
+    pull(&mut client, "one:alias").await.unwrap();
+    pull(&mut client, "two").await.unwrap();
+    let fs_before = client
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let usage = &fs_before.image_filesystems[0];
+    let bytes_before = usage.used_bytes.as_ref().unwrap().value;
+    assert!(bytes_before > 0 && usage.inodes_used.as_ref().unwrap().value > 0);
+    assert!(
+        usage
+            .fs_id
+            .as_ref()
+            .unwrap()
+            .mountpoint
+            .starts_with(daemon.paths().root.to_str().unwrap())
+    );
+
+    let layers_dir = daemon.paths().root.join("images/layers/sha256");
+    let layer = |l: &common::images::Layer| layers_dir.join(&l.diff_id["sha256:".len()..]);
+    // Removing by one tag removes the image with all its tags.
+    client
+        .remove_image(RemoveImageRequest {
+            image: spec("one:alias"),
+        })
+        .await
+        .unwrap();
+    assert!(status(&mut client, "one", false).await.image.is_none());
+    assert!(
+        status(&mut client, "one:alias", false)
+            .await
+            .image
+            .is_none()
+    );
+    wait_for(
+        "the unshared layer of `one` to go",
+        Duration::from_secs(10),
+        || async { (!layer(&one.layers[1]).exists()).then_some(()) },
+    )
+    .await;
+    assert!(layer(&shared).exists(), "a layer `two` uses stays");
+    assert!(status(&mut client, "two", false).await.image.is_some());
+
+    // Idempotent: removing it again, or something never pulled, is not an error.
+    client
+        .remove_image(RemoveImageRequest { image: spec("one") })
+        .await
+        .unwrap();
+    client
+        .remove_image(RemoveImageRequest {
+            image: spec("never/pulled"),
+        })
+        .await
+        .unwrap();
+    // By id.
+    client
+        .remove_image(RemoveImageRequest {
+            image: spec(&two.config_digest),
+        })
+        .await
+        .unwrap();
+    wait_for("every layer to go", Duration::from_secs(10), || async {
+        (entries(&layers_dir) == 0).then_some(())
+    })
+    .await;
+    let after = client
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes_after = after.image_filesystems[0]
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(bytes_after < bytes_before, "{bytes_after} < {bytes_before}");
+    let err = client
+        .remove_image(RemoveImageRequest {
+            image: spec("Bad:"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn images_survive_a_restart() {
+    let registry = Registry::start().await;
+    let image = busybox_image(Compression::Gzip, "");
+    registry.push("library/busybox", "latest", &image).await;
+    let mut daemon = daemon_mirroring(&registry).await;
+    pull(&mut daemon.images().await, "busybox").await.unwrap();
+    assert!(daemon.stop().await.success());
+    daemon.restart().await;
+    let mut client = daemon.images().await;
+    let s = status(&mut client, "busybox", true).await;
+    assert_eq!(s.image.as_ref().unwrap().id, image.config_digest);
+    for layer in layer_paths(&s) {
+        assert!(layer.is_dir());
+    }
+}
+
+#[tokio::test]
+async fn import_oci_archives_and_layouts_through_the_cli() {
+    let image = busybox_image(Compression::Gzip, "");
+    let daemon = Setup::new().start().await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("busybox.tar");
+    std::fs::write(
+        &archive,
+        oci_layout_tar(&image, "registry.example/tools/busybox:1.0"),
+    )
+    .unwrap();
+    let berth = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--config")
+            .arg(&daemon.paths().config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = berth(&["image", "import", archive.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&image.config_digest)
+            && stdout.contains("registry.example/tools/busybox:1.0"),
+        "{stdout}"
+    );
+    let mut client = daemon.images().await;
+    let s = status(&mut client, "registry.example/tools/busybox:1.0", true).await;
+    assert_eq!(s.image.as_ref().unwrap().id, image.config_digest);
+    assert!(layer_paths(&s)[0].join("bin/busybox").is_file());
+
+    // A layout directory whose ref name is a bare tag, named on the command line.
+    let layout = work.path().join("layout");
+    oci_layout_dir(&image, "v2", &layout);
+    let (ok, _, stderr) = berth(&[
+        "image",
+        "import",
+        "--name",
+        "local/busybox:v2",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        status(&mut client, "local/busybox:v2", false)
+            .await
+            .image
+            .is_some()
+    );
+
+    // A corrupt archive is refused, naming the file.
+    let bad = work.path().join("bad.tar");
+    let mut bytes = oci_layout_tar(&image, "x/y:z");
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    std::fs::write(&bad, bytes).unwrap();
+    let (ok, _, stderr) = berth(&["image", "import", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("bad.tar"), "{stderr}");
+    let (ok, _, stderr) = berth(&["image", "import", "/nonexistent/archive.tar"]);
+    assert!(
+        !ok && stderr.contains("/nonexistent/archive.tar"),
+        "{stderr}"
+    );
+}
+
+/// A TCP relay that passes the registry's answers on slowly, so a pull can be caught in
+/// the middle. The registry behind it is the real one.
+async fn slow_relay(
+    target: String,
+    bytes_per_tick: usize,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut buf = vec![0u8; bytes_per_tick];
+                loop {
+                    match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn a_crash_mid_pull_leaves_no_half_layer() {
+    let registry = Registry::start().await;
+    // 4 MiB that gzip cannot shrink: about four seconds through the relay.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let big = LayerBuilder::new()
+        .file("noise", &noise, 0o644)
+        .build(Compression::Gzip);
+    let image = TestImage::new(vec![big.clone()], ImageConfig::default());
+    registry.push("library/big", "latest", &image).await;
+    let (relay, relay_task) = slow_relay(registry.host(), 16 * 1024).await;
+    let mut daemon = Setup::new()
+        .toml(&format!(
+            "[registries.\"docker.io\"]\nmirrors = [\"http://{relay}\"]\nserver = \"{NO_UPSTREAM}\""
+        ))
+        .start()
+        .await;
+    let tmp = daemon.paths().root.join("images/tmp");
+    let mut client = daemon.images().await;
+    let pulling = tokio::spawn(async move { pull(&mut client, "big").await });
+    wait_for(
+        "the layer download to be under way",
+        Duration::from_secs(20),
+        || async {
+            let partial = std::fs::read_dir(&tmp)
+                .ok()?
+                .flatten()
+                .any(|d| std::fs::metadata(d.path().join("blob")).is_ok_and(|m| m.len() > 0));
+            partial.then_some(())
+        },
+    )
+    .await;
+    daemon.crash().await;
+    assert!(
+        pulling.await.unwrap().is_err(),
+        "the client saw the pull fail"
+    );
+    relay_task.abort();
+
+    // After the restart: no temporary files, no layer, no image.
+    daemon.restart().await;
+    assert_eq!(entries(&tmp), 0);
+    let layer_dir = daemon
+        .paths()
+        .root
+        .join("images/layers/sha256")
+        .join(&big.diff_id["sha256:".len()..]);
+    assert!(!layer_dir.exists());
+    let mut client = daemon.images().await;
+    assert!(status(&mut client, "big", false).await.image.is_none());
+}
