@@ -28,6 +28,9 @@ use crate::config::RegistryConfig;
 /// Manifests and indexes larger than this are refused (containerd uses the same cap).
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
+/// How often a long blob download reports its progress in the log.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Every manifest format berth understands, for the `Accept` header.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -344,12 +347,17 @@ impl RegistryClient {
         let mut file = tokio::fs::File::create(path).await.map_err(local)?;
         let mut hasher = Hasher::default();
         let mut stream = response.bytes_stream();
+        let mut last_report = std::time::Instant::now();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| FetchError::Unreachable {
                 endpoint: endpoint.name.clone(),
                 reason: format!("{what} interrupted: {e}"),
             })?;
             hasher.update(&chunk);
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = std::time::Instant::now();
+                tracing::info!(blob = %digest, bytes = hasher.len(), of = size, from = %endpoint.name, "downloading");
+            }
             if hasher.len() > size {
                 return Err(FetchError::Invalid {
                     endpoint: endpoint.name.clone(),
