@@ -411,6 +411,7 @@ async fn auth_registry_refuses_anonymous_pushes() {
     let registry = Registry::start_with(RegistryOptions {
         basic_auth: Some(("tester".to_string(), "s3cret".to_string())),
         tls: false,
+        ..Default::default()
     })
     .await;
     assert!(registry.url().starts_with("http://"));
@@ -449,6 +450,7 @@ async fn tls_registry_serves_a_certificate_its_ca_verifies() {
     let registry = Registry::start_with(RegistryOptions {
         basic_auth: Some(("tester".to_string(), "s3cret".to_string())),
         tls: true,
+        ..Default::default()
     })
     .await;
     assert_eq!(registry.url(), format!("https://{}", registry.host()));

@@ -455,6 +455,7 @@ async fn basic_auth_over_tls() {
     let registry = Registry::start_with(RegistryOptions {
         basic_auth: Some(("berth".into(), "s3cret".into())),
         tls: true,
+        ..Default::default()
     })
     .await;
     let image = busybox_image(Compression::Gzip, "");

@@ -34,17 +34,22 @@ struct LayerJob {
 }
 
 impl ImageManager {
-    /// Pulls an image and returns its id. Concurrent pulls of the same reference share
-    /// one pull; concurrent pulls of images sharing layers share those layers' downloads.
+    /// Pulls an image and returns its id. Concurrent pulls of the same reference with the
+    /// same credentials share one pull; concurrent pulls of images sharing layers share
+    /// those layers' downloads (a layer is only fetched by a pull that was allowed to read
+    /// its manifest).
     pub async fn pull(self: &Arc<Self>, name: &str, auth: Auth) -> Result<String, ImageError> {
         let reference = Reference::parse(name).map_err(|reason| ImageError::InvalidReference {
             reference: name.to_string(),
             reason,
         })?;
         let manager = self.clone();
+        // Pulls share work only with pulls that have the same credentials: a pull must
+        // never succeed on someone else's.
+        let key = format!("{reference}#{}", auth.fingerprint());
         self.pulls
             .run(
-                reference.to_string(),
+                key,
                 move || async move { manager.pull_now(reference, auth).await },
                 ImageError::Task,
             )

@@ -101,6 +101,18 @@ impl Auth {
         Ok(Auth::Anonymous)
     }
 
+    /// A digest of the credentials, so that what one set of credentials obtained (a cached
+    /// token, a shared pull) is never used for another.
+    pub fn fingerprint(&self) -> String {
+        let canonical = match self {
+            Auth::Anonymous => "anonymous".to_string(),
+            Auth::Basic { username, password } => format!("basic\0{username}\0{password}"),
+            Auth::RegistryToken(token) => format!("registry-token\0{token}"),
+            Auth::IdentityToken(token) => format!("identity-token\0{token}"),
+        };
+        Digest::of(canonical.as_bytes()).hex()[..16].to_string()
+    }
+
     fn has_credentials(&self) -> bool {
         !matches!(self, Auth::Anonymous)
     }
@@ -172,8 +184,9 @@ pub struct RegistryClient {
     registries: BTreeMap<String, RegistryConfig>,
     verified: reqwest::Client,
     unverified: reqwest::Client,
-    /// `Authorization` values by (endpoint base, repository).
-    tokens: Mutex<HashMap<(String, String), String>>,
+    /// `Authorization` values by endpoint base, repository and credentials fingerprint:
+    /// a token is only ever reused with the credentials that obtained it.
+    tokens: Mutex<HashMap<(String, String, String), String>>,
     /// Insecure registries found to speak plain HTTP.
     plain_http: Mutex<HashSet<String>>,
 }
@@ -400,7 +413,11 @@ impl RegistryClient {
         auth: &Auth,
         what: &str,
     ) -> Result<Response, FetchError> {
-        let key = (endpoint.base.clone(), repository.to_string());
+        let key = (
+            endpoint.base.clone(),
+            repository.to_string(),
+            auth.fingerprint(),
+        );
         let cached = self.lock_tokens().get(&key).cloned();
         let mut response = self
             .send(endpoint, repository, path, accept, cached.as_deref())
@@ -582,7 +599,7 @@ impl RegistryClient {
             .ok_or_else(|| refused("the token service returned no token".to_string()))
     }
 
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), String>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 

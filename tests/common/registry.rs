@@ -1,16 +1,17 @@
 //! A real OCI distribution registry for tests: Debian's `docker-registry` (distribution
 //! 2.8) on `127.0.0.1`, with its own temporary storage, optionally behind htpasswd basic
-//! auth and TLS with a throwaway CA, and a client that pushes [`TestImage`]s to it with
-//! the registry HTTP API. The registry is killed (by its own PID) and its directory
+//! auth or token auth (see `super::token`) and TLS with a throwaway CA, and a client that
+//! pushes [`TestImage`]s to it with the registry HTTP API. The registry is killed (by its own PID) and its directory
 //! removed when the [`Registry`] is dropped, even when the test fails.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 use tempfile::TempDir;
 
@@ -35,6 +36,23 @@ pub struct RegistryOptions {
     /// Serve HTTPS with a certificate for `127.0.0.1` issued by a throwaway CA (see
     /// [`Registry::ca_cert_pem`]).
     pub tls: bool,
+    /// Delegate authentication to a token service (`auth: token:`); exclusive with
+    /// `basic_auth`.
+    pub token_auth: Option<TokenAuth>,
+}
+
+/// A registry's token authentication: it accepts only bearer JWTs signed by a key
+/// certified in `rootcertbundle`, issued by `issuer` for `service`, and sends clients
+/// without one to `realm`. `super::token::TokenIssuer::registry_auth` fills it in.
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM certificates of the keys that sign tokens.
+    pub rootcertbundle: PathBuf,
+    /// (user, password) the harness's pushes present to the token service.
+    pub credentials: Option<(String, String)>,
 }
 
 /// A registry request that failed.
@@ -60,13 +78,15 @@ pub enum PushError {
         url: String,
         status: StatusCode,
     },
+    #[error("token service {url}: {reason}")]
+    Token { url: String, reason: String },
 }
 
 impl PushError {
     /// The HTTP status the registry answered with, if it answered.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            PushError::Transport { .. } => None,
+            PushError::Transport { .. } | PushError::Token { .. } => None,
             PushError::Status { status, .. } | PushError::NoLocation { status, .. } => {
                 Some(*status)
             }
@@ -115,6 +135,10 @@ impl Registry {
             .expect("create a temporary directory");
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("create the storage dir");
+        assert!(
+            options.basic_auth.is_none() || options.token_auth.is_none(),
+            "a registry has one kind of authentication"
+        );
         if let Some((user, password)) = &options.basic_auth {
             write_htpasswd(dir.path(), user, password);
         }
@@ -193,17 +217,33 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    /// A pusher with the registry's own credentials, if it has any.
-    pub fn pusher(&self) -> Pusher {
-        self.pusher_as(self.credentials())
+    /// The registry's token authentication, when it has it.
+    pub fn token_auth(&self) -> Option<&TokenAuth> {
+        self.options.token_auth.as_ref()
     }
 
-    /// A pusher with the given credentials, or none.
+    /// A pusher with the registry's own credentials, if it has any: the htpasswd user's,
+    /// or under token auth those the token service grants push to.
+    pub fn pusher(&self) -> Pusher {
+        let token_credentials = self
+            .token_auth()
+            .and_then(|t| t.credentials.as_ref())
+            .map(|(u, p)| (u.as_str(), p.as_str()));
+        self.pusher_as(self.credentials().or(token_credentials))
+    }
+
+    /// A pusher with the given credentials, or none. Under token auth they go to the
+    /// token service, not to the registry.
     pub fn pusher_as(&self, credentials: Option<(&str, &str)>) -> Pusher {
         Pusher {
             http: self.http.clone(),
             base: self.url(),
             credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            bearer: self
+                .options
+                .token_auth
+                .is_some()
+                .then(|| Arc::new(Mutex::new(None))),
         }
     }
 
@@ -387,6 +427,12 @@ http:
             dir.join("htpasswd")
         ));
     }
+    if let Some(token) = &options.token_auth {
+        yaml.push_str(&format!(
+            "auth:\n  token:\n    realm: {:?}\n    service: {:?}\n    issuer: {:?}\n    rootcertbundle: {:?}\n",
+            token.realm, token.service, token.issuer, token.rootcertbundle
+        ));
+    }
     yaml
 }
 
@@ -490,24 +536,37 @@ fn make_certificates(dir: &Path) {
     );
 }
 
-/// Pushes to one registry with the HTTP API, with or without credentials.
+/// Pushes to one registry with the HTTP API, with or without credentials. Under token
+/// auth it answers the registry's `Bearer` challenges as a client would: it asks the
+/// challenge's realm for a token for the challenge's service and scope (presenting the
+/// credentials as Basic auth) and retries the request once with that token, which it then
+/// sends with every request until the registry asks for another.
 #[derive(Clone)]
 pub struct Pusher {
     http: reqwest::Client,
     base: String,
     credentials: Option<(String, String)>,
+    /// Under token auth, the last token the token service issued (shared by clones).
+    bearer: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl Pusher {
     fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, url);
+        if let Some(bearer) = &self.bearer {
+            return match lock(bearer).as_deref() {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+        }
         match &self.credentials {
             Some((user, password)) => request.basic_auth(user, Some(password)),
             None => request,
         }
     }
 
-    /// Sends `request` and returns the response if its status is `expected`.
+    /// Sends `request` and returns the response if its status is `expected`; under token
+    /// auth, a `401` is answered with a fresh token first.
     async fn send(
         &self,
         method: Method,
@@ -515,24 +574,81 @@ impl Pusher {
         request: reqwest::RequestBuilder,
         expected: &[StatusCode],
     ) -> Result<reqwest::Response, PushError> {
+        let transport = |source| PushError::Transport {
+            method: method.clone(),
+            url: url.to_string(),
+            source,
+        };
+        // Every request here has an in-memory body (or none), so it can be cloned.
+        let retry = request.try_clone();
+        let mut response = request.send().await.map_err(transport)?;
+        if response.status() == StatusCode::UNAUTHORIZED
+            && let Some(bearer) = &self.bearer
+            && let Some(retry) = retry
+        {
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let token = self.token(&challenge).await?;
+            *lock(bearer) = Some(token.clone());
+            let mut retry = retry.build().map_err(transport)?;
+            // `insert` replaces the stale token the first attempt may have carried.
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| {
+                PushError::Token {
+                    url: url.to_string(),
+                    reason: format!("the token is not a header value: {e}"),
+                }
+            })?;
+            retry.headers_mut().insert(AUTHORIZATION, value);
+            response = self.http.execute(retry).await.map_err(transport)?;
+        }
+        expect_status(method, url, response, expected).await
+    }
+
+    /// Gets a token from the realm of a `Bearer` challenge, for its service and scope.
+    async fn token(&self, challenge: &str) -> Result<String, PushError> {
+        let params = bearer_params(challenge);
+        let realm = params
+            .iter()
+            .find(|(key, _)| key == "realm")
+            .map(|(_, value)| value.clone())
+            .ok_or_else(|| PushError::Token {
+                url: self.base.clone(),
+                reason: format!("the registry's challenge names no Bearer realm: {challenge:?}"),
+            })?;
+        let query: Vec<&(String, String)> = params
+            .iter()
+            .filter(|(key, _)| key == "service" || key == "scope")
+            .collect();
+        let mut request = self.http.get(&realm).query(&query);
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
         let response = request
             .send()
             .await
             .map_err(|source| PushError::Transport {
-                method: method.clone(),
-                url: url.to_string(),
+                method: Method::GET,
+                url: realm.clone(),
                 source,
             })?;
-        let status = response.status();
-        if expected.contains(&status) {
-            return Ok(response);
-        }
-        Err(PushError::Status {
-            method,
-            url: url.to_string(),
-            status,
-            body: response.text().await.unwrap_or_default(),
-        })
+        let response = expect_status(Method::GET, &realm, response, &[StatusCode::OK]).await?;
+        let unusable = |reason: String| PushError::Token {
+            url: realm.clone(),
+            reason,
+        };
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| unusable(format!("unreadable answer: {e}")))?;
+        ["token", "access_token"]
+            .iter()
+            .find_map(|field| body[field].as_str().filter(|t| !t.is_empty()))
+            .map(str::to_string)
+            .ok_or_else(|| unusable(format!("no token in {body}")))
     }
 
     /// Uploads a blob monolithically (`POST` an upload, then `PUT` it with the digest),
@@ -634,5 +750,56 @@ impl Pusher {
         self.manifest(repo, tag, &index.media_type, &index.json)
             .await?;
         Ok(())
+    }
+}
+
+/// Returns `response` if its status is `expected`, or the error naming the request.
+async fn expect_status(
+    method: Method,
+    url: &str,
+    response: reqwest::Response,
+    expected: &[StatusCode],
+) -> Result<reqwest::Response, PushError> {
+    let status = response.status();
+    if expected.contains(&status) {
+        return Ok(response);
+    }
+    Err(PushError::Status {
+        method,
+        url: url.to_string(),
+        status,
+        body: response.text().await.unwrap_or_default(),
+    })
+}
+
+fn lock(token: &Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+    token.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The parameters of a `Bearer` challenge (`Bearer realm="…",service="…",scope="…"`),
+/// names lower-cased; none for another scheme. Quoted values may hold commas (a scope
+/// like `repository:a:pull,push` does).
+fn bearer_params(challenge: &str) -> Vec<(String, String)> {
+    let Some((scheme, mut rest)) = challenge.trim().split_once(' ') else {
+        return Vec::new();
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Vec::new();
+    }
+    let mut params = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+        let Some((name, after)) = rest.split_once('=') else {
+            return params;
+        };
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').unwrap_or(quoted.len());
+                (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+            }
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        params.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        rest = after;
     }
 }
