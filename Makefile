@@ -5,8 +5,10 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-# What berth itself needs on a node.
-RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certificates
+# What berth itself needs on a node, and what building it needs (the pause program is C,
+# linked statically).
+RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certificates \
+  gcc libc6-dev
 # What the test suite adds: busybox for test images, Go and grpc-go for the clients we
 # did not write (tests/go), a real registry (with htpasswd and TLS) and skopeo.
 TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev \

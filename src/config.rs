@@ -17,6 +17,8 @@
 //! [network]
 //! conf_dir = "/etc/cni/net.d"
 //! bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+//! default_bridge = "berth0"        # for the conflist written when conf_dir has none
+//! default_subnet = "10.88.0.0/16"
 //!
 //! [runtime]
 //! default_handler = "runc"
@@ -161,6 +163,10 @@ impl Default for StreamingConfig {
 pub struct NetworkConfig {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+    /// The bridge of the conflist berth writes when `conf_dir` has none.
+    pub default_bridge: String,
+    /// Its subnet, unless the kubelet has given a pod CIDR by then.
+    pub default_subnet: String,
 }
 
 impl Default for NetworkConfig {
@@ -168,6 +174,8 @@ impl Default for NetworkConfig {
         NetworkConfig {
             conf_dir: PathBuf::from("/etc/cni/net.d"),
             bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            default_bridge: "berth0".to_string(),
+            default_subnet: "10.88.0.0/16".to_string(),
         }
     }
 }
@@ -336,6 +344,22 @@ impl Config {
         for dir in &self.network.bin_dirs {
             require_absolute("network.bin_dirs", dir)?;
         }
+        let bridge = &self.network.default_bridge;
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || !bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "network.default_bridge",
+                format!(
+                    "{bridge:?} is not an interface name (1 to 15 letters, digits, '-', '_', '.')"
+                ),
+            ));
+        }
+        crate::server::validate_cidr(&self.network.default_subnet)
+            .map_err(|reason| ConfigError::invalid("network.default_subnet", reason))?;
         self.validate_runtime()?;
         self.validate_registries()
     }
@@ -479,6 +503,8 @@ mod tests {
             [network]
             conf_dir = "/tmp/cni"
             bin_dirs = ["/tmp/bin"]
+            default_bridge = "cni-test0"
+            default_subnet = "10.99.0.0/24"
             [runtime]
             default_handler = "fast"
             [runtime.handlers.fast]

@@ -4,7 +4,12 @@
 //! client names it. The `From<Error> for tonic::Status` match is exhaustive on purpose:
 //! adding a variant forces a choice of gRPC code.
 
+use std::path::PathBuf;
+
 use crate::image::ImageError;
+use crate::network::cni::CniError;
+use crate::oci::runc::OciError;
+use crate::spec::SpecError;
 use crate::store::StoreError;
 
 /// A domain error returned by the CRI service implementation.
@@ -18,6 +23,50 @@ pub enum Error {
     #[error("{rpc} is not implemented by berth yet")]
     Unimplemented { rpc: &'static str },
 
+    /// The object named by the request does not exist.
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+
+    /// An object with the same name exists already.
+    #[error("{kind} {name:?} already exists as {id}")]
+    AlreadyExists {
+        kind: &'static str,
+        name: String,
+        id: String,
+    },
+
+    /// The object is not in a state that allows the operation.
+    #[error("{kind} {id}: {reason}")]
+    WrongState {
+        kind: &'static str,
+        id: String,
+        reason: String,
+    },
+
+    /// The OCI runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] OciError),
+
+    /// CNI networking failed.
+    #[error(transparent)]
+    Network(#[from] CniError),
+
+    /// An OCI spec could not be generated.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    /// A local file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A background task of the operation died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+
     /// An image operation failed; the error carries its own gRPC code.
     #[error(transparent)]
     Image(#[from] ImageError),
@@ -28,6 +77,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// A local file operation on `path` failed.
+    pub fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    }
+
     /// A malformed or missing request field.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidField {
@@ -43,6 +98,15 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidField { .. } => tonic::Status::invalid_argument(message),
             Error::Unimplemented { .. } => tonic::Status::unimplemented(message),
+            Error::NotFound { .. } => tonic::Status::not_found(message),
+            Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
+            Error::WrongState { .. } => tonic::Status::failed_precondition(message),
+            Error::Network(CniError::NotReady(_)) => tonic::Status::failed_precondition(message),
+            Error::Runtime(_)
+            | Error::Network(_)
+            | Error::Spec(_)
+            | Error::Io { .. }
+            | Error::Task(_) => tonic::Status::internal(message),
             Error::Image(err) => tonic::Status::new(err.code(), message),
             Error::Store(_) => tonic::Status::internal(message),
         }

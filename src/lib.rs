@@ -14,5 +14,8 @@ pub mod image;
 pub mod network;
 pub mod oci;
 pub mod proto;
+pub mod rollback;
+pub mod sandbox;
 pub mod server;
+pub mod spec;
 pub mod store;

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use berth::proto::{
-    CgroupDriver, CreateContainerRequest, NetworkConfig, RunPodSandboxRequest, RuntimeConfig,
+    CgroupDriver, CreateContainerRequest, ExecSyncRequest, NetworkConfig, RuntimeConfig,
     RuntimeConfigRequest, StatusRequest, StatusResponse, UpdateRuntimeConfigRequest,
     VersionRequest,
 };
@@ -79,7 +79,20 @@ async fn status_follows_the_cni_config_and_the_runtime_binary() {
     let daemon = Setup::new().start().await;
     let conf_dir = daemon.paths().cni_conf.clone();
 
+    // berth wrote its default network into the empty directory: ready.
+    let default = conf_dir.join("10-berth.conflist");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&default).unwrap()).unwrap();
+    assert_eq!(written["plugins"][0]["bridge"], daemon.setup.bridge);
+    assert_eq!(
+        written["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+        daemon.setup.subnet
+    );
+    let (ready, reason, _) = condition(&status(&daemon, false).await, "NetworkReady");
+    assert!(ready, "{reason}");
+
     // No CNI config: network not ready, naming the directory.
+    std::fs::remove_file(&default).unwrap();
     let s = status(&daemon, false).await;
     let (ready, reason, message) = condition(&s, "NetworkReady");
     assert!(!ready);
@@ -185,11 +198,11 @@ async fn unimplemented_rpcs_name_themselves() {
     let err = daemon
         .runtime()
         .await
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .exec_sync(ExecSyncRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{}", err.message());
+    assert!(err.message().contains("ExecSync"), "{}", err.message());
     let err = daemon
         .runtime()
         .await

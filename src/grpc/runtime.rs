@@ -71,39 +71,63 @@ impl RuntimeService for RuntimeApi {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<RunPodSandboxRequest>,
+        request: Request<RunPodSandboxRequest>,
     ) -> RpcResult<RunPodSandboxResponse> {
-        Err(unimplemented("RunPodSandbox"))
+        let pod_sandbox_id = self.service.run_pod_sandbox(request.into_inner()).await?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
     }
+
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<StopPodSandboxRequest>,
+        request: Request<StopPodSandboxRequest>,
     ) -> RpcResult<StopPodSandboxResponse> {
-        Err(unimplemented("StopPodSandbox"))
+        let id = request.into_inner().pod_sandbox_id;
+        self.service.stop_pod_sandbox(&id).await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
+
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<RemovePodSandboxRequest>,
+        request: Request<RemovePodSandboxRequest>,
     ) -> RpcResult<RemovePodSandboxResponse> {
-        Err(unimplemented("RemovePodSandbox"))
+        let id = request.into_inner().pod_sandbox_id;
+        self.service.remove_pod_sandbox(&id).await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
+
     async fn pod_sandbox_status(
         &self,
-        _request: Request<PodSandboxStatusRequest>,
+        request: Request<PodSandboxStatusRequest>,
     ) -> RpcResult<PodSandboxStatusResponse> {
-        Err(unimplemented("PodSandboxStatus"))
+        let request = request.into_inner();
+        let status = self
+            .service
+            .pod_sandbox_status(&request.pod_sandbox_id, request.verbose)?;
+        Ok(Response::new(status))
     }
+
     async fn list_pod_sandbox(
         &self,
-        _request: Request<ListPodSandboxRequest>,
+        request: Request<ListPodSandboxRequest>,
     ) -> RpcResult<ListPodSandboxResponse> {
-        Err(unimplemented("ListPodSandbox"))
+        let items = self.service.list_pod_sandboxes(request.into_inner().filter);
+        Ok(Response::new(ListPodSandboxResponse { items }))
     }
+
     async fn stream_pod_sandboxes(
         &self,
-        _request: Request<StreamPodSandboxesRequest>,
+        request: Request<StreamPodSandboxesRequest>,
     ) -> RpcResult<Self::StreamPodSandboxesStream> {
-        Err(unimplemented("StreamPodSandboxes"))
+        let items = self.service.list_pod_sandboxes(request.into_inner().filter);
+        let chunks: Vec<Result<StreamPodSandboxesResponse, tonic::Status>> = items
+            .chunks(crate::server::STREAM_CHUNK)
+            .map(|chunk| {
+                Ok(StreamPodSandboxesResponse {
+                    pod_sandboxes: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
     async fn create_container(
         &self,

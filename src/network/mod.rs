@@ -5,6 +5,8 @@
 //! when that file parses and every plugin it names is an executable in one of
 //! `[network] bin_dirs`.
 
+pub mod cni;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;

@@ -1,6 +1,8 @@
 //! The OCI runtimes (runc, crun) that run sandboxes and containers, one per CRI runtime
 //! handler. berth drives an external, proven runtime binary; it never re-implements it.
 
+pub mod runc;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

@@ -5,15 +5,21 @@ mod image_pull;
 mod image_remove;
 mod image_status;
 mod runtime_info;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
 
 pub use image_status::{STREAM_CHUNK, to_cri as image_to_cri};
-pub use runtime_info::{NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY};
+pub use runtime_info::{
+    NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY, validate_cidr,
+};
 
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::ImageManager;
+use crate::sandbox::Sandboxes;
 use crate::store::Store;
 
 /// The store's `meta` key for the pod CIDR given by `UpdateRuntimeConfig`.
@@ -25,6 +31,7 @@ pub struct CriService {
     config: Arc<Config>,
     store: Arc<Store>,
     images: Arc<ImageManager>,
+    sandboxes: Arc<Sandboxes>,
     /// The node's pod CIDR(s) as the kubelet last gave them, comma separated; cached
     /// from the store.
     pod_cidr: RwLock<Option<String>>,
@@ -35,10 +42,31 @@ impl CriService {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> Result<Self> {
         let pod_cidr = store.get_meta(META_POD_CIDR)?;
         let images = Arc::new(ImageManager::open(&config, store.clone())?);
+        let sandboxes = Sandboxes::open(&config, store.clone())
+            .map_err(Error::io("preparing sandbox state in", &config.state))?;
+        sandboxes.load()?;
+        let network = &config.network;
+        let subnet = pod_cidr
+            .as_deref()
+            .and_then(|c| c.split(',').next())
+            .unwrap_or(&network.default_subnet);
+        if let Some(file) = crate::network::cni::ensure_default_config(
+            &network.conf_dir,
+            &network.default_bridge,
+            subnet,
+            &sandboxes.lease_dir(),
+        )
+        .map_err(Error::io(
+            "writing the default CNI config in",
+            &network.conf_dir,
+        ))? {
+            tracing::info!(file = %file.display(), subnet, "wrote the default CNI network config");
+        }
         Ok(CriService {
             config,
             store,
             images,
+            sandboxes: Arc::new(sandboxes),
             pod_cidr: RwLock::new(pod_cidr),
         })
     }

@@ -149,7 +149,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Checks an `address/prefix` CIDR such as `10.88.0.0/16` or `fd00::/64`.
-fn validate_cidr(cidr: &str) -> std::result::Result<(), String> {
+pub fn validate_cidr(cidr: &str) -> std::result::Result<(), String> {
     let (addr, prefix) = cidr
         .split_once('/')
         .ok_or_else(|| format!("{cidr:?} is not address/prefix"))?;

@@ -18,7 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{ContainerRecord, ImageRecord, LayerRecord, SandboxRecord};
+pub use records::{ContainerRecord, ImageRecord, LayerRecord, SandboxRecord, SandboxState};
 
 /// The file name of the database under `root`.
 pub const DB_FILE: &str = "metadata.redb";
@@ -245,7 +245,7 @@ mod tests {
             attempt: 0,
             created_at_ns: 1,
             labels: BTreeMap::from([("app".to_string(), name.to_string())]),
-            annotations: BTreeMap::new(),
+            ..SandboxRecord::default()
         }
     }
 

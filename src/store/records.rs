@@ -10,6 +10,31 @@ use serde::{Deserialize, Serialize};
 
 use super::Record;
 
+/// The state of a pod sandbox (api.proto PodSandboxState).
+///
+/// ```text
+///   RunPodSandbox ──► Ready ──StopPodSandbox──► NotReady ──RemovePodSandbox──► (gone)
+///                       └──────────── RemovePodSandbox (stops first) ───────────┘
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    #[default]
+    Ready,
+    NotReady,
+}
+
+impl SandboxState {
+    /// Whether stopping has work to do.
+    pub fn can_stop(self) -> bool {
+        self == SandboxState::Ready
+    }
+
+    /// Whether new containers may be created in the sandbox.
+    pub fn can_create_containers(self) -> bool {
+        self == SandboxState::Ready
+    }
+}
+
 /// A pod sandbox: what is needed to rebuild the daemon's view of it after a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -23,6 +48,18 @@ pub struct SandboxRecord {
     pub created_at_ns: i64,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    pub state: SandboxState,
+    /// The CRI runtime handler as requested ("" for the default).
+    pub runtime_handler: String,
+    /// The `PodSandboxConfig` as received, protobuf-encoded then base64.
+    pub config: String,
+    /// The pinned network namespace; none for a host-network pod or once stopped.
+    pub netns: Option<String>,
+    /// The pod's addresses, primary first.
+    pub ips: Vec<String>,
+    /// The pause process, as seen from the host.
+    pub pid: i32,
+    pub cgroups_path: String,
 }
 
 impl Record for SandboxRecord {

@@ -65,13 +65,21 @@ impl Paths {
     }
 }
 
-/// A test daemon's setup: its directories and any extra TOML for its config file.
+/// A test daemon's setup: its directories, its own bridge and subnet for the default CNI
+/// network, and any extra TOML for its config file.
 pub struct Setup {
     dir: TempDir,
     pub paths: Paths,
+    /// The bridge of this daemon's default network (unique per test daemon).
+    pub bridge: String,
+    /// `10.231.N.0/24`, unique per test daemon of this test binary.
+    pub subnet: String,
     extra_toml: String,
     args: Vec<String>,
 }
+
+/// Test daemons of one test binary so far (test binaries run one after another).
+static DAEMONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Setup {
     pub fn new() -> Setup {
@@ -81,9 +89,13 @@ impl Setup {
             .expect("create a temporary directory");
         let paths = Paths::under(dir.path());
         std::fs::create_dir_all(&paths.cni_conf).expect("create the CNI config directory");
+        let n = DAEMONS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(n < 250, "too many test daemons for the 10.231.N.0/24 plan");
         Setup {
             dir,
             paths,
+            bridge: format!("bt{:04x}{:02x}", std::process::id() & 0xffff, n),
+            subnet: format!("10.231.{n}.0/24"),
             extra_toml: String::new(),
             args: Vec::new(),
         }
@@ -106,8 +118,8 @@ impl Setup {
     fn write_config(&self) {
         let p = &self.paths;
         let text = format!(
-            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n\n[network]\nconf_dir = {:?}\n\n{}",
-            p.root, p.state, p.socket, p.cni_conf, self.extra_toml
+            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n\n[network]\nconf_dir = {:?}\ndefault_bridge = {:?}\ndefault_subnet = {:?}\n\n{}",
+            p.root, p.state, p.socket, p.cni_conf, self.bridge, self.subnet, self.extra_toml
         );
         std::fs::write(&p.config, text).expect("write the test config");
     }
@@ -278,6 +290,46 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- berth log ---\n{}", self.log());
         }
+        self.setup.clean_host_state();
+    }
+}
+
+impl Setup {
+    /// Removes what pods of this daemon may have left on the host when a test failed
+    /// before removing them: their containers (in this daemon's own runc root), mounts
+    /// under this daemon's directory, and this daemon's bridge. Touches nothing else.
+    pub fn clean_host_state(&self) {
+        let runtime_root = self.paths.state.join("runtime/runc");
+        if let Ok(output) = Command::new("runc")
+            .arg("--root")
+            .arg(&runtime_root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&output.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&runtime_root)
+                    .args(["delete", "--force", id])
+                    .output();
+            }
+        }
+        let ours = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&ours))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .output();
+        }
     }
 }
 
@@ -314,3 +366,4 @@ pub fn criprobe() -> &'static Path {
 
 pub mod images;
 pub mod registry;
+pub mod token;

@@ -1,0 +1,476 @@
+//! Running CNI plugins, as the CNI specification describes: a plugin is executed with
+//! `CNI_*` variables in its environment and its network configuration on stdin, and
+//! answers with a result (or an error) as JSON on stdout.
+//!
+//! A pod is attached by bringing up `lo` with the loopback plugin, then running the
+//! network list's plugins in order, each given the previous result (`prevResult`) and,
+//! when it declares the capability, the pod's port mappings (`runtimeConfig`). The final
+//! result and the configuration used are cached under `state`, so DEL gets the same
+//! configuration and `prevResult` even if the config directory changed since.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// How long one plugin may run.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The interface name of the pod network inside the pod.
+const POD_IFNAME: &str = "eth0";
+
+/// Why a CNI operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    #[error("{0}")]
+    NotReady(#[from] super::NotReady),
+    #[error("CNI plugin {plugin} ({command}) for pod {pod}: {message}")]
+    Plugin {
+        plugin: String,
+        command: &'static str,
+        pod: String,
+        message: String,
+    },
+    #[error("CNI result cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+}
+
+/// A port the pod publishes on the host (the `portMappings` capability).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: i32,
+    pub container_port: i32,
+    pub protocol: String,
+    #[serde(rename = "hostIP")]
+    pub host_ip: String,
+}
+
+/// The pod as CNI sees it.
+#[derive(Debug, Clone)]
+pub struct PodNetwork<'a> {
+    pub id: &'a str,
+    pub netns: &'a Path,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+    pub port_mappings: &'a [PortMapping],
+}
+
+impl PodNetwork<'_> {
+    fn cni_args(&self) -> String {
+        format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+            self.namespace, self.name, self.id, self.uid
+        )
+    }
+}
+
+/// What attaching a pod produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The pod's addresses, the primary (first IPv4) first.
+    pub ips: Vec<IpAddr>,
+}
+
+/// What is cached between ADD and DEL.
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    list: Value,
+    result: Value,
+    #[serde(default)]
+    port_mappings: Vec<PortMapping>,
+}
+
+/// The CNI executor of one daemon.
+#[derive(Debug, Clone)]
+pub struct Cni {
+    conf_dir: PathBuf,
+    bin_dirs: Vec<PathBuf>,
+    cache_dir: PathBuf,
+}
+
+impl Cni {
+    pub fn new(conf_dir: PathBuf, bin_dirs: Vec<PathBuf>, cache_dir: PathBuf) -> Cni {
+        Cni {
+            conf_dir,
+            bin_dirs,
+            cache_dir,
+        }
+    }
+
+    fn cache_path(&self, id: &str) -> PathBuf {
+        self.cache_dir.join(format!("{id}.json"))
+    }
+
+    /// ADD: brings up `lo`, then runs the network list in order.
+    pub async fn attach(&self, pod: &PodNetwork<'_>) -> Result<Attached, CniError> {
+        let summary = super::readiness(&self.conf_dir, &self.bin_dirs)?;
+        let list = load_list(&summary.file)?;
+        let loopback = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
+        self.exec("ADD", &loopback, pod, "lo", Some(pod.netns))
+            .await?;
+
+        let version = list["cniVersion"].clone();
+        let name = list["name"].clone();
+        let mut previous: Option<Value> = None;
+        for plugin in plugins(&list) {
+            let conf = plugin_conf(
+                plugin,
+                &version,
+                &name,
+                previous.as_ref(),
+                pod.port_mappings,
+            );
+            let result = self
+                .exec("ADD", &conf, pod, POD_IFNAME, Some(pod.netns))
+                .await?;
+            previous = Some(result);
+        }
+        let result = previous.unwrap_or(Value::Null);
+        let cache = Cached {
+            list: list.clone(),
+            result: result.clone(),
+            port_mappings: pod.port_mappings.to_vec(),
+        };
+        let path = self.cache_path(pod.id);
+        let cache_err = |reason: String| CniError::Cache {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&self.cache_dir).map_err(|e| cache_err(e.to_string()))?;
+        let bytes = serde_json::to_vec(&cache).map_err(|e| cache_err(e.to_string()))?;
+        std::fs::write(&path, bytes).map_err(|e| cache_err(e.to_string()))?;
+        Ok(Attached {
+            ips: result_ips(&result),
+        })
+    }
+
+    /// DEL: runs the cached list in reverse, with the cached result as `prevResult` and
+    /// the cached port mappings. Idempotent: a pod with nothing attached is not an error.
+    pub async fn detach(&self, pod: &PodNetwork<'_>) -> Result<(), CniError> {
+        let path = self.cache_path(pod.id);
+        let cached: Option<Cached> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let Some(cached) = cached else {
+            // Nothing was attached (or the cache is gone): nothing to detach.
+            return Ok(());
+        };
+        let netns = pod.netns.exists().then_some(pod.netns);
+        let version = cached.list["cniVersion"].clone();
+        let name = cached.list["name"].clone();
+        let prev = (!cached.result.is_null()).then_some(&cached.result);
+        for plugin in plugins(&cached.list).into_iter().rev() {
+            let conf = plugin_conf(plugin, &version, &name, prev, &cached.port_mappings);
+            self.exec("DEL", &conf, pod, POD_IFNAME, netns).await?;
+        }
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CniError::Cache {
+                path,
+                reason: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs one plugin.
+    async fn exec(
+        &self,
+        command: &'static str,
+        conf: &Value,
+        pod: &PodNetwork<'_>,
+        ifname: &str,
+        netns: Option<&Path>,
+    ) -> Result<Value, CniError> {
+        let kind = conf["type"].as_str().unwrap_or("").to_string();
+        let fail = |message: String| CniError::Plugin {
+            plugin: kind.clone(),
+            command,
+            pod: pod.id.to_string(),
+            message,
+        };
+        let binary = self
+            .bin_dirs
+            .iter()
+            .map(|dir| dir.join(&kind))
+            .find(|p| !kind.contains('/') && crate::oci::is_executable(p))
+            .ok_or_else(|| fail("not found in the CNI plugin directories".to_string()))?;
+        let cni_path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
+        let mut child = Command::new(&binary)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            )
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", pod.id)
+            .env(
+                "CNI_NETNS",
+                netns.map(|p| p.as_os_str()).unwrap_or_default(),
+            )
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_ARGS", pod.cni_args())
+            .env("CNI_PATH", cni_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {}: {e}", binary.display())))?;
+        let input = serde_json::to_vec(conf).map_err(|e| fail(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| fail(format!("writing its config: {e}")))?;
+        }
+        let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| fail(format!("no answer within {PLUGIN_TIMEOUT:?}")))?
+            .map_err(|e| fail(e.to_string()))?;
+        if !output.status.success() {
+            return Err(fail(plugin_error(
+                &output.stdout,
+                &output.stderr,
+                output.status,
+            )));
+        }
+        if output.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| fail(format!("unreadable result: {e}")))
+    }
+}
+
+/// Reads a `.conflist`, or wraps a single-plugin `.conf` into a list.
+fn load_list(file: &Path) -> Result<Value, CniError> {
+    let bad = |reason: String| {
+        CniError::NotReady(super::NotReady::BadConfig {
+            file: file.to_path_buf(),
+            reason,
+        })
+    };
+    let text = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    if value.get("plugins").is_some() {
+        return Ok(value);
+    }
+    Ok(json!({
+        "cniVersion": value["cniVersion"].clone(),
+        "name": value["name"].clone(),
+        "plugins": [value],
+    }))
+}
+
+fn plugins(list: &Value) -> Vec<&Value> {
+    list["plugins"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+/// One plugin's stdin: its own config plus the list's name and version, the previous
+/// result, and the runtime's capability arguments it asks for.
+fn plugin_conf(
+    plugin: &Value,
+    version: &Value,
+    name: &Value,
+    previous: Option<&Value>,
+    port_mappings: &[PortMapping],
+) -> Value {
+    let mut conf = plugin.clone();
+    let Some(object) = conf.as_object_mut() else {
+        return conf;
+    };
+    object.insert("cniVersion".to_string(), version.clone());
+    object.insert("name".to_string(), name.clone());
+    if let Some(previous) = previous {
+        object.insert("prevResult".to_string(), previous.clone());
+    }
+    let wants_ports = plugin["capabilities"]["portMappings"].as_bool() == Some(true);
+    if wants_ports && !port_mappings.is_empty() {
+        object.insert(
+            "runtimeConfig".to_string(),
+            json!({ "portMappings": port_mappings }),
+        );
+    }
+    conf
+}
+
+/// The addresses of a CNI result (0.3.0 and later), the first IPv4 one first.
+fn result_ips(result: &Value) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = result["ips"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|ip| ip["address"].as_str())
+                .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort_by_key(|ip| !ip.is_ipv4());
+    ips
+}
+
+/// The plugin's error: the spec's `{"code", "msg", "details"}` on stdout, else stderr.
+fn plugin_error(stdout: &[u8], stderr: &[u8], status: std::process::ExitStatus) -> String {
+    #[derive(Deserialize)]
+    struct PluginError {
+        #[serde(default)]
+        code: u32,
+        #[serde(default)]
+        msg: String,
+        #[serde(default)]
+        details: String,
+    }
+    if let Ok(err) = serde_json::from_slice::<PluginError>(stdout)
+        && !err.msg.is_empty()
+    {
+        let details = if err.details.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", err.details)
+        };
+        return format!("{}{details} (code {})", err.msg, err.code);
+    }
+    let stderr = String::from_utf8_lossy(stderr);
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        format!("failed ({status})")
+    } else {
+        stderr.to_string()
+    }
+}
+
+/// The conflist berth writes when the config directory has none, as CRI-O does: a bridge
+/// with host-local addresses and masquerading, and portmap for hostPort. (The loopback
+/// interface is brought up separately for every pod.)
+pub fn default_conflist(bridge: &str, subnet: &str, data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "berth",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": data_dir
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    })
+}
+
+/// Writes the default conflist into `conf_dir` unless it already holds a network config.
+/// Returns the file written, if any.
+pub fn ensure_default_config(
+    conf_dir: &Path,
+    bridge: &str,
+    subnet: &str,
+    data_dir: &Path,
+) -> std::io::Result<Option<PathBuf>> {
+    if super::first_config_file(conf_dir).is_some() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(conf_dir)?;
+    let target = conf_dir.join("10-berth.conflist");
+    let tmp = conf_dir.join(".10-berth.conflist.tmp");
+    let text = serde_json::to_string_pretty(&default_conflist(bridge, subnet, data_dir))
+        .map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &target)?;
+    Ok(Some(target))
+}
+
+/// Port mappings by the CRI's protocol enum.
+pub fn protocol_name(protocol: i32) -> &'static str {
+    match protocol {
+        1 => "udp",
+        2 => "sctp",
+        _ => "tcp",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_conf_carries_name_version_prev_and_ports() {
+        let ports = [PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: String::new(),
+        }];
+        let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+        let prev = json!({"ips": [{"address": "10.1.0.2/24"}]});
+        let conf = plugin_conf(
+            &portmap,
+            &json!("1.0.0"),
+            &json!("net"),
+            Some(&prev),
+            &ports,
+        );
+        assert_eq!(conf["name"], "net");
+        assert_eq!(conf["cniVersion"], "1.0.0");
+        assert_eq!(conf["prevResult"], prev);
+        assert_eq!(conf["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
+        assert_eq!(
+            conf["runtimeConfig"]["portMappings"][0]["containerPort"],
+            80
+        );
+        let bridge = json!({"type": "bridge"});
+        let conf = plugin_conf(&bridge, &json!("1.0.0"), &json!("net"), None, &ports);
+        assert!(conf.get("runtimeConfig").is_none() && conf.get("prevResult").is_none());
+    }
+
+    #[test]
+    fn results_and_errors() {
+        let result = json!({"ips": [{"address": "fd00::5/64"}, {"address": "10.1.0.5/24"}]});
+        let ips = result_ips(&result);
+        assert_eq!(ips[0].to_string(), "10.1.0.5");
+        assert_eq!(ips[1].to_string(), "fd00::5");
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(256);
+        let msg = plugin_error(
+            br#"{"code":11,"msg":"no IP addresses available","details":"range full"}"#,
+            b"",
+            status,
+        );
+        assert_eq!(msg, "no IP addresses available: range full (code 11)");
+        assert_eq!(plugin_error(b"", b"boom\n", status), "boom");
+    }
+
+    #[test]
+    fn default_config_only_when_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("leases");
+        let written = ensure_default_config(dir.path(), "bt0", "10.250.0.0/24", &data).unwrap();
+        let file = written.expect("written into an empty dir");
+        let list: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(list["plugins"][0]["bridge"], "bt0");
+        assert_eq!(
+            list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.250.0.0/24"
+        );
+        assert_eq!(list["plugins"][1]["type"], "portmap");
+        assert!(
+            ensure_default_config(dir.path(), "x", "10.0.0.0/8", &data)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The runc (or crun) command-line driver. Each handler has its own state directory
+//! (`--root`), so several daemons and several handlers never see each other's containers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+/// A failed runtime command, with what the runtime said.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("cannot run {binary}: {source}")]
+    Exec {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{binary} {command} {id}: {message}")]
+    Failed {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+        message: String,
+    },
+}
+
+/// What `runc state` reports.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuntimeState {
+    pub status: String,
+    #[serde(default)]
+    pub pid: i32,
+}
+
+/// One OCI runtime binary with its state directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    binary: PathBuf,
+    root: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(binary: PathBuf, root: PathBuf) -> Runtime {
+        Runtime { binary, root }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        command
+    }
+
+    async fn run(
+        &self,
+        command: &'static str,
+        id: &str,
+        mut cmd: Command,
+    ) -> Result<Vec<u8>, OciError> {
+        cmd.stdout(Stdio::piped());
+        let output = cmd.output().await.map_err(|source| OciError::Exec {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(OciError::Failed {
+            binary: self.binary.clone(),
+            command,
+            id: id.to_string(),
+            message: runtime_message(&stderr, output.status),
+        })
+    }
+
+    /// `create`: sets the container up, its process waiting for `start`. Its stdio is
+    /// /dev/null (the pause program has nothing to say). runc's own messages go to a log
+    /// file in the bundle: the container inherits runc's stdio, so a pipe there would
+    /// stay open as long as the container lives.
+    pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), OciError> {
+        let log = bundle.join("runc.log");
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let status = cmd.status().await.map_err(|source| OciError::Exec {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        Err(OciError::Failed {
+            binary: self.binary.clone(),
+            command: "create",
+            id: id.to_string(),
+            message: json_log_message(&logged).unwrap_or_else(|| format!("failed ({status})")),
+        })
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), OciError> {
+        let mut cmd = self.command();
+        cmd.arg("start").arg(id);
+        self.run("start", id, cmd).await.map(drop)
+    }
+
+    /// Sends a signal to the container's init process.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {
+        let mut cmd = self.command();
+        cmd.arg("kill").arg(id).arg(signal);
+        self.run("kill", id, cmd).await.map(drop)
+    }
+
+    /// Removes a stopped container's runtime state. Without `--force`: `runc delete
+    /// --force` waits 100 ms after its SIGKILL, so callers kill, wait and delete instead.
+    pub async fn delete(&self, id: &str) -> Result<(), OciError> {
+        let mut cmd = self.command();
+        cmd.arg("delete").arg(id);
+        self.run("delete", id, cmd).await.map(drop)
+    }
+
+    /// The container's state, or `None` when the runtime does not know it.
+    pub async fn state(&self, id: &str) -> Result<Option<RuntimeState>, OciError> {
+        let mut cmd = self.command();
+        cmd.arg("state").arg(id);
+        match self.run("state", id, cmd).await {
+            Ok(stdout) => serde_json::from_slice(&stdout)
+                .map(Some)
+                .map_err(|e| OciError::Failed {
+                    binary: self.binary.clone(),
+                    command: "state",
+                    id: id.to_string(),
+                    message: format!("unreadable state: {e}"),
+                }),
+            Err(OciError::Failed { message, .. }) if message.contains("does not exist") => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The message of the last error in a runc JSON log (`{"level":"error","msg":…}`).
+fn json_log_message(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        (entry["level"] == "error").then(|| entry["msg"].as_str().map(str::to_string))?
+    })
+}
+
+/// The runtime's own message: the `msg="…"` of its last log line, or its whole stderr.
+fn runtime_message(stderr: &str, status: std::process::ExitStatus) -> String {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let message = match line.find("msg=\"") {
+        Some(start) => {
+            let rest = &line[start + 5..];
+            rest.rfind('"')
+                .map_or(rest, |end| &rest[..end])
+                .replace("\\\"", "\"")
+        }
+        None => line.trim().to_string(),
+    };
+    if message.is_empty() {
+        format!("failed ({status})")
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_message;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn messages_are_taken_from_runc_logs() {
+        let status = std::process::ExitStatus::from_raw(256);
+        let stderr = "time=\"2026-01-01T00:00:00Z\" level=error msg=\"container \\\"x\\\" does not exist\"\n";
+        assert_eq!(
+            runtime_message(stderr, status),
+            "container \"x\" does not exist"
+        );
+        assert_eq!(runtime_message("plain failure\n", status), "plain failure");
+        assert!(runtime_message("", status).contains("failed"));
+        let log = "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"container_linux.go: starting container process caused: exec: no such file\"}\n";
+        assert_eq!(
+            super::json_log_message(log).as_deref(),
+            Some("container_linux.go: starting container process caused: exec: no such file")
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! RunPodSandbox: the pod's directory and files, its network namespace, then CNI and the
+//! pause container side by side (both need only the namespace), then the record.
+//!
+//! Every step records its undo in a [`Rollback`]; a failure anywhere undoes what was done,
+//! so a failed RunPodSandbox leaves no netns, veth, IP lease, pause process, mount or
+//! record. The work runs as its own task: a client that goes away mid-call cannot leave
+//! a half-made pod either.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use prost::Message as _;
+
+use super::CriService;
+use crate::error::{Error, Result};
+use crate::network::cni::{PodNetwork, PortMapping, protocol_name};
+use crate::oci::runc::Runtime;
+use crate::proto::{NamespaceMode as CriNamespaceMode, PodSandboxConfig, RunPodSandboxRequest};
+use crate::rollback::Rollback;
+use crate::sandbox::{files, name_key, netns};
+use crate::spec::{NamespaceMode, SandboxSpec, sandbox_spec};
+use crate::store::{SandboxRecord, SandboxState};
+
+/// The OOM score the kubelet and containerd give a pause process; clamped to what this
+/// process may set.
+const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+
+/// A validated RunPodSandbox request.
+struct PodRequest {
+    id: String,
+    name_key: String,
+    config: PodSandboxConfig,
+    handler: String,
+    runtime: Runtime,
+    host_network: bool,
+    host_pid: bool,
+    host_ipc: bool,
+    cgroups_path: String,
+    sysctls: BTreeMap<String, String>,
+    port_mappings: Vec<PortMapping>,
+}
+
+impl CriService {
+    /// Runs a pod sandbox and returns its id.
+    pub async fn run_pod_sandbox(
+        self: &Arc<Self>,
+        request: RunPodSandboxRequest,
+    ) -> Result<String> {
+        let pod = self.validate_pod(request)?;
+        if let Err(holder) = self.sandboxes.reserve_name(&pod.name_key, &pod.id) {
+            return Err(Error::AlreadyExists {
+                kind: "pod sandbox",
+                name: pod.name_key.clone(),
+                id: holder,
+            });
+        }
+        let service = self.clone();
+        let name_key = pod.name_key.clone();
+        let result = tokio::spawn(async move { service.create_sandbox(pod).await })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))
+            .and_then(|r| r);
+        if result.is_err() {
+            self.sandboxes.release_name(&name_key);
+        }
+        result
+    }
+
+    fn validate_pod(&self, request: RunPodSandboxRequest) -> Result<PodRequest> {
+        let config = request
+            .config
+            .ok_or_else(|| Error::invalid("config", "missing"))?;
+        let metadata = config
+            .metadata
+            .as_ref()
+            .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
+        for (field, value) in [
+            ("config.metadata.name", &metadata.name),
+            ("config.metadata.namespace", &metadata.namespace),
+            ("config.metadata.uid", &metadata.uid),
+        ] {
+            if value.is_empty() {
+                return Err(Error::invalid(field, "must not be empty"));
+            }
+        }
+        let handler = request.runtime_handler;
+        let runtime = self.sandboxes.runtime(&handler).cloned().ok_or_else(|| {
+            Error::invalid(
+                "runtime_handler",
+                format!("no runtime handler {handler:?} is configured"),
+            )
+        })?;
+        if config.hostname.len() > 64
+            || config
+                .hostname
+                .chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid("config.hostname", "not a host name"));
+        }
+        if let Some(dns) = &config.dns_config {
+            files::validate_dns(dns).map_err(|r| Error::invalid("config.dns_config", r))?;
+        }
+        let linux = config.linux.clone().unwrap_or_default();
+        let options = linux
+            .security_context
+            .as_ref()
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let node = CriNamespaceMode::Node as i32;
+        let id = crate::ids::random_id();
+        let cgroups_path = cgroups_path(&linux.cgroup_parent, &id)
+            .map_err(|r| Error::invalid("config.linux.cgroup_parent", r))?;
+        let mut sysctls = BTreeMap::new();
+        for (key, value) in &linux.sysctls {
+            let ok_key = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b));
+            if !ok_key || value.contains('\n') {
+                return Err(Error::invalid(
+                    "config.linux.sysctls",
+                    format!("bad sysctl {key:?}"),
+                ));
+            }
+            sysctls.insert(key.clone(), value.clone());
+        }
+        let mut port_mappings = Vec::new();
+        for mapping in &config.port_mappings {
+            let valid = |p: i32| (1..=65535).contains(&p);
+            if mapping.host_port == 0 {
+                continue;
+            }
+            if !valid(mapping.host_port) || !valid(mapping.container_port) {
+                return Err(Error::invalid(
+                    "config.port_mappings",
+                    format!(
+                        "ports must be 1 to 65535: {}:{}",
+                        mapping.host_port, mapping.container_port
+                    ),
+                ));
+            }
+            if !mapping.host_ip.is_empty() && mapping.host_ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::invalid(
+                    "config.port_mappings.host_ip",
+                    format!("{:?} is not an IP", mapping.host_ip),
+                ));
+            }
+            port_mappings.push(PortMapping {
+                host_port: mapping.host_port,
+                container_port: mapping.container_port,
+                protocol: protocol_name(mapping.protocol).to_string(),
+                host_ip: mapping.host_ip.clone(),
+            });
+        }
+        Ok(PodRequest {
+            name_key: name_key(
+                &metadata.name,
+                &metadata.namespace,
+                &metadata.uid,
+                metadata.attempt,
+            ),
+            id,
+            host_network: options.network == node,
+            host_pid: options.pid == node,
+            host_ipc: options.ipc == node,
+            config,
+            handler,
+            runtime,
+            cgroups_path,
+            sysctls,
+            port_mappings,
+        })
+    }
+
+    async fn create_sandbox(self: Arc<Self>, pod: PodRequest) -> Result<String> {
+        let mut undo = Rollback::default();
+        match self.create_sandbox_steps(&pod, &mut undo).await {
+            Ok(record) => {
+                undo.commit();
+                tracing::info!(sandbox = %record.id, pod = %pod.name_key, ips = ?record.ips, "pod sandbox ready");
+                Ok(record.id)
+            }
+            Err(err) => {
+                undo.run().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn create_sandbox_steps(
+        &self,
+        pod: &PodRequest,
+        undo: &mut Rollback,
+    ) -> Result<SandboxRecord> {
+        let id = pod.id.as_str();
+        let dir = self.sandboxes.dir(id);
+        std::fs::create_dir(&dir).map_err(Error::io("sandbox directory", &dir))?;
+        let removed = dir.clone();
+        undo.push("sandbox directory", move || async move {
+            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
+        });
+        let hostname = pod.config.hostname.clone();
+        files::write_hostname(&dir.join("hostname"), &hostname)
+            .map_err(Error::io("hostname file", &dir))?;
+        files::write_resolv_conf(&dir.join("resolv.conf"), pod.config.dns_config.as_ref())
+            .map_err(Error::io("resolv.conf", &dir))?;
+        if !pod.host_ipc {
+            let shm = dir.join("shm");
+            std::fs::create_dir(&shm).map_err(Error::io("shm directory", &shm))?;
+            files::mount_shm(&shm).map_err(Error::io("mounting /dev/shm on", &shm))?;
+            undo.push("shm mount", move || async move {
+                files::unmount_shm(&shm).map_err(|e| e.to_string())
+            });
+        }
+
+        let netns_path = (!pod.host_network).then(|| self.sandboxes.netns_path(id));
+        if let Some(pin) = &netns_path {
+            netns::create(pin).map_err(Error::io("creating network namespace", pin))?;
+            let pin = pin.clone();
+            undo.push("network namespace", move || async move {
+                netns::remove(&pin).map_err(|e| e.to_string())
+            });
+        }
+
+        // CNI and the pause container need only the namespace: run them side by side.
+        let metadata = pod.config.metadata.clone().unwrap_or_default();
+        let network = netns_path.as_ref().map(|pin| PodNetwork {
+            id,
+            netns: pin,
+            name: &metadata.name,
+            namespace: &metadata.namespace,
+            uid: &metadata.uid,
+            port_mappings: &pod.port_mappings,
+        });
+        let attach = async {
+            match &network {
+                Some(network) => self.sandboxes.cni.attach(network).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (attached, pause) =
+            tokio::join!(attach, self.start_pause(pod, &dir, netns_path.as_deref()));
+        if let Ok(Some(_)) = &attached {
+            let cni = self.sandboxes.cni.clone();
+            let (pod_id, pin, ports) = (
+                id.to_string(),
+                netns_path.clone().unwrap_or_default(),
+                pod.port_mappings.clone(),
+            );
+            let (name, namespace, uid) = (
+                metadata.name.clone(),
+                metadata.namespace.clone(),
+                metadata.uid.clone(),
+            );
+            undo.push("CNI attachment", move || async move {
+                let network = PodNetwork {
+                    id: &pod_id,
+                    netns: &pin,
+                    name: &name,
+                    namespace: &namespace,
+                    uid: &uid,
+                    port_mappings: &ports,
+                };
+                cni.detach(&network).await.map_err(|e| e.to_string())
+            });
+        }
+        if pause.is_ok() {
+            let runtime = pod.runtime.clone();
+            let pod_id = id.to_string();
+            undo.push("pause container", move || async move {
+                stop_and_delete(&runtime, &pod_id)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+        }
+        let ips: Vec<String> = attached?
+            .map(|a| a.ips.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let pid = pause?;
+        files::write_hosts(&dir.join("hosts"), &hostname, &ips)
+            .map_err(Error::io("hosts file", &dir))?;
+
+        let record = SandboxRecord {
+            id: id.to_string(),
+            name: metadata.name.clone(),
+            namespace: metadata.namespace.clone(),
+            uid: metadata.uid.clone(),
+            attempt: metadata.attempt,
+            created_at_ns: crate::image::now_ns(),
+            labels: pod.config.labels.clone().into_iter().collect(),
+            annotations: pod.config.annotations.clone().into_iter().collect(),
+            state: SandboxState::Ready,
+            runtime_handler: pod.handler.clone(),
+            config: base64::engine::general_purpose::STANDARD.encode(pod.config.encode_to_vec()),
+            netns: netns_path.map(|p| p.display().to_string()),
+            ips,
+            pid,
+            cgroups_path: pod.cgroups_path.clone(),
+        };
+        self.sandboxes.save(&record)?;
+        Ok(record)
+    }
+
+    /// Writes the pause bundle, creates and starts the pause container; returns its pid.
+    async fn start_pause(
+        &self,
+        pod: &PodRequest,
+        dir: &Path,
+        netns_path: Option<&Path>,
+    ) -> Result<i32> {
+        let rootfs = self.sandboxes.pause_rootfs();
+        let mode = |host: bool, own: NamespaceMode| if host { NamespaceMode::Host } else { own };
+        let spec = sandbox_spec(&SandboxSpec {
+            rootfs: &rootfs,
+            hostname: &pod.config.hostname,
+            network: match netns_path {
+                Some(pin) => NamespaceMode::Join(pin.to_path_buf()),
+                None => NamespaceMode::Host,
+            },
+            pid: mode(pod.host_pid, NamespaceMode::New),
+            ipc: mode(pod.host_ipc, NamespaceMode::New),
+            cgroups_path: &pod.cgroups_path,
+            sysctls: &pod.sysctls,
+            oom_score_adj: clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ),
+        })?;
+        let config_path = dir.join("config.json");
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| Error::Task(format!("encoding the pause spec: {e}")))?;
+        std::fs::write(&config_path, json).map_err(Error::io("pause bundle", &config_path))?;
+        let pid_file = dir.join("pause.pid");
+        pod.runtime.create(&pod.id, dir, &pid_file).await?;
+        if let Err(err) = pod.runtime.start(&pod.id).await {
+            let _ = stop_and_delete(&pod.runtime, &pod.id).await;
+            return Err(err.into());
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(pid)
+    }
+}
+
+/// Kills a container, waits for it to stop, and deletes it from the runtime. Each step
+/// tolerates a container that is already gone.
+pub(crate) async fn stop_and_delete(
+    runtime: &Runtime,
+    id: &str,
+) -> std::result::Result<(), crate::oci::runc::OciError> {
+    let Some(state) = runtime.state(id).await? else {
+        return Ok(());
+    };
+    if state.status == "running" || state.status == "created" || state.status == "paused" {
+        // "not running" races are fine: the state check below decides.
+        let _ = runtime.kill(id, "KILL").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match runtime.state(id).await? {
+                None => return Ok(()),
+                Some(s) if s.status == "stopped" => break,
+                Some(_) if std::time::Instant::now() > deadline => break,
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+    }
+    match runtime.delete(id).await {
+        Err(crate::oci::runc::OciError::Failed { message, .. })
+            if message.contains("does not exist") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The cgroup of a sandbox: `<cgroup_parent>/<id>`, or `/berth/<id>` without a parent.
+fn cgroups_path(parent: &str, id: &str) -> std::result::Result<String, String> {
+    if parent.is_empty() {
+        return Ok(format!("/berth/{id}"));
+    }
+    if !parent.starts_with('/') {
+        return Err(format!("{parent:?} must be an absolute cgroup path"));
+    }
+    for component in parent.split('/').filter(|c| !c.is_empty()) {
+        let ok = component != "."
+            && component != ".."
+            && component
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:@".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{parent:?}: component {component:?} is not allowed"
+            ));
+        }
+    }
+    Ok(format!("{}/{id}", parent.trim_end_matches('/')))
+}
+
+/// The OOM score berth may give: never below its own (lowering it needs
+/// CAP_SYS_RESOURCE, and runc fails outright when it is refused).
+pub(crate) fn clamp_oom_score_adj(wanted: i32) -> i32 {
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    wanted.max(own).min(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroups_path;
+
+    #[test]
+    fn cgroup_paths() {
+        assert_eq!(cgroups_path("", "abc").unwrap(), "/berth/abc");
+        assert_eq!(
+            cgroups_path("/kubepods/besteffort/pod1234", "abc").unwrap(),
+            "/kubepods/besteffort/pod1234/abc"
+        );
+        assert!(cgroups_path("kubepods", "abc").is_err());
+        assert!(cgroups_path("/kubepods/../../etc", "abc").is_err());
+        assert!(cgroups_path("/a b", "abc").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! PodSandboxStatus, ListPodSandbox and StreamPodSandboxes, from the in-memory records.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use prost::Message as _;
+
+use super::CriService;
+use crate::error::{Error, Result};
+use crate::proto::{
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+    PodSandboxStatusResponse,
+};
+use crate::store::{SandboxRecord, SandboxState};
+
+impl CriService {
+    /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
+    pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let record = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
+            kind: "pod sandbox",
+            id: id.to_string(),
+        })?;
+        let config = decode_config(&record);
+        let namespace_options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let network = (record.state == SandboxState::Ready).then(|| PodSandboxNetworkStatus {
+            ip: record.ips.first().cloned().unwrap_or_default(),
+            additional_ips: record
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        });
+        let status = PodSandboxStatus {
+            id: record.id.clone(),
+            metadata: Some(metadata(&record)),
+            state: state(record.state) as i32,
+            created_at: record.created_at_ns,
+            network,
+            linux: Some(LinuxPodSandboxStatus {
+                namespaces: Some(Namespace {
+                    options: Some(namespace_options.unwrap_or_default()),
+                }),
+            }),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+            runtime_handler: record.runtime_handler.clone(),
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let bundle = self.sandboxes.dir(&record.id).join("config.json");
+            let spec: serde_json::Value = std::fs::read(&bundle)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let details = serde_json::json!({
+                "pid": record.pid,
+                "netnsPath": record.netns,
+                "cgroupsPath": record.cgroups_path,
+                "runtimeSpec": spec,
+                "image": "berth-pause",
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok(PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: crate::image::now_ns(),
+        })
+    }
+
+    /// The sandboxes matching the filter: id prefix, state, and every label of the selector.
+    pub fn list_pod_sandboxes(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
+        let filter = filter.unwrap_or_default();
+        self.sandboxes
+            .list()
+            .into_iter()
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| {
+                filter
+                    .state
+                    .is_none_or(|s| s.state == state(r.state) as i32)
+            })
+            .filter(|r| {
+                filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| r.labels.get(k) == Some(v))
+            })
+            .map(|r| PodSandbox {
+                id: r.id.clone(),
+                metadata: Some(metadata(&r)),
+                state: state(r.state) as i32,
+                created_at: r.created_at_ns,
+                labels: r.labels.clone().into_iter().collect(),
+                annotations: r.annotations.clone().into_iter().collect(),
+                runtime_handler: r.runtime_handler.clone(),
+            })
+            .collect()
+    }
+}
+
+fn state(state: SandboxState) -> PodSandboxState {
+    match state {
+        SandboxState::Ready => PodSandboxState::SandboxReady,
+        SandboxState::NotReady => PodSandboxState::SandboxNotready,
+    }
+}
+
+fn metadata(record: &SandboxRecord) -> PodSandboxMetadata {
+    PodSandboxMetadata {
+        name: record.name.clone(),
+        uid: record.uid.clone(),
+        namespace: record.namespace.clone(),
+        attempt: record.attempt,
+    }
+}
+
+/// The sandbox's config as the kubelet sent it.
+pub fn decode_config(record: &SandboxRecord) -> PodSandboxConfig {
+    base64::engine::general_purpose::STANDARD
+        .decode(&record.config)
+        .ok()
+        .and_then(|bytes| PodSandboxConfig::decode(bytes.as_slice()).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,108 @@
+//! StopPodSandbox and RemovePodSandbox. Both are idempotent (api.proto): an unknown id, or
+//! a sandbox already stopped, is not an error, and every step tolerates finding its
+//! resource already gone, so a retry after a partial failure finishes the job.
+
+use std::sync::Arc;
+
+use super::CriService;
+use super::sandbox_run::stop_and_delete;
+use crate::error::{Error, Result};
+use crate::network::cni::PodNetwork;
+use crate::sandbox::{files, netns};
+use crate::store::{SandboxRecord, SandboxState};
+
+impl CriService {
+    /// Stops the pod's containers and its pause process and tears its network down.
+    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let Some(record) = self.sandboxes.find(id) else {
+            return Ok(());
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            let lock = service.sandboxes.lock(&record.id);
+            let _held = lock.lock().await;
+            // Re-read under the lock: another call may have changed it.
+            let Some(record) = service.sandboxes.find(&record.id) else {
+                return Ok(());
+            };
+            service.stop_sandbox(record).await.map(drop)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Stops and removes the pod and everything it has.
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let Some(record) = self.sandboxes.find(id) else {
+            return Ok(());
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            let lock = service.sandboxes.lock(&record.id);
+            let _held = lock.lock().await;
+            let Some(record) = service.sandboxes.find(&record.id) else {
+                return Ok(());
+            };
+            let record = service.stop_sandbox(record).await?;
+            let dir = service.sandboxes.dir(&record.id);
+            let shm = dir.join("shm");
+            files::unmount_shm(&shm).map_err(Error::io("unmounting", &shm))?;
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing", &dir)(e));
+                }
+                _ => {}
+            }
+            service.sandboxes.forget(&record)?;
+            tracing::info!(sandbox = %record.id, "pod sandbox removed");
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// The stop itself, under the sandbox's lock. Safe to repeat.
+    async fn stop_sandbox(&self, mut record: SandboxRecord) -> Result<SandboxRecord> {
+        let runtime = self
+            .sandboxes
+            .runtime(&record.runtime_handler)
+            .cloned()
+            .ok_or_else(|| Error::WrongState {
+                kind: "pod sandbox",
+                id: record.id.clone(),
+                reason: format!(
+                    "its runtime handler {:?} is no longer configured",
+                    record.runtime_handler
+                ),
+            })?;
+        stop_and_delete(&runtime, &record.id).await?;
+        if let Some(pin) = record.netns.clone() {
+            let pin = std::path::PathBuf::from(pin);
+            let network = PodNetwork {
+                id: &record.id,
+                netns: &pin,
+                name: &record.name,
+                namespace: &record.namespace,
+                uid: &record.uid,
+                port_mappings: &[],
+            };
+            // DEL replays the port mappings cached at ADD.
+            self.sandboxes.cni.detach(&network).await?;
+            netns::remove(&pin).map_err(Error::io("removing network namespace", &pin))?;
+        }
+        if record.state.can_stop() || record.netns.is_some() {
+            record.state = SandboxState::NotReady;
+            record.netns = None;
+            record.pid = 0;
+            self.sandboxes.save(&record)?;
+            tracing::info!(sandbox = %record.id, "pod sandbox stopped");
+        }
+        Ok(record)
+    }
+}

@@ -1,0 +1,17 @@
+//! Pure OCI runtime spec generation: CRI configs in, `oci_spec::runtime::Spec` out, no I/O.
+//! Golden-tested without a runtime.
+
+mod sandbox;
+
+pub use sandbox::{NamespaceMode, SandboxSpec, sandbox_spec};
+
+/// A spec that could not be built from its inputs.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the OCI spec: {0}")]
+pub struct SpecError(String);
+
+impl From<oci_spec::OciSpecError> for SpecError {
+    fn from(err: oci_spec::OciSpecError) -> Self {
+        SpecError(err.to_string())
+    }
+}
