@@ -10,6 +10,7 @@
 //! socket = "/run/berth/berth.sock" # the CRI socket
 //! log_level = "info"               # or any tracing filter, e.g. "berth=debug,h2=warn"
 //! log_format = "text"              # or "json"
+//! sandbox_image = "registry.k8s.io/pause:3.10"  # optional: berth ships its own pause
 //!
 //! [streaming]
 //! address = "127.0.0.1:0"
@@ -100,6 +101,9 @@ pub struct Config {
     pub log_level: String,
     /// How log lines are written to stderr.
     pub log_format: LogFormat,
+    /// A pause image to run pods' infra containers from, instead of berth's own pause
+    /// program (which needs no pull). Pulled on first use and pinned.
+    pub sandbox_image: Option<String>,
     pub streaming: StreamingConfig,
     pub network: NetworkConfig,
     pub runtime: RuntimeSettings,
@@ -115,6 +119,7 @@ impl Default for Config {
             socket: PathBuf::from("/run/berth/berth.sock"),
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
+            sandbox_image: None,
             streaming: StreamingConfig::default(),
             network: NetworkConfig::default(),
             runtime: RuntimeSettings::default(),
@@ -360,6 +365,10 @@ impl Config {
         }
         crate::server::validate_cidr(&self.network.default_subnet)
             .map_err(|reason| ConfigError::invalid("network.default_subnet", reason))?;
+        if let Some(image) = &self.sandbox_image {
+            crate::image::reference::Reference::parse(image)
+                .map_err(|reason| ConfigError::invalid("sandbox_image", reason))?;
+        }
         self.validate_runtime()?;
         self.validate_registries()
     }
@@ -498,6 +507,7 @@ mod tests {
             socket = "/tmp/s/b.sock"
             log_level = "berth=debug,h2=warn"
             log_format = "json"
+            sandbox_image = "registry.k8s.io/pause:3.10"
             [streaming]
             address = "0.0.0.0:10010"
             [network]
@@ -570,6 +580,7 @@ mod tests {
         let long = format!("socket = \"/{}\"", "s".repeat(120));
         assert_eq!(invalid_key(&long), "socket");
         assert_eq!(invalid_key("log_level = \"berth=loud=2\""), "log_level");
+        assert_eq!(invalid_key("sandbox_image = \"Pause:\""), "sandbox_image");
         assert_eq!(invalid_key("[network]\nbin_dirs = []"), "network.bin_dirs");
         assert_eq!(
             invalid_key("[network]\nbin_dirs = [\"rel\"]"),

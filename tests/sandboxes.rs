@@ -672,3 +672,246 @@ async fn pods_survive_a_daemon_restart() {
     remove(&mut client, &id).await;
     assert_gone(&daemon, &id, &before);
 }
+
+/// Children of a process, with their states.
+fn children_of(pid: i32) -> Vec<(i32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
+            children.push((child, fields[0].to_string()));
+        }
+    }
+    children
+}
+
+#[tokio::test]
+async fn pause_adopts_and_reaps_orphans_as_pid_1() {
+    let daemon = Setup::new().start().await;
+    let mut client = daemon.runtime().await;
+    let id = run(&mut client, pod("reaper")).await.unwrap();
+    let pause = host_side(&status(&mut client, &id).await).pid;
+    // A shell in the pod's PID namespace leaves a sleeper behind and exits: the sleeper
+    // is re-parented to the namespace's init, the pause process.
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pause.to_string(),
+            "-p",
+            "--",
+            "/bin/busybox",
+            "sh",
+            "-c",
+        ])
+        .arg("/bin/busybox sleep 1 </dev/null >/dev/null 2>&1 & exit 0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let orphan = wait_for(
+        "pause to adopt the orphan",
+        Duration::from_secs(5),
+        || async {
+            children_of(pause)
+                .into_iter()
+                .find(|(_, state)| state != "Z")
+                .map(|(pid, _)| pid)
+        },
+    )
+    .await;
+    // When it exits, pause reaps it: no zombie stays behind.
+    wait_for(
+        "the orphan to be reaped",
+        Duration::from_secs(10),
+        || async { (!Path::new(&format!("/proc/{orphan}")).exists()).then_some(()) },
+    )
+    .await;
+    assert!(children_of(pause).is_empty(), "{:?}", children_of(pause));
+    remove(&mut client, &id).await;
+}
+
+#[tokio::test]
+async fn the_runtime_handler_picks_the_runtime() {
+    let daemon = Setup::new()
+        .toml("[runtime.handlers.second]\npath = \"runc\"")
+        .start()
+        .await;
+    let mut client = daemon.runtime().await;
+    let id = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("handled")),
+            runtime_handler: "second".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let s = status(&mut client, &id).await;
+    assert_eq!(s.status.as_ref().unwrap().runtime_handler, "second");
+    // The handler's own runtime state directory holds the pause container.
+    let runc = Command::new("runc")
+        .arg("--root")
+        .arg(daemon.paths().state.join("runtime/second"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&runc.stdout).contains(&id));
+    let host = host_side(&s);
+    remove(&mut client, &id).await;
+    assert!(!pid_alive(host.pid));
+}
+
+#[tokio::test]
+async fn a_sandbox_image_replaces_the_builtin_pause() {
+    use berth::proto::image_service_client::ImageServiceClient;
+    use berth::proto::{ImageSpec, ImageStatusRequest, RemoveImageRequest};
+    use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
+    use common::registry::Registry;
+
+    let registry = Registry::start().await;
+    let entrypoint = vec![
+        "/bin/busybox".to_string(),
+        "sleep".to_string(),
+        "1000000".to_string(),
+    ];
+    let pause_image = TestImage::new(
+        vec![
+            LayerBuilder::new().busybox().build(Compression::Gzip),
+            LayerBuilder::new()
+                .file("etc/pause-image", b"yes", 0o644)
+                .build(Compression::Gzip),
+        ],
+        ImageConfig {
+            entrypoint: entrypoint.clone(),
+            cmd: Vec::new(),
+            user: "65535:65535".into(),
+            ..ImageConfig::default()
+        },
+    );
+    registry.push("library/test-pause", "1", &pause_image).await;
+    let daemon = Setup::new()
+        .top("sandbox_image = \"test-pause:1\"")
+        .toml(&format!(
+            "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
+            registry.url()
+        ))
+        .start()
+        .await;
+    let mut client = daemon.runtime().await;
+    let id = run(&mut client, pod("imaged"))
+        .await
+        .expect("run pod with a pause image");
+    let s = status(&mut client, &id).await;
+    let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
+    assert_eq!(
+        info["runtimeSpec"]["process"]["args"],
+        serde_json::json!(entrypoint)
+    );
+    assert_eq!(info["runtimeSpec"]["process"]["user"]["uid"], 65535);
+    let host = host_side(&s);
+    let root = format!("/proc/{}/root", host.pid);
+    assert!(
+        Path::new(&root).join("bin/busybox").is_file(),
+        "the image is its rootfs"
+    );
+    assert!(
+        Path::new(&root).join("etc/pause-image").is_file(),
+        "both layers"
+    );
+    assert!(ping_from_host(&ip_of(&s)));
+
+    // The image is pinned; removing it anyway leaves the running pod's layers alone.
+    let mut images =
+        ImageServiceClient::new(common::connect(&daemon.paths().socket).await.unwrap());
+    let spec = Some(ImageSpec {
+        image: "test-pause:1".into(),
+        ..Default::default()
+    });
+    let image = images
+        .image_status(ImageStatusRequest {
+            image: spec.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .expect("pulled on first use");
+    assert!(image.pinned);
+    images
+        .remove_image(RemoveImageRequest { image: spec })
+        .await
+        .unwrap();
+    wait_for(
+        "the collection after the removal",
+        Duration::from_secs(10),
+        || async {
+            daemon
+                .log()
+                .contains("image content collected")
+                .then_some(())
+        },
+    )
+    .await;
+    let layers = daemon.paths().root.join("images/layers/sha256");
+    for layer in &pause_image.layers {
+        assert!(
+            layers.join(&layer.diff_id["sha256:".len()..]).is_dir(),
+            "kept while the pod runs"
+        );
+    }
+    assert!(pid_alive(host.pid));
+
+    remove(&mut client, &id).await;
+    assert_gone(&daemon, &id, &host);
+    wait_for(
+        "the pause image layers to go with the pod",
+        Duration::from_secs(10),
+        || async { (std::fs::read_dir(&layers).unwrap().count() == 0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sysctls_apply_in_the_pod_and_oom_score_adj_is_clamped() {
+    let daemon = Setup::new().start().await;
+    let mut client = daemon.runtime().await;
+    let mut config = pod("tuned");
+    config.linux.as_mut().unwrap().sysctls = [(
+        "net.ipv4.ip_unprivileged_port_start".to_string(),
+        "79".to_string(),
+    )]
+    .into();
+    let id = run(&mut client, config).await.expect("run pod");
+    let host = host_side(&status(&mut client, &id).await);
+    let out = in_netns(
+        host.netns.as_ref().unwrap(),
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "79",
+        "set in the pod's namespace"
+    );
+    let ours = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(ours.trim(), "79", "not on the host");
+    // The sandbox asks for -998; berth cannot go below its own score, so it clamps.
+    let read = |pid: u32| -> i32 {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let daemon_score = read(daemon.pid().unwrap());
+    assert_eq!(read(host.pid as u32), daemon_score.max(-998));
+    remove(&mut client, &id).await;
+}

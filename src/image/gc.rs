@@ -1,13 +1,13 @@
-//! Garbage collection of image content: layers and blobs that no image record and no
-//! container uses any more. A container keeps its layers (recorded in its own record)
-//! even after its image is removed, so removing an image never breaks a container that
-//! runs from it.
+//! Garbage collection of image content: layers and blobs that no image record, no
+//! container and no sandbox (a pause image rootfs) uses any more. A container or sandbox
+//! keeps its layers (recorded in its own record) even after its image is removed, so
+//! removing an image never breaks what runs from it.
 
 use std::collections::HashSet;
 
 use super::digest::Digest;
 use super::{ImageError, ImageManager};
-use crate::store::{ContainerRecord, LayerRecord};
+use crate::store::{ContainerRecord, LayerRecord, SandboxRecord};
 
 /// What one collection removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +22,12 @@ impl ImageManager {
         let _exclusive = self.gc_lock.write().await;
         let images = self.list();
         let containers: Vec<ContainerRecord> = self.store.list()?;
+        let sandboxes: Vec<SandboxRecord> = self.store.list()?;
         let live_layers: HashSet<&str> = images
             .iter()
             .flat_map(|i| i.layers.iter())
             .chain(containers.iter().flat_map(|c| c.layers.iter()))
+            .chain(sandboxes.iter().flat_map(|s| s.rootfs_layers.iter()))
             .map(String::as_str)
             .collect();
         let live_blobs: HashSet<&str> = images

@@ -57,10 +57,19 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
 }
 
+/// How the image says to run it (the config's `config` object).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RunConfig {
     #[serde(rename = "User", default)]
     pub user: String,
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

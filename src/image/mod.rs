@@ -15,7 +15,7 @@ pub mod digest;
 mod gc;
 mod import;
 mod inflight;
-mod manifest;
+pub mod manifest;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -224,6 +224,24 @@ impl ImageManager {
         self.content
             .read_blob(&digest)
             .map_err(ImageError::io(&path))
+    }
+
+    /// The image's run configuration (entrypoint, command, user, environment).
+    pub fn run_config(&self, image: &ImageRecord) -> Result<manifest::RunConfig, ImageError> {
+        let config: manifest::ImageConfig = serde_json::from_slice(&self.config_json(image)?)
+            .map_err(|e| ImageError::Corrupt {
+                reference: image.id.clone(),
+                reason: format!("stored config: {e}"),
+            })?;
+        Ok(config.config)
+    }
+
+    /// Marks an image as pinned (the sandbox image): ImageStatus reports it, and the
+    /// kubelet's image garbage collection leaves it alone.
+    pub fn pin(&self, image: &ImageRecord) -> Result<ImageRecord, ImageError> {
+        let mut pinned = image.clone();
+        pinned.pinned = true;
+        self.commit_image(pinned)
     }
 
     /// The unpacked layer directories of an image, bottom first.

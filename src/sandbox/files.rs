@@ -67,8 +67,43 @@ pub fn mount_shm(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Unmounts it; nothing mounted there is not an error.
-pub fn unmount_shm(path: &Path) -> io::Result<()> {
+/// Mounts image layers (bottom first) as an overlay on `target`, with a private upper
+/// layer in `scratch` (`scratch/upper`, `scratch/work`) where the runtime can make its
+/// mount points; the container itself gets the root read-only from its spec.
+pub fn mount_overlay(
+    layers: &[std::path::PathBuf],
+    scratch: &Path,
+    target: &Path,
+) -> io::Result<()> {
+    if layers.is_empty() {
+        return Err(io::Error::other("an image without layers has no rootfs"));
+    }
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    std::fs::create_dir_all(&upper)?;
+    std::fs::create_dir_all(&work)?;
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| l.display().to_string())
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )?;
+    Ok(())
+}
+
+/// Unmounts whatever is mounted on `path`; nothing mounted there is not an error.
+pub fn unmount(path: &Path) -> io::Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(err) => Err(err.into()),

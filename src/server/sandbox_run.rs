@@ -20,12 +20,19 @@ use crate::oci::runc::Runtime;
 use crate::proto::{NamespaceMode as CriNamespaceMode, PodSandboxConfig, RunPodSandboxRequest};
 use crate::rollback::Rollback;
 use crate::sandbox::{files, name_key, netns};
-use crate::spec::{NamespaceMode, SandboxSpec, sandbox_spec};
+use crate::spec::{NamespaceMode, PauseProcess, SandboxSpec, sandbox_spec};
 use crate::store::{SandboxRecord, SandboxState};
 
 /// The OOM score the kubelet and containerd give a pause process; clamped to what this
 /// process may set.
 const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+
+/// A sandbox image's rootfs, mounted for one pod, and how to run it.
+struct ImageRoot {
+    rootfs: std::path::PathBuf,
+    process: PauseProcess,
+    layers: Vec<String>,
+}
 
 /// A validated RunPodSandbox request.
 struct PodRequest {
@@ -212,7 +219,7 @@ impl CriService {
             std::fs::create_dir(&shm).map_err(Error::io("shm directory", &shm))?;
             files::mount_shm(&shm).map_err(Error::io("mounting /dev/shm on", &shm))?;
             undo.push("shm mount", move || async move {
-                files::unmount_shm(&shm).map_err(|e| e.to_string())
+                files::unmount(&shm).map_err(|e| e.to_string())
             });
         }
 
@@ -241,8 +248,11 @@ impl CriService {
                 None => Ok(None),
             }
         };
-        let (attached, pause) =
-            tokio::join!(attach, self.start_pause(pod, &dir, netns_path.as_deref()));
+        let image_root = self.prepare_sandbox_image(&dir, undo).await?;
+        let (attached, pause) = tokio::join!(
+            attach,
+            self.start_pause(pod, &dir, netns_path.as_deref(), image_root.as_ref())
+        );
         if let Ok(Some(_)) = &attached {
             let cni = self.sandboxes.cni.clone();
             let (pod_id, pin, ports) = (
@@ -299,9 +309,86 @@ impl CriService {
             ips,
             pid,
             cgroups_path: pod.cgroups_path.clone(),
+            rootfs_layers: image_root.map(|r| r.layers).unwrap_or_default(),
         };
         self.sandboxes.save(&record)?;
         Ok(record)
+    }
+
+    /// With `sandbox_image` configured: the image (pulled on first use, and pinned)
+    /// mounted as this pod's pause rootfs (read-only for the pause process).
+    async fn prepare_sandbox_image(
+        &self,
+        dir: &Path,
+        undo: &mut Rollback,
+    ) -> Result<Option<ImageRoot>> {
+        let Some(name) = self.config().sandbox_image.clone() else {
+            return Ok(None);
+        };
+        let image = match self.images.lookup(&name)? {
+            Some(image) => image,
+            None => {
+                self.images
+                    .pull(&name, crate::image::Auth::Anonymous)
+                    .await?;
+                self.images.lookup(&name)?.ok_or_else(|| Error::NotFound {
+                    kind: "sandbox image",
+                    id: name.clone(),
+                })?
+            }
+        };
+        let image = if image.pinned {
+            image
+        } else {
+            self.images.pin(&image)?
+        };
+        let run = self.images.run_config(&image)?;
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir(&rootfs).map_err(Error::io("pause rootfs", &rootfs))?;
+        let layers = self.images.layer_paths(&image)?;
+        files::mount_overlay(&layers, &dir.join("rootfs-scratch"), &rootfs)
+            .map_err(Error::io("mounting the sandbox image on", &rootfs))?;
+        let mounted = rootfs.clone();
+        undo.push("sandbox image rootfs", move || async move {
+            files::unmount(&mounted).map_err(|e| e.to_string())
+        });
+        let args: Vec<String> = run
+            .entrypoint
+            .unwrap_or_default()
+            .into_iter()
+            .chain(run.cmd.unwrap_or_default())
+            .collect();
+        if args.is_empty() {
+            return Err(Error::WrongState {
+                kind: "sandbox image",
+                id: name,
+                reason: "it names no entrypoint or command".to_string(),
+            });
+        }
+        // Numeric users only: a pause image has no /etc/passwd to resolve names with.
+        let mut ids = run.user.split(':').map(|part| part.parse::<u32>().ok());
+        let default = PauseProcess::default();
+        let (uid, gid) = match (ids.next().flatten(), ids.next().flatten()) {
+            (Some(uid), Some(gid)) => (uid, gid),
+            (Some(uid), None) => (uid, uid),
+            _ => (default.uid, default.gid),
+        };
+        let cwd = if run.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            run.working_dir
+        };
+        Ok(Some(ImageRoot {
+            rootfs,
+            process: PauseProcess {
+                args,
+                env: run.env.unwrap_or_default(),
+                cwd,
+                uid,
+                gid,
+            },
+            layers: image.layers.clone(),
+        }))
     }
 
     /// Writes the pause bundle, creates and starts the pause container; returns its pid.
@@ -310,11 +397,18 @@ impl CriService {
         pod: &PodRequest,
         dir: &Path,
         netns_path: Option<&Path>,
+        image_root: Option<&ImageRoot>,
     ) -> Result<i32> {
-        let rootfs = self.sandboxes.pause_rootfs();
+        let own_rootfs = self.sandboxes.pause_rootfs();
+        let own_process = PauseProcess::default();
+        let (rootfs, process) = match image_root {
+            Some(root) => (root.rootfs.as_path(), &root.process),
+            None => (own_rootfs.as_path(), &own_process),
+        };
         let mode = |host: bool, own: NamespaceMode| if host { NamespaceMode::Host } else { own };
         let spec = sandbox_spec(&SandboxSpec {
-            rootfs: &rootfs,
+            rootfs,
+            process,
             hostname: &pod.config.hostname,
             network: match netns_path {
                 Some(pin) => NamespaceMode::Join(pin.to_path_buf()),

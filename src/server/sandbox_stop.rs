@@ -51,8 +51,9 @@ impl CriService {
             };
             let record = service.stop_sandbox(record).await?;
             let dir = service.sandboxes.dir(&record.id);
-            let shm = dir.join("shm");
-            files::unmount_shm(&shm).map_err(Error::io("unmounting", &shm))?;
+            for mounted in [dir.join("shm"), dir.join("rootfs")] {
+                files::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
+            }
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(Error::io("removing", &dir)(e));
@@ -61,6 +62,15 @@ impl CriService {
             }
             service.sandboxes.forget(&record)?;
             tracing::info!(sandbox = %record.id, "pod sandbox removed");
+            if !record.rootfs_layers.is_empty() {
+                // Its pause image may have been removed meanwhile: reclaim what it held.
+                let images = service.images.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = images.collect_garbage().await {
+                        tracing::warn!(%err, "image garbage collection failed");
+                    }
+                });
+            }
             Ok(())
         })
         .await

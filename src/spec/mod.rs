@@ -3,7 +3,7 @@
 
 mod sandbox;
 
-pub use sandbox::{NamespaceMode, SandboxSpec, sandbox_spec};
+pub use sandbox::{NamespaceMode, PauseProcess, SandboxSpec, sandbox_spec};
 
 /// A spec that could not be built from its inputs.
 #[derive(Debug, thiserror::Error)]

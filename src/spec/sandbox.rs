@@ -30,10 +30,34 @@ pub enum NamespaceMode {
     Host,
 }
 
+/// The pause process: berth's own `/pause`, or what a sandbox image says to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseProcess {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for PauseProcess {
+    /// berth's own pause program.
+    fn default() -> Self {
+        PauseProcess {
+            args: vec!["/pause".to_string()],
+            env: vec!["PATH=/".to_string()],
+            cwd: "/".to_string(),
+            uid: PAUSE_USER,
+            gid: PAUSE_USER,
+        }
+    }
+}
+
 /// What the pause spec is made from.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec<'a> {
     pub rootfs: &'a Path,
+    pub process: &'a PauseProcess,
     pub hostname: &'a str,
     pub network: NamespaceMode,
     pub pid: NamespaceMode,
@@ -57,13 +81,13 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
         .terminal(false)
         .user(
             UserBuilder::default()
-                .uid(PAUSE_USER)
-                .gid(PAUSE_USER)
+                .uid(input.process.uid)
+                .gid(input.process.gid)
                 .build()?,
         )
-        .args(vec!["/pause".to_string()])
-        .env(vec!["PATH=/".to_string()])
-        .cwd("/")
+        .args(input.process.args.clone())
+        .env(input.process.env.clone())
+        .cwd(input.process.cwd.as_str())
         .capabilities(no_caps)
         .no_new_privileges(true)
         .oom_score_adj(input.oom_score_adj)
@@ -152,9 +176,13 @@ fn strings(items: &[&str]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn input<'a>(sysctls: &'a BTreeMap<String, String>) -> SandboxSpec<'a> {
+    fn input<'a>(
+        sysctls: &'a BTreeMap<String, String>,
+        process: &'a PauseProcess,
+    ) -> SandboxSpec<'a> {
         SandboxSpec {
             rootfs: Path::new("/run/berth/pause/rootfs"),
+            process,
             hostname: "web-0",
             network: NamespaceMode::Join(PathBuf::from("/run/berth/netns/abc")),
             pid: NamespaceMode::New,
@@ -171,7 +199,8 @@ mod tests {
             "net.ipv4.ip_unprivileged_port_start".to_string(),
             "0".to_string(),
         )]);
-        let spec = sandbox_spec(&input(&sysctls)).unwrap();
+        let process = PauseProcess::default();
+        let spec = sandbox_spec(&input(&sysctls, &process)).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         // oci-spec's own defaults (annotations, the device list, the NOFILE limit) are part
         // of what runc receives, so they are pinned here too.
@@ -216,7 +245,8 @@ mod tests {
     #[test]
     fn host_namespaces_are_left_out() {
         let sysctls = BTreeMap::new();
-        let mut host = input(&sysctls);
+        let process = PauseProcess::default();
+        let mut host = input(&sysctls, &process);
         host.network = NamespaceMode::Host;
         host.pid = NamespaceMode::Host;
         host.ipc = NamespaceMode::Host;

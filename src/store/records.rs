@@ -60,6 +60,9 @@ pub struct SandboxRecord {
     /// The pause process, as seen from the host.
     pub pid: i32,
     pub cgroups_path: String,
+    /// With a `sandbox_image`: the image layers under the pause rootfs, kept on disk
+    /// while the sandbox exists.
+    pub rootfs_layers: Vec<String>,
 }
 
 impl Record for SandboxRecord {

@@ -74,6 +74,7 @@ pub struct Setup {
     pub bridge: String,
     /// `10.231.N.0/24`, unique per test daemon of this test binary.
     pub subnet: String,
+    top_toml: String,
     extra_toml: String,
     args: Vec<String>,
 }
@@ -96,6 +97,7 @@ impl Setup {
             paths,
             bridge: format!("bt{:04x}{:02x}", std::process::id() & 0xffff, n),
             subnet: format!("10.231.{n}.0/24"),
+            top_toml: String::new(),
             extra_toml: String::new(),
             args: Vec::new(),
         }
@@ -105,6 +107,13 @@ impl Setup {
     pub fn toml(mut self, text: &str) -> Setup {
         self.extra_toml.push_str(text);
         self.extra_toml.push('\n');
+        self
+    }
+
+    /// Adds top-level keys (they must come before any table of the config file).
+    pub fn top(mut self, text: &str) -> Setup {
+        self.top_toml.push_str(text);
+        self.top_toml.push('\n');
         self
     }
 
@@ -118,8 +127,15 @@ impl Setup {
     fn write_config(&self) {
         let p = &self.paths;
         let text = format!(
-            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n\n[network]\nconf_dir = {:?}\ndefault_bridge = {:?}\ndefault_subnet = {:?}\n\n{}",
-            p.root, p.state, p.socket, p.cni_conf, self.bridge, self.subnet, self.extra_toml
+            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n{}\n[network]\nconf_dir = {:?}\ndefault_bridge = {:?}\ndefault_subnet = {:?}\n\n{}",
+            p.root,
+            p.state,
+            p.socket,
+            self.top_toml,
+            p.cni_conf,
+            self.bridge,
+            self.subnet,
+            self.extra_toml
         );
         std::fs::write(&p.config, text).expect("write the test config");
     }
@@ -299,13 +315,18 @@ impl Setup {
     /// before removing them: their containers (in this daemon's own runc root), mounts
     /// under this daemon's directory, and this daemon's bridge. Touches nothing else.
     pub fn clean_host_state(&self) {
-        let runtime_root = self.paths.state.join("runtime/runc");
-        if let Ok(output) = Command::new("runc")
-            .arg("--root")
-            .arg(&runtime_root)
-            .args(["list", "-q"])
-            .output()
-        {
+        let handlers = std::fs::read_dir(self.paths.state.join("runtime"))
+            .into_iter()
+            .flatten();
+        for runtime_root in handlers.flatten().map(|e| e.path()) {
+            let Ok(output) = Command::new("runc")
+                .arg("--root")
+                .arg(&runtime_root)
+                .args(["list", "-q"])
+                .output()
+            else {
+                continue;
+            };
             for id in String::from_utf8_lossy(&output.stdout).lines() {
                 let _ = Command::new("runc")
                     .arg("--root")
