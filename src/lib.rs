@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod image;
+pub mod logs;
 pub mod network;
 pub mod oci;
 pub mod proto;
