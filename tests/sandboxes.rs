@@ -915,3 +915,110 @@ async fn sysctls_apply_in_the_pod_and_oom_score_adj_is_clamped() {
     assert_eq!(read(host.pid as u32), daemon_score.max(-998));
     remove(&mut client, &id).await;
 }
+
+#[tokio::test]
+async fn a_plugin_failing_after_others_succeeded_releases_their_work() {
+    let setup = Setup::new();
+    // bridge + host-local succeed (a veth, a lease), then tuning fails on a bad sysctl.
+    let mut list = berth::network::cni::default_conflist(
+        &setup.bridge,
+        &setup.subnet,
+        &setup.paths.state.join("cni/networks"),
+    );
+    list["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "tuning", "sysctl": {"net.no.such.sysctl": "1"}}));
+    std::fs::write(
+        setup.paths.cni_conf.join("10-net.conflist"),
+        list.to_string(),
+    )
+    .unwrap();
+    let daemon = setup.start().await;
+    let mut client = daemon.runtime().await;
+    let err = run(&mut client, pod("half")).await.unwrap_err();
+    assert!(err.message().contains("tuning"), "{}", err.message());
+    assert_eq!(
+        leases(&daemon),
+        0,
+        "the lease bridge's IPAM took is released"
+    );
+    assert_eq!(veths_on(&daemon.setup.bridge), 0, "no veth");
+    // The name is free again.
+    std::fs::write(
+        daemon.paths().cni_conf.join("10-net.conflist"),
+        berth::network::cni::default_conflist(
+            &daemon.setup.bridge,
+            &daemon.setup.subnet,
+            &daemon.paths().state.join("cni/networks"),
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let id = run(&mut client, pod("half"))
+        .await
+        .expect("runs with a working network");
+    remove(&mut client, &id).await;
+}
+
+#[tokio::test]
+async fn a_sandbox_whose_pause_died_is_not_ready() {
+    let daemon = Setup::new().start().await;
+    let mut client = daemon.runtime().await;
+    let id = run(&mut client, pod("fragile")).await.unwrap();
+    let host = host_side(&status(&mut client, &id).await);
+    // Our own pod's pause process, by its pid.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let state = wait_for(
+        "the sandbox to be reported not ready",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let s = status(&mut client, &id).await.status.unwrap();
+                (s.state == PodSandboxState::SandboxNotready as i32).then_some(s.state)
+            }
+        },
+    )
+    .await;
+    assert_eq!(state, PodSandboxState::SandboxNotready as i32);
+    let listed = client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(listed[0].state, PodSandboxState::SandboxNotready as i32);
+    stop(&mut client, &id).await;
+    remove(&mut client, &id).await;
+    assert_gone(&daemon, &id, &host);
+    assert_eq!(leases(&daemon), 0);
+}
+
+#[tokio::test]
+async fn a_half_made_pod_is_swept_at_start_up() {
+    let mut daemon = Setup::new().start().await;
+    let mut client = daemon.runtime().await;
+    let id = run(&mut client, pod("orphan")).await.unwrap();
+    let host = host_side(&status(&mut client, &id).await);
+    daemon.crash().await;
+    // As if the daemon had died before writing the record: everything else is real.
+    {
+        let store = berth::store::Store::open(&daemon.paths().root).unwrap();
+        assert!(store.delete::<berth::store::SandboxRecord>(&id).unwrap());
+    }
+    daemon.restart().await;
+    assert!(
+        daemon
+            .log()
+            .contains("cleaning up a sandbox left half made")
+    );
+    assert_gone(&daemon, &id, &host);
+    assert_eq!(veths_on(&daemon.setup.bridge), 0);
+    assert_eq!(leases(&daemon), 0);
+}

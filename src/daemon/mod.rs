@@ -85,6 +85,7 @@ pub async fn serve(
     let config = Arc::new(config);
     let resources = prepare(&config)?;
     let service = Arc::new(CriService::new(config.clone(), resources.store.clone())?);
+    service.sweep_orphan_sandboxes().await;
     let listener = bind(&config.socket)?;
     tracing::info!(
         socket = %config.socket.display(),

@@ -110,7 +110,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<ListPodSandboxRequest>,
     ) -> RpcResult<ListPodSandboxResponse> {
-        let items = self.service.list_pod_sandboxes(request.into_inner().filter);
+        let items = self
+            .service
+            .list_pod_sandboxes(request.into_inner().filter)?;
         Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
@@ -118,7 +120,9 @@ impl RuntimeService for RuntimeApi {
         &self,
         request: Request<StreamPodSandboxesRequest>,
     ) -> RpcResult<Self::StreamPodSandboxesStream> {
-        let items = self.service.list_pod_sandboxes(request.into_inner().filter);
+        let items = self
+            .service
+            .list_pod_sandboxes(request.into_inner().filter)?;
         let chunks: Vec<Result<StreamPodSandboxesResponse, tonic::Status>> = items
             .chunks(crate::server::STREAM_CHUNK)
             .map(|chunk| {

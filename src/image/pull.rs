@@ -67,6 +67,9 @@ impl ImageManager {
         tracing::info!(image = %shown, "pulling");
         let mut endpoints = self.registry.endpoints(&reference);
         let (served_by, top) = self.resolve(&reference, &endpoints, &auth).await?;
+        // From the first blob written to the image record, garbage collection must not
+        // remove what this pull writes or needs.
+        let _gc = self.gc_lock.read().await;
         // Blobs come from the endpoint that served the manifest first.
         endpoints.rotate_left(served_by);
         let endpoint = &endpoints[0];
@@ -139,8 +142,6 @@ impl ImageManager {
             )));
         }
 
-        // From here to the image record, garbage collection must not remove our layers.
-        let _gc = self.gc_lock.read().await;
         let mut jobs = Vec::new();
         for (layer, diff_id) in platform_manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             jobs.push(LayerJob {

@@ -126,10 +126,32 @@ impl Cni {
                 previous.as_ref(),
                 pod.port_mappings,
             );
-            let result = self
+            match self
                 .exec("ADD", &conf, pod, POD_IFNAME, Some(pod.netns))
-                .await?;
-            previous = Some(result);
+                .await
+            {
+                Ok(result) => previous = Some(result),
+                Err(err) => {
+                    // Undo what the plugins before it did (an IP lease, iptables rules): DEL
+                    // over the whole list in reverse, as the spec makes DEL idempotent.
+                    for plugin in plugins(&list).into_iter().rev() {
+                        let conf = plugin_conf(
+                            plugin,
+                            &version,
+                            &name,
+                            previous.as_ref(),
+                            pod.port_mappings,
+                        );
+                        if let Err(del) = self
+                            .exec("DEL", &conf, pod, POD_IFNAME, Some(pod.netns))
+                            .await
+                        {
+                            tracing::warn!(pod = pod.id, %del, "CNI DEL after a failed ADD failed");
+                        }
+                    }
+                    return Err(err);
+                }
+            }
         }
         let result = previous.unwrap_or(Value::Null);
         let cache = Cached {

@@ -22,8 +22,10 @@ pub fn write_hosts(path: &Path, hostname: &str, ips: &[String]) -> io::Result<()
     let mut text = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
-    for ip in ips {
-        text.push_str(&format!("{ip}\t{hostname}\n"));
+    if !hostname.is_empty() {
+        for ip in ips {
+            text.push_str(&format!("{ip}\t{hostname}\n"));
+        }
     }
     std::fs::write(path, text)
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::Config;
 use crate::network::cni::Cni;
 use crate::oci::runc::Runtime;
-use crate::store::{SandboxRecord, Store, StoreError};
+use crate::store::{SandboxRecord, SandboxState, Store, StoreError};
 
 /// The pause program, built statically by build.rs.
 pub static PAUSE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
@@ -50,9 +50,10 @@ impl std::fmt::Debug for Sandboxes {
     }
 }
 
-/// The key that makes a sandbox's name unique (as containerd and CRI-O form it).
+/// The key that makes a sandbox's name unique: name, namespace, uid and attempt, joined
+/// by a character none of them can hold, so two different pods never share a key.
 pub fn name_key(name: &str, namespace: &str, uid: &str, attempt: u32) -> String {
-    format!("{name}_{namespace}_{uid}_{attempt}")
+    format!("{name}/{namespace}/{uid}/{attempt}")
 }
 
 impl Sandboxes {
@@ -169,6 +170,48 @@ impl Sandboxes {
         self.read_records().values().cloned().collect()
     }
 
+    /// The record, corrected if its pause process has died since (OOM kill, a kill from
+    /// outside, a reboot): a Ready sandbox without its pause is NotReady, and the kubelet
+    /// then replaces it.
+    pub fn refresh(&self, mut record: SandboxRecord) -> Result<SandboxRecord, StoreError> {
+        if record.state == SandboxState::Ready && !pause_alive(&record) {
+            tracing::warn!(sandbox = %record.id, pid = record.pid, "the pause process is gone; sandbox not ready");
+            record.state = SandboxState::NotReady;
+            self.save(&record)?;
+        }
+        Ok(record)
+    }
+
+    /// Sandbox ids that have files, a netns pin or a CNI cache but no record: what a
+    /// daemon that died in the middle of a RunPodSandbox left behind.
+    pub fn orphans(&self) -> Vec<String> {
+        let records = self.read_records();
+        let mut ids = std::collections::BTreeSet::new();
+        for dir in ["sandboxes", "netns", "cni/results"] {
+            for entry in std::fs::read_dir(self.state.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".json")
+                    .to_string();
+                let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if is_id && !records.contains_key(&name) {
+                    ids.insert(name);
+                }
+            }
+        }
+        ids.into_iter().collect()
+    }
+
+    /// Every configured runtime, for clean-ups that do not know the handler.
+    pub fn runtimes(&self) -> impl Iterator<Item = &Runtime> {
+        self.runtimes.values()
+    }
+
     /// Stores a new or changed record.
     pub fn save(&self, record: &SandboxRecord) -> Result<(), StoreError> {
         self.store.put(record)?;
@@ -216,6 +259,32 @@ impl Sandboxes {
             .entry(id.to_string())
             .or_default()
             .clone()
+    }
+}
+
+/// Whether the sandbox's pause process still runs: its pid is alive (not a zombie) and,
+/// for a pod with its own network, still in the pod's pinned namespace (so a reused pid
+/// is not mistaken for it).
+fn pause_alive(record: &SandboxRecord) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if record.pid <= 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", record.pid)).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
+    if !matches!(state, Some(s) if s != "Z" && s != "X") {
+        return false;
+    }
+    match &record.netns {
+        Some(pin) => {
+            let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+            let ours = ino(Path::new(&format!("/proc/{}/ns/net", record.pid)));
+            ours.is_some() && ours == ino(Path::new(pin))
+        }
+        None => true,
     }
 }
 

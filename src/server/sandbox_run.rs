@@ -64,15 +64,18 @@ impl CriService {
             });
         }
         let service = self.clone();
-        let name_key = pod.name_key.clone();
-        let result = tokio::spawn(async move { service.create_sandbox(pod).await })
-            .await
-            .map_err(|e| Error::Task(e.to_string()))
-            .and_then(|r| r);
-        if result.is_err() {
-            self.sandboxes.release_name(&name_key);
-        }
-        result
+        // The name is released by the task itself: a client that gives up mid-call drops
+        // this future, not the task.
+        tokio::spawn(async move {
+            let name_key = pod.name_key.clone();
+            let result = service.clone().create_sandbox(pod).await;
+            if result.is_err() {
+                service.sandboxes.release_name(&name_key);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
     }
 
     fn validate_pod(&self, request: RunPodSandboxRequest) -> Result<PodRequest> {
@@ -90,6 +93,17 @@ impl CriService {
         ] {
             if value.is_empty() {
                 return Err(Error::invalid(field, "must not be empty"));
+            }
+            // These travel in CNI_ARGS (`;`-separated `key=value` pairs).
+            if value.len() > 253
+                || value
+                    .chars()
+                    .any(|c| c == ';' || c == '=' || c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid(
+                    field,
+                    format!("{value:?} is not a Kubernetes name"),
+                ));
             }
         }
         let handler = request.runtime_handler;

@@ -24,6 +24,7 @@ impl CriService {
             kind: "pod sandbox",
             id: id.to_string(),
         })?;
+        let record = self.sandboxes.refresh(record)?;
         let config = decode_config(&record);
         let namespace_options = config
             .linux
@@ -66,7 +67,7 @@ impl CriService {
                 "netnsPath": record.netns,
                 "cgroupsPath": record.cgroups_path,
                 "runtimeSpec": spec,
-                "image": "berth-pause",
+                "image": self.config().sandbox_image.clone().unwrap_or_else(|| "berth-pause".to_string()),
             });
             info.insert("info".to_string(), details.to_string());
         }
@@ -79,10 +80,15 @@ impl CriService {
     }
 
     /// The sandboxes matching the filter: id prefix, state, and every label of the selector.
-    pub fn list_pod_sandboxes(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
+    pub fn list_pod_sandboxes(&self, filter: Option<PodSandboxFilter>) -> Result<Vec<PodSandbox>> {
         let filter = filter.unwrap_or_default();
-        self.sandboxes
+        let records = self
+            .sandboxes
             .list()
+            .into_iter()
+            .map(|r| self.sandboxes.refresh(r))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(records
             .into_iter()
             .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
             .filter(|r| {
@@ -105,7 +111,7 @@ impl CriService {
                 annotations: r.annotations.clone().into_iter().collect(),
                 runtime_handler: r.runtime_handler.clone(),
             })
-            .collect()
+            .collect())
     }
 }
 
