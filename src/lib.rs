@@ -6,12 +6,14 @@
 
 pub mod client;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod image;
 pub mod logs;
+pub mod monitor;
 pub mod network;
 pub mod oci;
 pub mod proto;

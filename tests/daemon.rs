@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use berth::proto::{
-    CgroupDriver, CreateContainerRequest, ExecSyncRequest, NetworkConfig, RuntimeConfig,
+    CgroupDriver, ContainerStatsRequest, ExecSyncRequest, NetworkConfig, RuntimeConfig,
     RuntimeConfigRequest, StatusRequest, StatusResponse, UpdateRuntimeConfigRequest,
     VersionRequest,
 };
@@ -206,12 +206,12 @@ async fn unimplemented_rpcs_name_themselves() {
     let err = daemon
         .runtime()
         .await
-        .create_container(CreateContainerRequest::default())
+        .container_stats(ContainerStatsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("CreateContainer"),
+        err.message().contains("ContainerStats"),
         "{}",
         err.message()
     );

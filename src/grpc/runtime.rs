@@ -135,45 +135,68 @@ impl RuntimeService for RuntimeApi {
     }
     async fn create_container(
         &self,
-        _request: Request<CreateContainerRequest>,
+        request: Request<CreateContainerRequest>,
     ) -> RpcResult<CreateContainerResponse> {
-        Err(unimplemented("CreateContainer"))
+        let container_id = self.service.create_container(request.into_inner()).await?;
+        Ok(Response::new(CreateContainerResponse { container_id }))
     }
     async fn start_container(
         &self,
-        _request: Request<StartContainerRequest>,
+        request: Request<StartContainerRequest>,
     ) -> RpcResult<StartContainerResponse> {
-        Err(unimplemented("StartContainer"))
+        let id = request.into_inner().container_id;
+        self.service.start_container(&id).await?;
+        Ok(Response::new(StartContainerResponse {}))
     }
     async fn stop_container(
         &self,
-        _request: Request<StopContainerRequest>,
+        request: Request<StopContainerRequest>,
     ) -> RpcResult<StopContainerResponse> {
-        Err(unimplemented("StopContainer"))
+        let request = request.into_inner();
+        self.service
+            .stop_container(&request.container_id, request.timeout)
+            .await?;
+        Ok(Response::new(StopContainerResponse {}))
     }
     async fn remove_container(
         &self,
-        _request: Request<RemoveContainerRequest>,
+        request: Request<RemoveContainerRequest>,
     ) -> RpcResult<RemoveContainerResponse> {
-        Err(unimplemented("RemoveContainer"))
+        let id = request.into_inner().container_id;
+        self.service.remove_container(&id).await?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
     async fn list_containers(
         &self,
-        _request: Request<ListContainersRequest>,
+        request: Request<ListContainersRequest>,
     ) -> RpcResult<ListContainersResponse> {
-        Err(unimplemented("ListContainers"))
+        let containers = self.service.list_containers(request.into_inner().filter)?;
+        Ok(Response::new(ListContainersResponse { containers }))
     }
     async fn stream_containers(
         &self,
-        _request: Request<StreamContainersRequest>,
+        request: Request<StreamContainersRequest>,
     ) -> RpcResult<Self::StreamContainersStream> {
-        Err(unimplemented("StreamContainers"))
+        let containers = self.service.list_containers(request.into_inner().filter)?;
+        let chunks: Vec<Result<StreamContainersResponse, tonic::Status>> = containers
+            .chunks(crate::server::STREAM_CHUNK)
+            .map(|chunk| {
+                Ok(StreamContainersResponse {
+                    containers: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
     async fn container_status(
         &self,
-        _request: Request<ContainerStatusRequest>,
+        request: Request<ContainerStatusRequest>,
     ) -> RpcResult<ContainerStatusResponse> {
-        Err(unimplemented("ContainerStatus"))
+        let request = request.into_inner();
+        let status = self
+            .service
+            .container_status(&request.container_id, request.verbose)?;
+        Ok(Response::new(status))
     }
     async fn update_container_resources(
         &self,
@@ -183,9 +206,11 @@ impl RuntimeService for RuntimeApi {
     }
     async fn reopen_container_log(
         &self,
-        _request: Request<ReopenContainerLogRequest>,
+        request: Request<ReopenContainerLogRequest>,
     ) -> RpcResult<ReopenContainerLogResponse> {
-        Err(unimplemented("ReopenContainerLog"))
+        let id = request.into_inner().container_id;
+        self.service.reopen_container_log(&id).await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
     async fn exec_sync(&self, _request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
         Err(unimplemented("ExecSync"))

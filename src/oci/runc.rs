@@ -44,6 +44,15 @@ impl Runtime {
         Runtime { binary, root }
     }
 
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The runtime's state directory (`--root`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         command
@@ -113,7 +122,7 @@ impl Runtime {
             binary: self.binary.clone(),
             command: "create",
             id: id.to_string(),
-            message: json_log_message(&logged).unwrap_or_else(|| format!("failed ({status})")),
+            message: last_error(&logged).unwrap_or_else(|| format!("failed ({status})")),
         })
     }
 
@@ -158,7 +167,7 @@ impl Runtime {
 }
 
 /// The message of the last error in a runc JSON log (`{"level":"error","msg":…}`).
-fn json_log_message(log: &str) -> Option<String> {
+pub fn last_error(log: &str) -> Option<String> {
     log.lines().rev().find_map(|line| {
         let entry: serde_json::Value = serde_json::from_str(line).ok()?;
         (entry["level"] == "error").then(|| entry["msg"].as_str().map(str::to_string))?
@@ -205,7 +214,7 @@ mod tests {
         assert!(runtime_message("", status).contains("failed"));
         let log = "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"container_linux.go: starting container process caused: exec: no such file\"}\n";
         assert_eq!(
-            super::json_log_message(log).as_deref(),
+            super::last_error(log).as_deref(),
             Some("container_linux.go: starting container process caused: exec: no such file")
         );
     }

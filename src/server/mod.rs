@@ -1,6 +1,9 @@
 //! The CRI service: berth's domain logic, one file per RPC family, each an
 //! `impl CriService` block. The gRPC layer (`grpc/`) converts and delegates to it.
 
+mod container_create;
+mod container_lifecycle;
+mod container_status;
 mod image_pull;
 mod image_remove;
 mod image_status;
@@ -17,6 +20,7 @@ pub use runtime_info::{
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
+use crate::container::Containers;
 use crate::error::{Error, Result};
 use crate::image::ImageManager;
 use crate::sandbox::Sandboxes;
@@ -32,6 +36,7 @@ pub struct CriService {
     store: Arc<Store>,
     images: Arc<ImageManager>,
     sandboxes: Arc<Sandboxes>,
+    containers: Arc<Containers>,
     /// The node's pod CIDR(s) as the kubelet last gave them, comma separated; cached
     /// from the store.
     pod_cidr: RwLock<Option<String>>,
@@ -62,11 +67,17 @@ impl CriService {
         ))? {
             tracing::info!(file = %file.display(), subnet, "wrote the default CNI network config");
         }
+        let containers = Arc::new(Containers::open(
+            &config.root,
+            &config.state,
+            store.clone(),
+        )?);
         Ok(CriService {
             config,
             store,
             images,
             sandboxes: Arc::new(sandboxes),
+            containers,
             pod_cidr: RwLock::new(pod_cidr),
         })
     }

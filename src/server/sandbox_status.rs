@@ -139,3 +139,14 @@ pub fn decode_config(record: &SandboxRecord) -> PodSandboxConfig {
         .and_then(|bytes| PodSandboxConfig::decode(bytes.as_slice()).ok())
         .unwrap_or_default()
 }
+
+/// A container's config as the kubelet sent it.
+pub fn decode_container_config(
+    record: &crate::store::ContainerRecord,
+) -> crate::proto::ContainerConfig {
+    base64::engine::general_purpose::STANDARD
+        .decode(&record.config)
+        .ok()
+        .and_then(|bytes| crate::proto::ContainerConfig::decode(bytes.as_slice()).ok())
+        .unwrap_or_default()
+}

@@ -50,6 +50,7 @@ impl CriService {
                 return Ok(());
             };
             let record = service.stop_sandbox(record).await?;
+            service.remove_sandbox_containers(&record.id, true).await?;
             let dir = service.sandboxes.dir(&record.id);
             for mounted in [dir.join("shm"), dir.join("rootfs")] {
                 files::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
@@ -121,6 +122,8 @@ impl CriService {
 
     /// The stop itself, under the sandbox's lock. Safe to repeat.
     async fn stop_sandbox(&self, mut record: SandboxRecord) -> Result<SandboxRecord> {
+        // Its containers first: api.proto says they are forcibly terminated.
+        self.remove_sandbox_containers(&record.id, false).await?;
         let runtime = self
             .sandboxes
             .runtime(&record.runtime_handler)

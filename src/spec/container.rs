@@ -48,8 +48,9 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
-/// Every capability Linux defines, for `ALL` and privileged containers.
-const ALL_CAPABILITIES: [&str; 41] = [
+/// Every capability Linux defines, in the order of their bit numbers, for `ALL` and
+/// privileged containers.
+pub const ALL_CAPABILITIES: [&str; 41] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",

@@ -18,7 +18,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use records::{ContainerRecord, ImageRecord, LayerRecord, SandboxRecord, SandboxState};
+pub use records::{
+    ContainerRecord, ContainerState, ImageRecord, LayerRecord, SandboxRecord, SandboxState,
+};
 
 /// The file name of the database under `root`.
 pub const DB_FILE: &str = "metadata.redb";

@@ -74,6 +74,31 @@ impl Record for SandboxRecord {
     }
 }
 
+/// The state of a container (api.proto ContainerState).
+///
+/// ```text
+///   CreateContainer ──► Created ──StartContainer──► Running ──(exit, StopContainer)──► Exited
+///   RemoveContainer from any state (a running container is killed first)
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    #[default]
+    Created,
+    Running,
+    Exited,
+}
+
+impl ContainerState {
+    pub fn can_start(self) -> bool {
+        self == ContainerState::Created
+    }
+
+    /// Whether the container's process may still be alive.
+    pub fn is_live(self) -> bool {
+        self != ContainerState::Exited
+    }
+}
+
 /// A container of a sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -84,13 +109,30 @@ pub struct ContainerRecord {
     pub attempt: u32,
     /// The image as the request named it.
     pub image: String,
+    /// The image id (config digest).
+    pub image_ref: String,
     /// The diff IDs of the image layers under the container's rootfs: they stay on disk
     /// while the container exists, even if its image is removed.
     pub layers: Vec<String>,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_at_ns: i64,
+    pub started_at_ns: i64,
+    pub finished_at_ns: i64,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    pub state: ContainerState,
+    pub exit_code: i32,
+    /// Completed, Error or OOMKilled once exited.
+    pub reason: String,
+    /// The `ContainerConfig` as received, protobuf-encoded then base64.
+    pub config: String,
+    /// The log file: the sandbox's log directory joined with the config's log path.
+    pub log_path: String,
+    pub runtime_handler: String,
+    /// The container's init process, as seen from the host.
+    pub pid: i32,
+    /// The image's STOPSIGNAL, if any.
+    pub stop_signal: String,
 }
 
 impl Record for ContainerRecord {

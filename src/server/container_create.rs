@@ -1,0 +1,393 @@
+//! CreateContainer: the rootfs (an overlay of the image's layers with a private writable
+//! layer), the user, the OCI spec, the bundle, then the container's monitor, which
+//! creates it through the OCI runtime. Every step has a rollback; the work runs as a
+//! task, so a cancelled call leaves nothing half made.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use prost::Message as _;
+use tokio::io::AsyncBufReadExt;
+
+use super::CriService;
+use super::sandbox_run::{clamp_oom_score_adj, stop_and_delete};
+use super::sandbox_status::decode_config;
+use crate::container::name_key;
+use crate::container::user::{UserRequest, resolve};
+use crate::error::{Error, Result};
+use crate::proto::{ContainerConfig, CreateContainerRequest, NamespaceMode as CriNamespaceMode};
+use crate::rollback::Rollback;
+use crate::sandbox::files;
+use crate::spec::container::{ContainerSpecInput, PodContext, container_spec};
+use crate::store::{ContainerRecord, ContainerState, ImageRecord, SandboxRecord};
+
+/// How long the monitor may take to create the container.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct ContainerRequest {
+    id: String,
+    name_key: String,
+    sandbox: SandboxRecord,
+    config: ContainerConfig,
+    image: ImageRecord,
+    log_path: PathBuf,
+}
+
+impl CriService {
+    /// Creates a container in a ready sandbox; returns its id.
+    pub async fn create_container(
+        self: &Arc<Self>,
+        request: CreateContainerRequest,
+    ) -> Result<String> {
+        let container = self.validate_container(request)?;
+        if let Err(holder) = self
+            .containers
+            .reserve_name(&container.name_key, &container.id)
+        {
+            return Err(Error::AlreadyExists {
+                kind: "container",
+                name: container.name_key.clone(),
+                id: holder,
+            });
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            let key = container.name_key.clone();
+            let mut undo = Rollback::default();
+            let result = service.create_container_steps(&container, &mut undo).await;
+            match result {
+                Ok(id) => {
+                    undo.commit();
+                    tracing::info!(container = %id, sandbox = %container.sandbox.id, "container created");
+                    Ok(id)
+                }
+                Err(err) => {
+                    undo.run().await;
+                    service.containers.release_name(&key);
+                    Err(err)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    fn validate_container(&self, request: CreateContainerRequest) -> Result<ContainerRequest> {
+        if request.pod_sandbox_id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let sandbox = self
+            .sandboxes
+            .find(&request.pod_sandbox_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "pod sandbox",
+                id: request.pod_sandbox_id.clone(),
+            })?;
+        let sandbox = self.sandboxes.refresh(sandbox)?;
+        if !sandbox.state.can_create_containers() {
+            return Err(Error::WrongState {
+                kind: "pod sandbox",
+                id: sandbox.id,
+                reason: "it is not ready".to_string(),
+            });
+        }
+        let config = request
+            .config
+            .ok_or_else(|| Error::invalid("config", "missing"))?;
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
+        if metadata.name.is_empty()
+            || metadata.name.len() > 253
+            || metadata
+                .name
+                .chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid(
+                "config.metadata.name",
+                format!("{:?} is not a container name", metadata.name),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Error::invalid("config.image.image", "no image named"));
+        }
+        let image = self
+            .images
+            .lookup(&image_name)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "image",
+                id: image_name.clone(),
+            })?;
+        let log_directory = decode_config(&sandbox).log_directory;
+        let log_path = if log_directory.is_empty() || config.log_path.is_empty() {
+            PathBuf::from("/dev/null")
+        } else {
+            let relative = Path::new(&config.log_path);
+            let safe = relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+            if !safe {
+                return Err(Error::invalid(
+                    "config.log_path",
+                    "must be a relative path without '..'",
+                ));
+            }
+            Path::new(&log_directory).join(relative)
+        };
+        Ok(ContainerRequest {
+            id: crate::ids::random_id(),
+            name_key: name_key(&sandbox.id, &metadata.name, metadata.attempt),
+            sandbox,
+            config,
+            image,
+            log_path,
+        })
+    }
+
+    async fn create_container_steps(
+        &self,
+        c: &ContainerRequest,
+        undo: &mut Rollback,
+    ) -> Result<String> {
+        let id = c.id.as_str();
+        let runtime = self
+            .sandboxes
+            .runtime(&c.sandbox.runtime_handler)
+            .cloned()
+            .ok_or_else(|| Error::WrongState {
+                kind: "pod sandbox",
+                id: c.sandbox.id.clone(),
+                reason: format!(
+                    "its runtime handler {:?} is not configured",
+                    c.sandbox.runtime_handler
+                ),
+            })?;
+
+        // The rootfs: the image's layers under a private writable layer.
+        let layer_dir = self.containers.layer_dir(id);
+        std::fs::create_dir_all(&layer_dir)
+            .map_err(Error::io("container directory", &layer_dir))?;
+        let removed = layer_dir.clone();
+        undo.push("container directory", move || async move {
+            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
+        });
+        let rootfs = layer_dir.join("rootfs");
+        std::fs::create_dir(&rootfs).map_err(Error::io("rootfs", &rootfs))?;
+        let layers = self.images.layer_paths(&c.image)?;
+        files::mount_overlay(&layers, &layer_dir, &rootfs)
+            .map_err(Error::io("mounting the rootfs on", &rootfs))?;
+        let mounted = rootfs.clone();
+        undo.push("rootfs mount", move || async move {
+            files::unmount(&mounted).map_err(|e| e.to_string())
+        });
+
+        let linux = c.config.linux.clone().unwrap_or_default();
+        let security = linux.security_context.clone().unwrap_or_default();
+        let user = resolve(
+            &rootfs,
+            &UserRequest {
+                run_as_user: security.run_as_user.map(|v| v.value),
+                run_as_username: security.run_as_username.clone(),
+                run_as_group: security.run_as_group.map(|v| v.value),
+                supplemental_groups: security.supplemental_groups.clone(),
+                image_user: c.image.user.clone(),
+            },
+        )
+        .map_err(|reason| Error::invalid("config.linux.security_context", reason))?;
+        let run = self.images.run_config(&c.image)?;
+
+        let sandbox_config = decode_config(&c.sandbox);
+        let pod_namespaces = sandbox_config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let target_pid = match security.namespace_options.as_ref() {
+            Some(o) if o.pid == CriNamespaceMode::Target as i32 => {
+                let target =
+                    self.containers
+                        .find(&o.target_id)?
+                        .ok_or_else(|| Error::NotFound {
+                            kind: "target container",
+                            id: o.target_id.clone(),
+                        })?;
+                Some(target.pid)
+            }
+            _ => None,
+        };
+        let pod = PodContext {
+            pause_pid: c.sandbox.pid,
+            netns: c.sandbox.netns.as_ref().map(PathBuf::from),
+            host_ipc: pod_namespaces.ipc == CriNamespaceMode::Node as i32,
+            dir: self.sandboxes.dir(&c.sandbox.id),
+        };
+        let parent = Path::new(&c.sandbox.cgroups_path)
+            .parent()
+            .unwrap_or(Path::new("/berth"));
+        let cgroups_path = parent.join(id).display().to_string();
+        let wanted_oom = linux
+            .resources
+            .as_ref()
+            .map_or(0, |r| r.oom_score_adj as i32);
+        let spec = container_spec(&ContainerSpecInput {
+            config: &c.config,
+            image: &run,
+            rootfs: &rootfs,
+            user: &user,
+            pod: &pod,
+            target_pid,
+            cgroups_path: &cgroups_path,
+            host_capabilities: &own_capabilities(),
+            oom_score_adj: clamp_oom_score_adj(wanted_oom),
+        })
+        .map_err(|e| Error::invalid("config", e.to_string()))?;
+
+        let state_dir = self.containers.state_dir(id);
+        std::fs::create_dir_all(&state_dir)
+            .map_err(Error::io("container state directory", &state_dir))?;
+        let removed = state_dir.clone();
+        undo.push("container state directory", move || async move {
+            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
+        });
+        let bundle_config = state_dir.join("config.json");
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
+        std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
+
+        let pid = self
+            .start_monitor(id, &state_dir, &runtime, &c.log_path, &cgroups_path)
+            .await?;
+        let cleanup_runtime = runtime.clone();
+        let container_id = id.to_string();
+        undo.push("container", move || async move {
+            stop_and_delete(&cleanup_runtime, &container_id)
+                .await
+                .map_err(|e| e.to_string())
+        });
+
+        let metadata = c.config.metadata.clone().unwrap_or_default();
+        let record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: c.sandbox.id.clone(),
+            name: metadata.name.clone(),
+            attempt: metadata.attempt,
+            image: c
+                .config
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
+            image_ref: c.image.id.clone(),
+            layers: c.image.layers.clone(),
+            created_at_ns: crate::image::now_ns(),
+            labels: c.config.labels.clone().into_iter().collect(),
+            annotations: c.config.annotations.clone().into_iter().collect(),
+            state: ContainerState::Created,
+            config: base64::engine::general_purpose::STANDARD.encode(c.config.encode_to_vec()),
+            log_path: c.log_path.display().to_string(),
+            runtime_handler: c.sandbox.runtime_handler.clone(),
+            pid,
+            ..ContainerRecord::default()
+        };
+        self.containers.save(&record)?;
+        Ok(record.id)
+    }
+
+    /// Starts the container's monitor and waits for it to report the container created.
+    async fn start_monitor(
+        &self,
+        id: &str,
+        state_dir: &Path,
+        runtime: &crate::oci::runc::Runtime,
+        log_path: &Path,
+        cgroups_path: &str,
+    ) -> Result<i32> {
+        let exe = std::env::current_exe().map_err(Error::io(
+            "finding the berth binary",
+            Path::new("/proc/self/exe"),
+        ))?;
+        let memory_cgroup =
+            Path::new("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'));
+        let mut child = tokio::process::Command::new(&exe)
+            .arg("monitor")
+            .arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(state_dir)
+            .arg("--runtime")
+            .arg(runtime.binary())
+            .arg("--runtime-root")
+            .arg(runtime.root())
+            .arg("--log")
+            .arg(log_path)
+            .arg("--dir")
+            .arg(state_dir)
+            .arg("--control-socket")
+            .arg(self.containers.monitor_paths(id).socket)
+            .arg("--memory-cgroup")
+            .arg(&memory_cgroup)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(Error::io("starting the monitor", &exe))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Task("the monitor has no stdout".to_string()))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let answer = tokio::time::timeout(CREATE_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| {
+                Error::Task(format!(
+                    "the monitor of {id} did not answer within {CREATE_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(Error::io("reading the monitor", state_dir))?
+            .unwrap_or_default();
+        // The monitor lives on in its own session; tokio reaps it when it exits.
+        drop(child);
+        if let Some(pid) = answer.strip_prefix("created ") {
+            return pid
+                .trim()
+                .parse()
+                .map_err(|_| Error::Task(format!("the monitor said {answer:?}")));
+        }
+        Err(Error::Runtime(crate::oci::runc::OciError::Failed {
+            binary: runtime.binary().to_path_buf(),
+            command: "create",
+            id: id.to_string(),
+            message: answer.strip_prefix("error ").unwrap_or(&answer).to_string(),
+        }))
+    }
+}
+
+/// The capabilities berth itself may grant: its bounding set.
+fn own_capabilities() -> HashSet<oci_spec::runtime::Capability> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    crate::spec::container::ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .filter_map(|(_, name)| oci_spec::runtime::Capability::from_str(name).ok())
+        .collect()
+}

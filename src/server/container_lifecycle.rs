@@ -1,0 +1,264 @@
+//! StartContainer, StopContainer, RemoveContainer and ReopenContainerLog.
+//!
+//! Stop and remove are idempotent (api.proto): an unknown or already stopped container is
+//! not an error. Remove keeps the log file, as the kubelet expects.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::CriService;
+use super::sandbox_status::decode_container_config;
+use crate::error::{Error, Result};
+use crate::monitor::{ExitRecord, request_reopen};
+use crate::oci::runc::{OciError, Runtime};
+use crate::proto::Signal as CriSignal;
+use crate::sandbox::files;
+use crate::store::{ContainerRecord, ContainerState};
+
+/// How long a SIGKILLed container may take to be reported gone.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+impl CriService {
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let record = self.container(id)?;
+        let lock = self.containers.lock(&record.id);
+        let _held = lock.lock().await;
+        let mut record = self.container(&record.id)?;
+        if !record.state.can_start() {
+            return Err(Error::WrongState {
+                kind: "container",
+                id: record.id,
+                reason: format!("it is {:?}, not created", record.state),
+            });
+        }
+        self.runtime_of(&record)?.start(&record.id).await?;
+        record.state = ContainerState::Running;
+        record.started_at_ns = crate::image::now_ns();
+        self.containers.save(&record)?;
+        // It may have exited already (a short command): the exit file says so.
+        self.containers.refresh(record)?;
+        Ok(())
+    }
+
+    /// Signals the container (its stop signal, then SIGKILL after `timeout` seconds) and
+    /// waits for it to exit.
+    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::invalid("container_id", "must not be empty"));
+        }
+        let Some(record) = self.containers.find(id)? else {
+            return Ok(());
+        };
+        let lock = self.containers.lock(&record.id);
+        let _held = lock.lock().await;
+        self.stop_locked(&record.id, timeout).await
+    }
+
+    pub(crate) async fn stop_locked(&self, id: &str, timeout: i64) -> Result<()> {
+        let Some(record) = self.containers.find(id)? else {
+            return Ok(());
+        };
+        if !record.state.is_live() {
+            return Ok(());
+        }
+        let runtime = self.runtime_of(&record)?;
+        let paths = self.containers.monitor_paths(&record.id);
+        if timeout > 0 && record.state == ContainerState::Running {
+            let signal = stop_signal(&record);
+            ignore_gone(runtime.kill(&record.id, &signal).await)?;
+            if wait_exit(&paths, Duration::from_secs(timeout as u64)).await {
+                self.containers.refresh(record)?;
+                return Ok(());
+            }
+        }
+        ignore_gone(runtime.kill(&record.id, "KILL").await)?;
+        if !wait_exit(&paths, KILL_GRACE).await && monitor_gone(&paths) {
+            // No monitor to record the exit (it died, or the node rebooted).
+            let mut record = record;
+            record.state = ContainerState::Exited;
+            record.exit_code = 137;
+            record.reason = "Error".to_string();
+            record.finished_at_ns = crate::image::now_ns();
+            self.containers.save(&record)?;
+            return Ok(());
+        }
+        self.containers.refresh(record)?;
+        Ok(())
+    }
+
+    /// Removes the container and its rootfs, bundle and monitor files; keeps its log.
+    pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::invalid("container_id", "must not be empty"));
+        }
+        let Some(record) = self.containers.find(id)? else {
+            return Ok(());
+        };
+        let lock = self.containers.lock(&record.id);
+        let _held = lock.lock().await;
+        self.remove_locked(&record.id).await
+    }
+
+    pub(crate) async fn remove_locked(&self, id: &str) -> Result<()> {
+        let Some(record) = self.containers.find(id)? else {
+            return Ok(());
+        };
+        self.stop_locked(&record.id, 0).await?;
+        let runtime = self.runtime_of(&record)?;
+        match runtime.delete(&record.id).await {
+            Err(OciError::Failed { message, .. }) if message.contains("does not exist") => {}
+            other => other?,
+        }
+        let layer_dir = self.containers.layer_dir(&record.id);
+        let rootfs = layer_dir.join("rootfs");
+        files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
+        for dir in [layer_dir, self.containers.state_dir(&record.id)] {
+            remove_dir(&dir)?;
+        }
+        self.containers.forget(&record)?;
+        tracing::info!(container = %record.id, "container removed");
+        Ok(())
+    }
+
+    /// Makes the monitor reopen the log file after the kubelet rotated it; an error when
+    /// the container is not running (api.proto: then no new file may be created).
+    pub async fn reopen_container_log(self: &Arc<Self>, id: &str) -> Result<()> {
+        let record = self.container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(Error::WrongState {
+                kind: "container",
+                id: record.id,
+                reason: "it is not running".to_string(),
+            });
+        }
+        let paths = self.containers.monitor_paths(&record.id);
+        tokio::task::spawn_blocking(move || request_reopen(&paths))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(Error::io(
+                "reopening the log of",
+                Path::new(&record.log_path),
+            ))
+    }
+
+    /// Stops (SIGKILL) and removes every container of a sandbox.
+    pub(crate) async fn remove_sandbox_containers(
+        &self,
+        sandbox_id: &str,
+        remove: bool,
+    ) -> Result<()> {
+        let ids: Vec<String> = self
+            .containers
+            .list()?
+            .into_iter()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id)
+            .collect();
+        for id in ids {
+            let lock = self.containers.lock(&id);
+            let _held = lock.lock().await;
+            if remove {
+                self.remove_locked(&id).await?;
+            } else {
+                self.stop_locked(&id, 0).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn container(&self, id: &str) -> Result<ContainerRecord> {
+        if id.is_empty() {
+            return Err(Error::invalid("container_id", "must not be empty"));
+        }
+        self.containers.find(id)?.ok_or_else(|| Error::NotFound {
+            kind: "container",
+            id: id.to_string(),
+        })
+    }
+
+    fn runtime_of(&self, record: &ContainerRecord) -> Result<Runtime> {
+        self.sandboxes
+            .runtime(&record.runtime_handler)
+            .cloned()
+            .ok_or_else(|| Error::WrongState {
+                kind: "container",
+                id: record.id.clone(),
+                reason: format!(
+                    "its runtime handler {:?} is not configured",
+                    record.runtime_handler
+                ),
+            })
+    }
+}
+
+/// The signal to stop with: the config's, else the image's STOPSIGNAL, else SIGTERM.
+fn stop_signal(record: &ContainerRecord) -> String {
+    let config = decode_container_config(record);
+    match CriSignal::try_from(config.stop_signal) {
+        Ok(signal) if signal != CriSignal::RuntimeDefault => {
+            signal.as_str_name().trim_start_matches("SIG").to_string()
+        }
+        _ if !record.stop_signal.is_empty() => {
+            record.stop_signal.trim_start_matches("SIG").to_string()
+        }
+        _ => "TERM".to_string(),
+    }
+}
+
+/// Waits until the monitor has recorded the exit.
+async fn wait_exit(paths: &crate::monitor::MonitorPaths, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if ExitRecord::read(paths).is_some() {
+            return true;
+        }
+        if start.elapsed() >= limit
+            || monitor_gone(paths)
+                && ExitRecord::read(paths).is_none()
+                && start.elapsed() > Duration::from_millis(500)
+        {
+            return ExitRecord::read(paths).is_some();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the container's monitor process no longer runs.
+fn monitor_gone(paths: &crate::monitor::MonitorPaths) -> bool {
+    let pid = std::fs::read_to_string(paths.monitor_pid_file())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    match pid {
+        Some(pid) => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some(s) if s != "Z" && s != "X")
+        }
+        None => true,
+    }
+}
+
+/// A kill of a container that is already gone is no error.
+fn ignore_gone(result: std::result::Result<(), OciError>) -> Result<()> {
+    match result {
+        Err(OciError::Failed { message, .. })
+            if message.contains("not running")
+                || message.contains("does not exist")
+                || message.contains("process already finished") =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,119 @@
+//! ContainerStatus, ListContainers and StreamContainers.
+
+use std::collections::HashMap;
+
+use super::CriService;
+use super::sandbox_status::decode_container_config;
+use crate::error::Result;
+use crate::proto::{
+    Container, ContainerFilter, ContainerMetadata, ContainerState as CriState, ContainerStatus,
+    ContainerStatusResponse, ImageSpec,
+};
+use crate::store::{ContainerRecord, ContainerState};
+
+impl CriService {
+    pub fn container_status(&self, id: &str, verbose: bool) -> Result<ContainerStatusResponse> {
+        let record = self.container(id)?;
+        let config = decode_container_config(&record);
+        let image = Some(ImageSpec {
+            image: record.image.clone(),
+            ..Default::default()
+        });
+        let status = ContainerStatus {
+            id: record.id.clone(),
+            metadata: Some(ContainerMetadata {
+                name: record.name.clone(),
+                attempt: record.attempt,
+            }),
+            state: state(record.state) as i32,
+            created_at: record.created_at_ns,
+            started_at: record.started_at_ns,
+            finished_at: record.finished_at_ns,
+            exit_code: record.exit_code,
+            image,
+            image_ref: record.image_ref.clone(),
+            image_id: record.image_ref.clone(),
+            reason: record.reason.clone(),
+            message: String::new(),
+            labels: record.labels.clone().into_iter().collect(),
+            annotations: record.annotations.clone().into_iter().collect(),
+            mounts: config.mounts.clone(),
+            log_path: record.log_path.clone(),
+            resources: None,
+            user: None,
+            stop_signal: config.stop_signal,
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let bundle = self.containers.state_dir(&record.id).join("config.json");
+            let spec: serde_json::Value = std::fs::read(&bundle)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let details = serde_json::json!({
+                "pid": record.pid,
+                "sandboxID": record.sandbox_id,
+                "runtimeSpec": spec,
+            });
+            info.insert("info".to_string(), details.to_string());
+        }
+        Ok(ContainerStatusResponse {
+            status: Some(status),
+            info,
+        })
+    }
+
+    pub fn list_containers(&self, filter: Option<ContainerFilter>) -> Result<Vec<Container>> {
+        let filter = filter.unwrap_or_default();
+        Ok(self
+            .containers
+            .list()?
+            .into_iter()
+            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+            .filter(|r| {
+                filter.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.pod_sandbox_id)
+            })
+            .filter(|r| {
+                filter
+                    .state
+                    .is_none_or(|s| s.state == state(r.state) as i32)
+            })
+            .filter(|r| {
+                filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| r.labels.get(k) == Some(v))
+            })
+            .map(|r| to_cri(&r))
+            .collect())
+    }
+}
+
+fn to_cri(record: &ContainerRecord) -> Container {
+    Container {
+        id: record.id.clone(),
+        pod_sandbox_id: record.sandbox_id.clone(),
+        metadata: Some(ContainerMetadata {
+            name: record.name.clone(),
+            attempt: record.attempt,
+        }),
+        image: Some(ImageSpec {
+            image: record.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: record.image_ref.clone(),
+        image_id: record.image_ref.clone(),
+        state: state(record.state) as i32,
+        created_at: record.created_at_ns,
+        labels: record.labels.clone().into_iter().collect(),
+        annotations: record.annotations.clone().into_iter().collect(),
+    }
+}
+
+fn state(state: ContainerState) -> CriState {
+    match state {
+        ContainerState::Created => CriState::ContainerCreated,
+        ContainerState::Running => CriState::ContainerRunning,
+        ContainerState::Exited => CriState::ContainerExited,
+    }
+}

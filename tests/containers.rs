@@ -1,0 +1,401 @@
+//! Containers with real runc and an image built from busybox-static, served by a real
+//! registry: CRI log lines, exit codes and reasons, stop escalation, removal, and a
+//! daemon crash that the containers and their logs survive.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth::proto::image_service_client::ImageServiceClient;
+use berth::proto::runtime_service_client::RuntimeServiceClient;
+use berth::proto::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    ContainerStatusResponse, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    ListContainersRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+};
+use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
+use common::registry::Registry;
+use common::{Daemon, Setup, wait_for};
+use tonic::transport::Channel;
+
+struct World {
+    _registry: Registry,
+    daemon: Daemon,
+    client: RuntimeServiceClient<Channel>,
+    logs: tempfile::TempDir,
+    sandbox: String,
+}
+
+async fn world() -> World {
+    let registry = Registry::start().await;
+    let image = TestImage::new(
+        vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
+        ImageConfig {
+            cmd: vec!["sh".into()],
+            ..ImageConfig::default()
+        },
+    );
+    registry.push("library/busybox", "latest", &image).await;
+    let daemon = Setup::new()
+        .toml(&format!(
+            "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
+            registry.url()
+        ))
+        .start()
+        .await;
+    let mut images =
+        ImageServiceClient::new(common::connect(&daemon.paths().socket).await.unwrap());
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+    let logs = tempfile::tempdir().unwrap();
+    let mut client = daemon.runtime().await;
+    let sandbox = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "ctr-pod".into(),
+                    uid: "ctr-pod-uid".into(),
+                    namespace: "berth-test".into(),
+                    attempt: 0,
+                }),
+                hostname: "ctr-pod".into(),
+                log_directory: logs.path().display().to_string(),
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: "/berth-test".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    World {
+        _registry: registry,
+        daemon,
+        client,
+        logs,
+        sandbox,
+    }
+}
+
+fn container(name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+impl World {
+    async fn create(&mut self, config: ContainerConfig) -> String {
+        self.client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: self.sandbox.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .expect("create container")
+            .into_inner()
+            .container_id
+    }
+
+    async fn start(&mut self, id: &str) {
+        self.client
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .expect("start container");
+    }
+
+    async fn status(&mut self, id: &str) -> ContainerStatusResponse {
+        self.client
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .expect("container status")
+            .into_inner()
+    }
+
+    async fn wait_exited(&mut self, id: &str) -> ContainerStatusResponse {
+        let client = self.client.clone();
+        wait_for("the container to exit", Duration::from_secs(20), || {
+            let mut client = client.clone();
+            let id = id.to_string();
+            async move {
+                let s = client
+                    .container_status(ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (s.status.as_ref()?.state == ContainerState::ContainerExited as i32).then_some(s)
+            }
+        })
+        .await
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.logs.path().join(name).join("0.log")
+    }
+}
+
+/// (stream, tag, text) of each record of a CRI log file.
+fn records(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let record = berth::logs::parse_record(line.as_bytes())
+                .unwrap_or_else(|| panic!("not a CRI log line: {line:?}"));
+            (
+                record.stream.as_str().to_string(),
+                record.tag.as_str().to_string(),
+                String::from_utf8_lossy(record.content).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn output_lands_in_the_cri_log_and_the_exit_code_is_reported() {
+    let mut w = world().await;
+    let long = "x".repeat(20_000);
+    let script = format!("echo out; echo err >&2; echo {long}; printf tail; exit 3");
+    let id = w.create(container("talker", &script)).await;
+    let s = w.status(&id).await.status.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    assert!(s.created_at > 0 && s.started_at == 0);
+    w.start(&id).await;
+    let s = w.wait_exited(&id).await.status.unwrap();
+    assert_eq!(s.exit_code, 3);
+    assert_eq!(s.reason, "Error");
+    assert!(s.started_at > 0 && s.finished_at >= s.started_at);
+    assert_eq!(s.log_path, w.log_path("talker").display().to_string());
+    let log = records(&w.log_path("talker"));
+    let stdout: Vec<_> = log.iter().filter(|r| r.0 == "stdout").collect();
+    assert!(
+        log.contains(&("stderr".into(), "F".into(), "err".into())),
+        "{log:?}"
+    );
+    assert_eq!(stdout[0], &("stdout".into(), "F".into(), "out".into()));
+    // 20 000 bytes: one 16 KiB partial piece and the rest.
+    assert_eq!(stdout[1].1, "P");
+    assert_eq!(stdout[1].2.len() + stdout[2].2.len(), 20_000);
+    assert_eq!(stdout[2].1, "F");
+    assert_eq!(stdout[3], &("stdout".into(), "F".into(), "tail".into()));
+
+    let ok = w.create(container("quiet", "true")).await;
+    w.start(&ok).await;
+    let s = w.wait_exited(&ok).await.status.unwrap();
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+
+    let listed = w
+        .client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2);
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_and_remove_keeps_only_the_log() {
+    let mut w = world().await;
+    let id = w
+        .create(container(
+            "stubborn",
+            "trap '' TERM; echo ready; while true; do sleep 1; done",
+        ))
+        .await;
+    w.start(&id).await;
+    let log = w.log_path("stubborn");
+    wait_for(
+        "the container to be ready",
+        Duration::from_secs(10),
+        || async { records(&log).iter().any(|r| r.2 == "ready").then_some(()) },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    w.client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("stop");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "SIGTERM was ignored for the timeout: {took:?}"
+    );
+    let s = w.status(&id).await.status.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 137, "killed by SIGKILL");
+    // Idempotent.
+    w.client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .expect("stop again");
+
+    let info: serde_json::Value = serde_json::from_str(&w.status(&id).await.info["info"]).unwrap();
+    let rootfs = PathBuf::from(info["runtimeSpec"]["root"]["path"].as_str().unwrap());
+    w.client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    w.client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove again");
+    assert!(!rootfs.exists(), "rootfs gone");
+    assert!(
+        !w.daemon.paths().state.join("containers").join(&id).exists(),
+        "bundle and monitor files gone"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "no mount left");
+    assert!(log.exists(), "the log stays");
+    let err = w
+        .client
+        .container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn containers_and_logs_survive_a_daemon_crash() {
+    let mut w = world().await;
+    let ticker = w
+        .create(container(
+            "ticker",
+            "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done",
+        ))
+        .await;
+    w.start(&ticker).await;
+    let short = w.create(container("short", "sleep 1; exit 7")).await;
+    w.start(&short).await;
+    let log = w.log_path("ticker");
+    wait_for("ticks in the log", Duration::from_secs(10), || async {
+        (records(&log).len() >= 3).then_some(())
+    })
+    .await;
+    w.daemon.crash().await;
+    let before = records(&log).len();
+    wait_for(
+        "more ticks while the daemon is down",
+        Duration::from_secs(10),
+        || async { (records(&log).len() > before + 5).then_some(()) },
+    )
+    .await;
+    // The short container exits while nobody listens.
+    let exit_file = w
+        .daemon
+        .paths()
+        .state
+        .join("containers")
+        .join(&short)
+        .join("exit.json");
+    wait_for(
+        "the short container to exit",
+        Duration::from_secs(10),
+        || async { exit_file.exists().then_some(()) },
+    )
+    .await;
+    w.daemon.restart().await;
+    w.client = w.daemon.runtime().await;
+    let s = w.status(&ticker).await.status.unwrap();
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    let s = w.status(&short).await.status.unwrap();
+    assert_eq!(
+        (s.state, s.exit_code),
+        (ContainerState::ContainerExited as i32, 7)
+    );
+    assert!(s.finished_at > 0);
+
+    // Rotation: the kubelet renames the file and asks for a reopen.
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    w.client
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .expect("reopen");
+    wait_for("ticks in the new log", Duration::from_secs(10), || async {
+        (!records(&log).is_empty()).then_some(())
+    })
+    .await;
+    // No tick lost across the crash and the rotation.
+    let mut ticks: Vec<u64> = records(&log.with_extension("log.1"))
+        .into_iter()
+        .chain(records(&log))
+        .filter_map(|r| r.2.strip_prefix("tick ").and_then(|n| n.parse().ok()))
+        .collect();
+    let n = ticks.len() as u64;
+    ticks.dedup();
+    assert_eq!(ticks, (1..=n).collect::<Vec<_>>());
+    let err = w
+        .client
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: short.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "not running");
+
+    // Removing the pod removes its containers.
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+        })
+        .await
+        .expect("remove pod");
+    let left = w
+        .client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.containers.is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&ticker) && !mounts.contains(&short));
+}
