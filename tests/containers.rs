@@ -10,6 +10,9 @@ use std::time::Duration;
 use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::runtime_service_client::RuntimeServiceClient;
 use berth::proto::{
+    Capability, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext, Mount,
+};
+use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     ContainerStatusResponse, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
     ListContainersRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
@@ -22,7 +25,7 @@ use common::{Daemon, Setup, wait_for};
 use tonic::transport::Channel;
 
 struct World {
-    _registry: Registry,
+    registry: Registry,
     daemon: Daemon,
     client: RuntimeServiceClient<Channel>,
     logs: tempfile::TempDir,
@@ -84,7 +87,7 @@ async fn world() -> World {
         .into_inner()
         .pod_sandbox_id;
     World {
-        _registry: registry,
+        registry,
         daemon,
         client,
         logs,
@@ -398,4 +401,218 @@ async fn containers_and_logs_survive_a_daemon_crash() {
     assert!(left.containers.is_empty());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&ticker) && !mounts.contains(&short));
+}
+
+impl World {
+    async fn run_to_exit(
+        &mut self,
+        config: ContainerConfig,
+    ) -> (String, i32, Vec<(String, String, String)>) {
+        let name = config.metadata.as_ref().unwrap().name.clone();
+        let id = self.create(config).await;
+        self.start(&id).await;
+        let status = self.wait_exited(&id).await.status.unwrap();
+        (id, status.exit_code, records(&self.log_path(&name)))
+    }
+}
+
+fn text(log: &[(String, String, String)]) -> String {
+    log.iter()
+        .map(|r| r.2.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn secured(
+    mut config: ContainerConfig,
+    security: LinuxContainerSecurityContext,
+) -> ContainerConfig {
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(security),
+        resources: None,
+    });
+    config
+}
+
+#[tokio::test]
+async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
+    let mut w = world().await;
+    // An image with an entrypoint, a command, an environment and a stop signal.
+    let entry = TestImage::new(
+        vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
+        ImageConfig {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo from-image-cmd $FROM_IMAGE".into()],
+            env: vec!["PATH=/bin".into(), "FROM_IMAGE=yes".into()],
+            stop_signal: "SIGINT".into(),
+            ..ImageConfig::default()
+        },
+    );
+    w.registry.push("library/entry", "1", &entry).await;
+    let mut images =
+        ImageServiceClient::new(common::connect(&w.daemon.paths().socket).await.unwrap());
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: "entry:1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull entry:1");
+    let from_entry = |name: &str, args: &[&str]| ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: "entry:1".into(),
+            ..Default::default()
+        }),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        envs: vec![KeyValue {
+            key: "MODE".into(),
+            value: "cri".into(),
+        }],
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    };
+
+    // Entrypoint + Cmd; args replace Cmd; env from both.
+    let (_, code, log) = w.run_to_exit(from_entry("image-cmd", &[])).await;
+    assert_eq!((code, text(&log)), (0, "from-image-cmd yes".to_string()));
+    let (_, _, log) = w
+        .run_to_exit(from_entry("args", &["echo from-args $FROM_IMAGE $MODE"]))
+        .await;
+    assert_eq!(text(&log), "from-args yes cri");
+
+    // The user by name, and by uid with a group.
+    let user = secured(
+        container("user", "id -u; id -g"),
+        LinuxContainerSecurityContext {
+            run_as_username: "app".into(),
+            ..Default::default()
+        },
+    );
+    let (_, _, log) = w.run_to_exit(user).await;
+    assert_eq!(text(&log), "1000\n1000");
+    let by_id = secured(
+        container("uid", "id -u; id -g"),
+        LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 4242 }),
+            run_as_group: Some(Int64Value { value: 4343 }),
+            ..Default::default()
+        },
+    );
+    let (_, _, log) = w.run_to_exit(by_id).await;
+    assert_eq!(text(&log), "4242\n4343");
+
+    // A volume two containers share, that outlives the first; a missing host path is made.
+    let volumes = tempfile::tempdir().unwrap();
+    let volume = volumes.path().join("not/yet/there");
+    let with_volume = |name: &str, script: &str| {
+        let mut c = container(name, script);
+        c.mounts = vec![Mount {
+            container_path: "/data".into(),
+            host_path: volume.display().to_string(),
+            ..Default::default()
+        }];
+        c
+    };
+    let (writer, code, _) = w
+        .run_to_exit(with_volume("writer", "echo shared > /data/file"))
+        .await;
+    assert_eq!(code, 0);
+    w.client
+        .remove_container(RemoveContainerRequest {
+            container_id: writer,
+        })
+        .await
+        .unwrap();
+    let (_, _, log) = w.run_to_exit(with_volume("reader", "cat /data/file")).await;
+    assert_eq!(text(&log), "shared");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("file")).unwrap(),
+        "shared\n"
+    );
+
+    // A read-only rootfs.
+    let readonly = secured(
+        container("readonly", "touch /new-file"),
+        LinuxContainerSecurityContext {
+            readonly_rootfs: true,
+            ..Default::default()
+        },
+    );
+    let (_, code, log) = w.run_to_exit(readonly).await;
+    assert_ne!(code, 0);
+    assert!(text(&log).contains("Read-only file system"), "{log:?}");
+
+    // Capabilities: drop all, add NET_ADMIN (bit 12).
+    let caps = secured(
+        container("caps", "grep CapEff /proc/self/status"),
+        LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_capabilities: vec!["NET_ADMIN".into()],
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let (_, _, log) = w.run_to_exit(caps).await;
+    assert_eq!(text(&log), "CapEff:\t0000000000001000");
+
+    // The pod's PID namespace (pause is PID 1), hostname, and localhost between containers.
+    let (_, _, log) = w
+        .run_to_exit(container("pid1", "cat /proc/1/cmdline; echo; hostname"))
+        .await;
+    assert_eq!(text(&log).replace('\0', ""), "/pause\nctr-pod");
+    let server = w
+        .create(container(
+            "server",
+            "echo served > /tmp/index.html; httpd -f -p 8080 -h /tmp",
+        ))
+        .await;
+    w.start(&server).await;
+    let client_log = w.log_path("client");
+    let client = w.create(container("client", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://127.0.0.1:8080/index.html && exit 0; sleep 0.3; done; exit 1")).await;
+    w.start(&client).await;
+    let status = w.wait_exited(&client).await.status.unwrap();
+    assert_eq!(status.exit_code, 0, "{:?}", records(&client_log));
+    assert_eq!(text(&records(&client_log)), "served");
+
+    // The image's STOPSIGNAL (SIGINT) stops it before the timeout.
+    let mut trapper = from_entry(
+        "trapper",
+        &["trap 'echo got-int; exit 0' INT; echo ready; while true; do sleep 0.1; done"],
+    );
+    trapper.envs.clear();
+    let id = w.create(trapper).await;
+    w.start(&id).await;
+    let log = w.log_path("trapper");
+    wait_for(
+        "the trapper to be ready",
+        Duration::from_secs(10),
+        || async { records(&log).iter().any(|r| r.2 == "ready").then_some(()) },
+    )
+    .await;
+    w.client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 30,
+        })
+        .await
+        .unwrap();
+    let s = w.status(&id).await.status.unwrap();
+    assert_eq!(s.exit_code, 0, "stopped by SIGINT, not killed");
+    assert!(records(&log).iter().any(|r| r.2 == "got-int"));
+
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+        })
+        .await
+        .unwrap();
 }

@@ -70,6 +70,8 @@ pub struct RunConfig {
     pub env: Option<Vec<String>>,
     #[serde(rename = "WorkingDir", default)]
     pub working_dir: String,
+    #[serde(rename = "StopSignal", default)]
+    pub stop_signal: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

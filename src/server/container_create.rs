@@ -207,6 +207,23 @@ impl CriService {
         )
         .map_err(|reason| Error::invalid("config.linux.security_context", reason))?;
         let run = self.images.run_config(&c.image)?;
+        // The kubelet expects a missing host path of a bind mount to be created.
+        for mount in &c.config.mounts {
+            let host = Path::new(&mount.host_path);
+            if !host.is_absolute() || host.components().any(|c| c == Component::ParentDir) {
+                return Err(Error::invalid(
+                    "config.mounts.host_path",
+                    format!(
+                        "{:?} must be an absolute path without '..'",
+                        mount.host_path
+                    ),
+                ));
+            }
+            if std::fs::symlink_metadata(host).is_err() {
+                std::fs::create_dir_all(host)
+                    .map_err(Error::io("creating the mount source", host))?;
+            }
+        }
 
         let sandbox_config = decode_config(&c.sandbox);
         let pod_namespaces = sandbox_config
@@ -300,6 +317,7 @@ impl CriService {
             log_path: c.log_path.display().to_string(),
             runtime_handler: c.sandbox.runtime_handler.clone(),
             pid,
+            stop_signal: run.stop_signal.clone(),
             ..ContainerRecord::default()
         };
         self.containers.save(&record)?;

@@ -552,6 +552,7 @@ mod tests {
             env: Some(vec!["PATH=/usr/bin:/bin".into(), "LANG=C".into()]),
             working_dir: "/srv".into(),
             user: String::new(),
+            stop_signal: String::new(),
         }
     }
 
