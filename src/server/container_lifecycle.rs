@@ -229,17 +229,7 @@ fn monitor_gone(paths: &crate::monitor::MonitorPaths) -> bool {
     let pid = std::fs::read_to_string(paths.monitor_pid_file())
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
-    match pid {
-        Some(pid) => {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next());
-            !matches!(state, Some(s) if s != "Z" && s != "X")
-        }
-        None => true,
-    }
+    !pid.is_some_and(crate::oci::process_running)
 }
 
 /// A kill of a container that is already gone is no error.
