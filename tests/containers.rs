@@ -616,3 +616,84 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn removing_the_image_of_a_running_container_does_not_break_it() {
+    let mut w = world().await;
+    let id = w
+        .create(container(
+            "survivor",
+            "while true; do cat /bin/busybox > /dev/null; echo alive; sleep 0.1; done",
+        ))
+        .await;
+    w.start(&id).await;
+    let mut images =
+        ImageServiceClient::new(common::connect(&w.daemon.paths().socket).await.unwrap());
+    let spec = Some(ImageSpec {
+        image: "busybox".into(),
+        ..Default::default()
+    });
+    images
+        .remove_image(berth::proto::RemoveImageRequest {
+            image: spec.clone(),
+        })
+        .await
+        .unwrap();
+    let gone = images
+        .image_status(berth::proto::ImageStatusRequest {
+            image: spec,
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
+    assert!(gone.is_none(), "the image is gone");
+    let daemon_log = w.daemon.paths().log.clone();
+    wait_for(
+        "the collection after the removal",
+        Duration::from_secs(10),
+        || async {
+            std::fs::read_to_string(&daemon_log)
+                .unwrap_or_default()
+                .contains("image content collected")
+                .then_some(())
+        },
+    )
+    .await;
+    let layers = w.daemon.paths().root.join("images/layers/sha256");
+    assert_eq!(
+        std::fs::read_dir(&layers).unwrap().count(),
+        1,
+        "its layer stays"
+    );
+    // Still running, still reading its rootfs.
+    let log = w.log_path("survivor");
+    let before = records(&log).len();
+    wait_for(
+        "more output after the removal",
+        Duration::from_secs(10),
+        || async { (records(&log).len() > before + 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        w.status(&id).await.status.unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    w.client
+        .remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    wait_for(
+        "the layer to go with the container",
+        Duration::from_secs(10),
+        || async { (std::fs::read_dir(&layers).unwrap().count() == 0).then_some(()) },
+    )
+    .await;
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+        })
+        .await
+        .unwrap();
+}

@@ -118,6 +118,21 @@ impl CriService {
         }
         self.containers.forget(&record)?;
         tracing::info!(container = %record.id, "container removed");
+        if self
+            .images
+            .lookup(&record.image_ref)
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            // Its image was removed while it ran: reclaim the layers it kept.
+            let images = self.images.clone();
+            tokio::spawn(async move {
+                if let Err(err) = images.collect_garbage().await {
+                    tracing::warn!(%err, "image garbage collection failed");
+                }
+            });
+        }
         Ok(())
     }
 
