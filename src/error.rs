@@ -78,7 +78,10 @@ pub enum Error {
 
 impl Error {
     /// A local file operation on `path` failed.
-    pub fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+    pub fn io(
+        what: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + use<> {
         let path = path.to_path_buf();
         move |source| Error::Io { what, path, source }
     }

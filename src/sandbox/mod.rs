@@ -9,22 +9,22 @@
 //! <state>/cni/              cached CNI results, host-local leases of the default network
 //! ```
 //!
-//! Sandbox records are kept in the metadata store; [`Sandboxes`] caches them in memory
-//! (rebuilt at start-up), reserves pod names (a name, namespace, uid and attempt identify
-//! one sandbox) and serializes operations on one sandbox. The RPCs themselves are in
+//! Sandbox records are kept in the metadata store and cached by a [`RecordCache`]
+//! (rebuilt at start-up), which also reserves pod names (a name, namespace, uid and
+//! attempt identify one sandbox) and serializes operations on one sandbox. The RPCs themselves are in
 //! `server/sandbox_*.rs`.
 
 pub mod files;
 pub mod netns;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::network::cni::Cni;
 use crate::oci::runc::Runtime;
-use crate::store::{SandboxRecord, SandboxState, Store, StoreError};
+use crate::store::{Named, RecordCache, SandboxRecord, SandboxState, Store, StoreError};
 
 /// The pause program, built statically by build.rs.
 pub static PAUSE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
@@ -32,11 +32,7 @@ pub static PAUSE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/paus
 /// The pod sandboxes of this daemon.
 pub struct Sandboxes {
     state: PathBuf,
-    store: Arc<Store>,
-    records: RwLock<BTreeMap<String, SandboxRecord>>,
-    /// `name_namespace_uid_attempt` → sandbox id.
-    names: Mutex<HashMap<String, String>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    records: RecordCache<SandboxRecord>,
     runtimes: BTreeMap<String, Runtime>,
     default_handler: String,
     pub cni: Cni,
@@ -58,7 +54,8 @@ pub fn name_key(name: &str, namespace: &str, uid: &str, attempt: u32) -> String 
 
 impl Sandboxes {
     /// Prepares the state directories and the pause rootfs, and loads the records.
-    pub fn open(config: &Config, store: Arc<Store>) -> Result<Sandboxes, std::io::Error> {
+    pub fn open(config: &Config, store: Arc<Store>) -> Result<Sandboxes, crate::error::Error> {
+        let io = |path: &Path| crate::error::Error::io("preparing sandbox state in", path);
         let state = config.state.clone();
         for dir in [
             "sandboxes",
@@ -67,14 +64,14 @@ impl Sandboxes {
             "cni/results",
             "cni/networks",
         ] {
-            std::fs::create_dir_all(state.join(dir))?;
+            std::fs::create_dir_all(state.join(dir)).map_err(io(&state))?;
         }
-        install_pause(&state.join("pause/rootfs"))?;
+        install_pause(&state.join("pause/rootfs")).map_err(io(&state))?;
         let mut runtimes = BTreeMap::new();
         for (name, path) in config.handlers() {
             let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
             let root = state.join("runtime").join(name);
-            std::fs::create_dir_all(&root)?;
+            std::fs::create_dir_all(&root).map_err(io(&root))?;
             runtimes.insert(name.to_string(), Runtime::new(binary, root));
         }
         let cni = Cni::new(
@@ -84,29 +81,12 @@ impl Sandboxes {
         );
         let sandboxes = Sandboxes {
             state,
-            store,
-            records: RwLock::new(BTreeMap::new()),
-            names: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            records: RecordCache::load(store)?,
             runtimes,
             default_handler: config.runtime.default_handler.clone(),
             cni,
         };
         Ok(sandboxes)
-    }
-
-    /// Loads the records from the store (at start-up).
-    pub fn load(&self) -> Result<(), StoreError> {
-        let records: Vec<SandboxRecord> = self.store.list()?;
-        let mut names = self.lock_names();
-        for record in &records {
-            names.insert(
-                name_key(&record.name, &record.namespace, &record.uid, record.attempt),
-                record.id.clone(),
-            );
-        }
-        *self.write_records() = records.into_iter().map(|r| (r.id.clone(), r)).collect();
-        Ok(())
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -136,38 +116,13 @@ impl Sandboxes {
         self.runtimes.get(name)
     }
 
-    fn read_records(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SandboxRecord>> {
-        self.records.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, SandboxRecord>> {
-        self.records.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The sandbox with this id, or with this unique id prefix.
     pub fn find(&self, id: &str) -> Option<SandboxRecord> {
-        let records = self.read_records();
-        if let Some(record) = records.get(id) {
-            return Some(record.clone());
-        }
-        if id.is_empty() {
-            return None;
-        }
-        let mut matches = records
-            .range(id.to_string()..)
-            .take_while(|(k, _)| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some((_, record)), None) => Some(record.clone()),
-            _ => None,
-        }
+        self.records.get(id)
     }
 
     pub fn list(&self) -> Vec<SandboxRecord> {
-        self.read_records().values().cloned().collect()
+        self.records.all()
     }
 
     /// The record, corrected if its pause process has died since (OOM kill, a kill from
@@ -185,7 +140,6 @@ impl Sandboxes {
     /// Sandbox ids that have files, a netns pin or a CNI cache but no record: what a
     /// daemon that died in the middle of a RunPodSandbox left behind.
     pub fn orphans(&self) -> Vec<String> {
-        let records = self.read_records();
         let mut ids = std::collections::BTreeSet::new();
         for dir in ["sandboxes", "netns", "cni/results"] {
             for entry in std::fs::read_dir(self.state.join(dir))
@@ -199,7 +153,7 @@ impl Sandboxes {
                     .trim_end_matches(".json")
                     .to_string();
                 let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-                if is_id && !records.contains_key(&name) {
+                if is_id && !self.records.contains(&name) {
                     ids.insert(name);
                 }
             }
@@ -214,51 +168,32 @@ impl Sandboxes {
 
     /// Stores a new or changed record.
     pub fn save(&self, record: &SandboxRecord) -> Result<(), StoreError> {
-        self.store.put(record)?;
-        self.write_records()
-            .insert(record.id.clone(), record.clone());
-        Ok(())
+        self.records.save(record)
     }
 
     /// Forgets a sandbox and frees its name.
     pub fn forget(&self, record: &SandboxRecord) -> Result<(), StoreError> {
-        self.store.delete::<SandboxRecord>(&record.id)?;
-        self.write_records().remove(&record.id);
-        self.release_name(&name_key(
-            &record.name,
-            &record.namespace,
-            &record.uid,
-            record.attempt,
-        ));
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&record.id);
-        Ok(())
+        self.records.forget(record)
     }
 
     /// Reserves a pod name for `id`; returns the id that holds it already, if any.
     pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), String> {
-        let mut names = self.lock_names();
-        if let Some(holder) = names.get(key) {
-            return Err(holder.clone());
-        }
-        names.insert(key.to_string(), id.to_string());
-        Ok(())
+        self.records.reserve_name(key, id)
     }
 
     pub fn release_name(&self, key: &str) {
-        self.lock_names().remove(key);
+        self.records.release_name(key)
     }
 
     /// The lock that serializes operations on one sandbox.
     pub fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        self.records.lock(id)
+    }
+}
+
+impl Named for SandboxRecord {
+    fn name_key(&self) -> String {
+        name_key(&self.name, &self.namespace, &self.uid, self.attempt)
     }
 }
 

@@ -47,9 +47,7 @@ impl CriService {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> Result<Self> {
         let pod_cidr = store.get_meta(META_POD_CIDR)?;
         let images = Arc::new(ImageManager::open(&config, store.clone())?);
-        let sandboxes = Sandboxes::open(&config, store.clone())
-            .map_err(Error::io("preparing sandbox state in", &config.state))?;
-        sandboxes.load()?;
+        let sandboxes = Sandboxes::open(&config, store.clone())?;
         let network = &config.network;
         let subnet = pod_cidr
             .as_deref()

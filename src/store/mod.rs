@@ -10,6 +10,7 @@
 //! at all. In-memory indexes elsewhere in berth are caches rebuilt from this store at
 //! start-up.
 
+mod cache;
 mod records;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use cache::{Named, RecordCache};
 pub use records::{
     ContainerRecord, ContainerState, ImageRecord, LayerRecord, SandboxRecord, SandboxState,
 };

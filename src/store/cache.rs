@@ -1,0 +1,161 @@
+//! An in-memory cache of one kind of record, in front of the store: what the sandbox and
+//! container registries share. It answers lookups without touching the disk (by id or
+//! unique id prefix, as crictl lets people type them), writes through to the store,
+//! reserves the names that must be unique (a pod's name, a container's name in its pod),
+//! and hands out one lock per record to serialize the operations on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::{Record, Store, StoreError};
+
+/// A record whose name must be unique among the live records of its kind.
+pub trait Named: Record + Clone {
+    /// The key that must be unique.
+    fn name_key(&self) -> String;
+}
+
+/// See the module docs.
+pub struct RecordCache<R> {
+    store: Arc<Store>,
+    records: RwLock<BTreeMap<String, R>>,
+    /// Name key → id.
+    names: Mutex<HashMap<String, String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn unpoisoned<T>(guard: std::sync::LockResult<T>) -> T {
+    guard.unwrap_or_else(|p| p.into_inner())
+}
+
+impl<R: Named> RecordCache<R> {
+    /// Loads every record of the kind from the store (at start-up).
+    pub fn load(store: Arc<Store>) -> Result<RecordCache<R>, StoreError> {
+        let records: Vec<R> = store.list()?;
+        let names = records
+            .iter()
+            .map(|r| (r.name_key(), r.id().to_string()))
+            .collect();
+        Ok(RecordCache {
+            records: RwLock::new(
+                records
+                    .into_iter()
+                    .map(|r| (r.id().to_string(), r))
+                    .collect(),
+            ),
+            names: Mutex::new(names),
+            locks: Mutex::new(HashMap::new()),
+            store,
+        })
+    }
+
+    /// The record with this id, or with this unique id prefix.
+    pub fn get(&self, id: &str) -> Option<R> {
+        let records = unpoisoned(self.records.read());
+        if let Some(record) = records.get(id) {
+            return Some(record.clone());
+        }
+        if id.is_empty() {
+            return None;
+        }
+        let mut matches = records
+            .range(id.to_string()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some((_, record)), None) => Some(record.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        unpoisoned(self.records.read()).contains_key(id)
+    }
+
+    /// Every record, in id order.
+    pub fn all(&self) -> Vec<R> {
+        unpoisoned(self.records.read()).values().cloned().collect()
+    }
+
+    /// Stores a new or changed record.
+    pub fn save(&self, record: &R) -> Result<(), StoreError> {
+        self.store.put(record)?;
+        unpoisoned(self.records.write()).insert(record.id().to_string(), record.clone());
+        Ok(())
+    }
+
+    /// Forgets a record, frees its name and drops its lock.
+    pub fn forget(&self, record: &R) -> Result<(), StoreError> {
+        self.store.delete::<R>(record.id())?;
+        unpoisoned(self.records.write()).remove(record.id());
+        self.release_name(&record.name_key());
+        unpoisoned(self.locks.lock()).remove(record.id());
+        Ok(())
+    }
+
+    /// Reserves a name for `id`; returns the id that holds it already, if any.
+    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), String> {
+        let mut names: MutexGuard<'_, _> = unpoisoned(self.names.lock());
+        if let Some(holder) = names.get(key) {
+            return Err(holder.clone());
+        }
+        names.insert(key.to_string(), id.to_string());
+        Ok(())
+    }
+
+    pub fn release_name(&self, key: &str) {
+        unpoisoned(self.names.lock()).remove(key);
+    }
+
+    /// The lock that serializes operations on one record.
+    pub fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        unpoisoned(self.locks.lock())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SandboxRecord;
+
+    fn record(id: &str, name: &str) -> SandboxRecord {
+        SandboxRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            ..SandboxRecord::default()
+        }
+    }
+
+    #[test]
+    fn lookups_names_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let cache: RecordCache<SandboxRecord> = RecordCache::load(store.clone()).unwrap();
+        let web = record("abc123", "web").name_key();
+        cache.reserve_name(&web, "abc123").unwrap();
+        assert_eq!(
+            cache.reserve_name(&web, "abd999"),
+            Err("abc123".to_string())
+        );
+        cache.save(&record("abc123", "web")).unwrap();
+        cache.save(&record("abd999", "db")).unwrap();
+        assert_eq!(cache.get("abc").map(|r| r.name), Some("web".to_string()));
+        assert!(
+            cache.get("ab").is_none(),
+            "an ambiguous prefix finds nothing"
+        );
+        assert!(cache.get("").is_none());
+
+        let reloaded: RecordCache<SandboxRecord> = RecordCache::load(store).unwrap();
+        assert_eq!(reloaded.all().len(), 2);
+        assert!(
+            reloaded.reserve_name(&web, "x").is_err(),
+            "names are rebuilt from the store"
+        );
+        reloaded.forget(&record("abc123", "web")).unwrap();
+        assert!(!reloaded.contains("abc123"));
+        reloaded.reserve_name(&web, "x").unwrap();
+    }
+}
