@@ -17,6 +17,17 @@ pub struct Collected {
 }
 
 impl ImageManager {
+    /// Starts a collection in the background (api.proto: RemoveImage may reclaim disk
+    /// space asynchronously); a failure is logged.
+    pub fn collect_garbage_soon(self: &std::sync::Arc<Self>) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = manager.collect_garbage().await {
+                tracing::warn!(%err, "image garbage collection failed");
+            }
+        });
+    }
+
     /// Removes every layer and blob nothing uses. Pulls wait while it runs.
     pub async fn collect_garbage(&self) -> Result<Collected, ImageError> {
         let _exclusive = self.gc_lock.write().await;

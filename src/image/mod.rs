@@ -270,12 +270,7 @@ impl ImageManager {
         self.store.delete::<ImageRecord>(&image.id)?;
         self.write_index().remove(&image.id);
         tracing::info!(image = %image.id, tags = ?image.repo_tags, "image removed");
-        let manager = self.clone();
-        tokio::spawn(async move {
-            if let Err(err) = manager.collect_garbage().await {
-                tracing::warn!(%err, "image garbage collection failed");
-            }
-        });
+        self.collect_garbage_soon();
         Ok(Some(image.id))
     }
 

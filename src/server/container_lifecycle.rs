@@ -126,12 +126,7 @@ impl CriService {
             .is_none()
         {
             // Its image was removed while it ran: reclaim the layers it kept.
-            let images = self.images.clone();
-            tokio::spawn(async move {
-                if let Err(err) = images.collect_garbage().await {
-                    tracing::warn!(%err, "image garbage collection failed");
-                }
-            });
+            self.images.collect_garbage_soon();
         }
         Ok(())
     }
@@ -261,7 +256,8 @@ fn ignore_gone(result: std::result::Result<(), OciError>) -> Result<()> {
     }
 }
 
-fn remove_dir(dir: &Path) -> Result<()> {
+/// Removes a directory tree; one that is not there is not an error.
+pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
         _ => Ok(()),

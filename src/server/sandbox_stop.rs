@@ -2,9 +2,11 @@
 //! a sandbox already stopped, is not an error, and every step tolerates finding its
 //! resource already gone, so a retry after a partial failure finishes the job.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use super::CriService;
+use super::container_lifecycle::remove_dir;
 use super::sandbox_run::stop_and_delete;
 use crate::error::{Error, Result};
 use crate::network::cni::PodNetwork;
@@ -14,6 +16,28 @@ use crate::store::{SandboxRecord, SandboxState};
 impl CriService {
     /// Stops the pod's containers and its pause process and tears its network down.
     pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        self.on_locked_sandbox(id, |service, record| async move {
+            service.stop_sandbox(record).await.map(drop)
+        })
+        .await
+    }
+
+    /// Stops and removes the pod and everything it has.
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        self.on_locked_sandbox(id, |service, record| async move {
+            service.remove_sandbox(record).await
+        })
+        .await
+    }
+
+    /// Runs `work` on a sandbox under its lock, as a task (a client that gives up cannot
+    /// interrupt it), with the record re-read under the lock. An unknown id is not an
+    /// error: Stop and Remove are idempotent (api.proto).
+    async fn on_locked_sandbox<F, Fut>(self: &Arc<Self>, id: &str, work: F) -> Result<()>
+    where
+        F: FnOnce(Arc<CriService>, SandboxRecord) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send,
+    {
         if id.is_empty() {
             return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
         }
@@ -24,58 +48,30 @@ impl CriService {
         tokio::spawn(async move {
             let lock = service.sandboxes.lock(&record.id);
             let _held = lock.lock().await;
-            // Re-read under the lock: another call may have changed it.
             let Some(record) = service.sandboxes.find(&record.id) else {
                 return Ok(());
             };
-            service.stop_sandbox(record).await.map(drop)
+            work(service.clone(), record).await
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))?
     }
 
-    /// Stops and removes the pod and everything it has.
-    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
-        if id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+    async fn remove_sandbox(&self, record: SandboxRecord) -> Result<()> {
+        let record = self.stop_sandbox(record).await?;
+        self.remove_sandbox_containers(&record.id, true).await?;
+        let dir = self.sandboxes.dir(&record.id);
+        for mounted in [dir.join("shm"), dir.join("rootfs")] {
+            files::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
         }
-        let Some(record) = self.sandboxes.find(id) else {
-            return Ok(());
-        };
-        let service = self.clone();
-        tokio::spawn(async move {
-            let lock = service.sandboxes.lock(&record.id);
-            let _held = lock.lock().await;
-            let Some(record) = service.sandboxes.find(&record.id) else {
-                return Ok(());
-            };
-            let record = service.stop_sandbox(record).await?;
-            service.remove_sandbox_containers(&record.id, true).await?;
-            let dir = service.sandboxes.dir(&record.id);
-            for mounted in [dir.join("shm"), dir.join("rootfs")] {
-                files::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
-            }
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("removing", &dir)(e));
-                }
-                _ => {}
-            }
-            service.sandboxes.forget(&record)?;
-            tracing::info!(sandbox = %record.id, "pod sandbox removed");
-            if !record.rootfs_layers.is_empty() {
-                // Its pause image may have been removed meanwhile: reclaim what it held.
-                let images = service.images.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = images.collect_garbage().await {
-                        tracing::warn!(%err, "image garbage collection failed");
-                    }
-                });
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        remove_dir(&dir)?;
+        self.sandboxes.forget(&record)?;
+        tracing::info!(sandbox = %record.id, "pod sandbox removed");
+        if !record.rootfs_layers.is_empty() {
+            // Its pause image may have been removed meanwhile: reclaim what it held.
+            self.images.collect_garbage_soon();
+        }
+        Ok(())
     }
 
     /// Cleans up what daemons that died in the middle of a RunPodSandbox left behind: a
