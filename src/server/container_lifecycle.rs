@@ -32,9 +32,12 @@ impl CriService {
                 reason: format!("it is {:?}, not created", record.state),
             });
         }
+        // Stamped before the start: a short command may exit, and its monitor record the
+        // finish, before runc start even returns.
+        let started_at_ns = crate::image::now_ns();
         self.runtime_of(&record)?.start(&record.id).await?;
         record.state = ContainerState::Running;
-        record.started_at_ns = crate::image::now_ns();
+        record.started_at_ns = started_at_ns;
         self.containers.save(&record)?;
         // It may have exited already (a short command): the exit file says so.
         self.containers.refresh(record)?;
