@@ -71,6 +71,12 @@ enum Command {
         control_socket: PathBuf,
         #[arg(long)]
         memory_cgroup: Option<PathBuf>,
+        #[arg(long)]
+        tty: bool,
+        #[arg(long)]
+        stdin: bool,
+        #[arg(long)]
+        stdin_once: bool,
     },
     /// Manage images through the running daemon.
     Image {
@@ -113,6 +119,9 @@ fn main() -> ExitCode {
             dir,
             control_socket,
             memory_cgroup,
+            tty,
+            stdin,
+            stdin_once,
         } => berth::monitor::run(berth::monitor::MonitorArgs {
             id,
             bundle,
@@ -122,6 +131,9 @@ fn main() -> ExitCode {
             dir,
             socket: control_socket,
             memory_cgroup,
+            tty,
+            stdin,
+            stdin_once,
         })
         .map_err(anyhow::Error::from),
         Command::Image {

@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth::monitor::attach;
 use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::runtime_service_client::RuntimeServiceClient;
 use berth::proto::{
@@ -696,4 +697,169 @@ async fn removing_the_image_of_a_running_container_does_not_break_it() {
         })
         .await
         .unwrap();
+}
+
+/// A client of a container monitor's attach socket (the streaming server's side of it).
+struct Attached {
+    stream: std::os::unix::net::UnixStream,
+    decoder: attach::Decoder,
+    output: Vec<u8>,
+    exit: Option<i32>,
+}
+
+impl Attached {
+    fn new(w: &World, id: &str, streams: &str) -> std::io::Result<Attached> {
+        let paths = berth::monitor::MonitorPaths::of(&w.daemon.paths().state, id);
+        let streams = attach::Streams::parse(streams).expect("stream letters");
+        let stream = attach::attach(&paths, streams)?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Attached {
+            stream,
+            decoder: attach::Decoder::default(),
+            output: Vec::new(),
+            exit: None,
+        })
+    }
+
+    fn send(&mut self, kind: attach::Kind, payload: &[u8]) {
+        use std::io::Write;
+        let mut frame = Vec::new();
+        attach::encode(kind, payload, &mut frame);
+        self.stream.write_all(&frame).expect("send a frame");
+    }
+
+    /// Reads frames until `done` holds for what arrived, or panics after 20 s.
+    fn read_until(&mut self, what: &str, done: impl Fn(&Attached) -> bool) {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut chunk = [0u8; 4096];
+        while !done(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; got {:?} exit {:?}",
+                String::from_utf8_lossy(&self.output),
+                self.exit
+            );
+            match self.stream.read(&mut chunk) {
+                Ok(0) => assert!(done(self), "closed before {what}"),
+                Ok(n) => self.decoder.push(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("reading the attach socket: {e}"),
+            }
+            while let Some((kind, payload)) = self.decoder.next_frame().expect("a good frame") {
+                match kind {
+                    attach::Kind::Stdout | attach::Kind::Stderr => {
+                        self.output.extend_from_slice(&payload)
+                    }
+                    attach::Kind::Exit => {
+                        let code: [u8; 4] = payload.as_slice().try_into().expect("an i32");
+                        self.exit = Some(i32::from_be_bytes(code));
+                    }
+                    other => panic!("unexpected frame {other:?} from the monitor"),
+                }
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn stdin_attach_and_stdin_once() {
+    let mut w = world().await;
+    // Without stdin, the container reads end-of-file at once.
+    let mut deaf = container("deaf", "cat; echo cat-done");
+    deaf.stdin = false;
+    let deaf = w.create(deaf).await;
+    w.start(&deaf).await;
+    let s = w.wait_exited(&deaf).await.status.unwrap();
+    assert_eq!(s.exit_code, 0);
+    assert!(
+        records(&w.log_path("deaf"))
+            .iter()
+            .any(|r| r.2 == "cat-done")
+    );
+
+    // As critest's attach spec: a shell reading stdin, closed after the first attach.
+    let mut shell = container("shell", "");
+    shell.command = vec!["/bin/sh".into()];
+    shell.stdin = true;
+    shell.stdin_once = true;
+    let id = w.create(shell).await;
+    w.start(&id).await;
+    let mut talker = Attached::new(&w, &id, "ioe").expect("attach with stdin");
+    let mut watcher = Attached::new(&w, &id, "o").expect("a second attach");
+    talker.send(attach::Kind::Stdin, b"echo -n hello; echo oops >&2\n");
+    talker.read_until("hello and oops", |a| {
+        a.text().contains("hello") && a.text().contains("oops")
+    });
+    watcher.read_until("hello", |a| a.text().contains("hello"));
+    assert_eq!(
+        w.status(&id).await.status.unwrap().state,
+        ContainerState::ContainerRunning as i32,
+        "stdin is still open: the shell waits for more"
+    );
+    talker.send(attach::Kind::CloseStdin, b"");
+    talker.read_until("the exit", |a| a.exit.is_some());
+    watcher.read_until("the exit", |a| a.exit.is_some());
+    assert_eq!((talker.exit, watcher.exit), (Some(0), Some(0)));
+    assert!(
+        !watcher.text().contains("oops"),
+        "stderr went to a client that did not ask for it"
+    );
+    let s = w.wait_exited(&id).await.status.unwrap();
+    assert_eq!(s.exit_code, 0);
+    let log = records(&w.log_path("shell"));
+    assert!(
+        log.contains(&("stdout".into(), "F".into(), "hello".into())),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&("stderr".into(), "F".into(), "oops".into())),
+        "{log:?}"
+    );
+    assert!(
+        Attached::new(&w, &id, "o").is_err(),
+        "attached to an exited container"
+    );
+}
+
+#[tokio::test]
+async fn a_terminal_with_resize_survives_a_detach() {
+    let mut w = world().await;
+    let mut shell = container("term", "");
+    shell.command = vec!["/bin/sh".into()];
+    shell.tty = true;
+    shell.stdin = true;
+    let id = w.create(shell).await;
+    w.start(&id).await;
+    // Attach and go away: the container keeps running.
+    let first = Attached::new(&w, &id, "io").expect("attach");
+    drop(first);
+    let mut client = Attached::new(&w, &id, "io").expect("attach again");
+    assert_eq!(
+        w.status(&id).await.status.unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    client.send(attach::Kind::Resize, &attach::resize_payload(123, 45));
+    client.send(
+        attach::Kind::Stdin,
+        b"tty; stty size; echo in-$((6*7)); exit 7\n",
+    );
+    client.read_until("the exit", |a| a.exit.is_some());
+    assert_eq!(client.exit, Some(7), "{}", client.text());
+    let text = client.text();
+    assert!(text.contains("45 123"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    let s = w.wait_exited(&id).await.status.unwrap();
+    assert_eq!(s.exit_code, 7);
+    // A terminal's lines land as stdout records without their "\r".
+    let log = records(&w.log_path("term"));
+    assert!(
+        log.contains(&("stdout".into(), "F".into(), "in-42".into())),
+        "{log:?}"
+    );
+    assert!(log.iter().all(|r| r.0 == "stdout"), "{log:?}");
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! <root>/containers/<id>/   upper/ and work/ (the writable layer), rootfs/ (the overlay)
 //! <state>/containers/<id>/  config.json (the bundle), runc.log, and the monitor's files:
-//!                           monitor.pid, container.pid, control.sock, exit.json
+//!                           monitor.pid, container.pid, exit.json
+//! <state>/m/<id[..24]>.sock  the monitor's control socket (short: a socket path is limited)
 //! ```
 //!
 //! Records are kept in the metadata store and cached by a [`RecordCache`] (rebuilt at
@@ -60,11 +61,7 @@ impl Containers {
     }
 
     pub fn monitor_paths(&self, id: &str) -> MonitorPaths {
-        let short = &id[..id.len().min(24)];
-        MonitorPaths {
-            dir: self.state_dir(id),
-            socket: self.state.with_file_name("m").join(format!("{short}.sock")),
-        }
+        MonitorPaths::of(self.state.parent().unwrap_or(&self.state), id)
     }
 
     /// The container with this id or unique id prefix, its state brought up to date.

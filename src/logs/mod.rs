@@ -8,7 +8,7 @@
 //!
 //! Each record is one line: an RFC 3339 timestamp with nanoseconds, the stream, `P` for a
 //! partial piece of a longer line or `F` for the piece that ends it, and the content
-//! without its newline. [`LineSplitter`] cuts a stream of output into such pieces;
+//! without its newline (or `\r\n`, as a terminal ends lines). [`LineSplitter`] cuts a stream of output into such pieces;
 //! [`write_record`] formats one; [`parse_record`] reads one back.
 //!
 //! Pure code, no I/O: the per-container monitor feeds it what the container writes.
@@ -73,7 +73,9 @@ impl LineSplitter {
             match data.iter().position(|&b| b == b'\n') {
                 Some(end) => {
                     self.take(&data[..end], &mut emit);
-                    emit(&self.pending, Tag::Full);
+                    // A terminal ends lines with "\r\n": the "\r" is part of the end.
+                    let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
+                    emit(line, Tag::Full);
                     self.pending.clear();
                     data = &data[end + 1..];
                 }
@@ -224,6 +226,11 @@ mod tests {
         // No newline at the end of the stream: still a full line.
         assert_eq!(pieces(8, &[b"tail"]), [("tail".into(), F)]);
         assert!(pieces(8, &[]).is_empty());
+        // A terminal's "\r\n", even split across writes; a lone "\r" stays.
+        assert_eq!(
+            pieces(8, &[b"tty\r", b"\na\rb\r\n"]),
+            [("tty".into(), F), ("a\rb".into(), F)]
+        );
     }
 
     #[test]

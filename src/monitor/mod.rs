@@ -4,38 +4,45 @@
 //! It runs in its own session as a child subreaper, so it outlives the daemon (a crash or
 //! restart of berth never touches a running container) and becomes the parent of the
 //! container's init once `runc create` returns. It:
-//! 1. creates the container through the OCI runtime with pipes as its stdout and stderr,
-//!    and tells the daemon `created <pid>` (or `error <message>`) on its own stdout, which
-//!    it then closes;
+//! 1. creates the container through the OCI runtime, with pipes as its stdout, stderr
+//!    and (when it has one) stdin, or with a terminal whose master runc hands over on a
+//!    console socket; tells the daemon `created <pid>` (or `error <message>`) on its own
+//!    stdout, which it then closes;
 //! 2. copies the container's output into the log file in the CRI format, line by line as
-//!    it comes (nothing is buffered beyond an unfinished line);
-//! 3. answers `reopen` on its control socket by reopening the log (the kubelet rotates it);
+//!    it comes (nothing is buffered beyond an unfinished line), and to attached clients;
+//! 3. answers `reopen` (the kubelet rotated the log) and `attach` (see [`attach`]) on its
+//!    control socket; attached clients write to the container's stdin and resize its
+//!    terminal;
 //! 4. when the container's init exits, drains its output, writes the exit code and time
-//!    to the exit file (atomically) and exits.
+//!    to the exit file (atomically), tells attached clients, and exits.
 //!
-//! One thread, a `poll` loop, no async runtime: it costs a few hundred kilobytes.
+//! One thread, a `poll` loop (`pump`), no async runtime: it costs a few hundred kilobytes.
+
+pub mod attach;
+mod pump;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::logs::{LineSplitter, MAX_PIECE, Stream, Tag, write_record};
+use crate::logs::{Stream, Tag, write_record};
 
-/// How long output is still drained after the container's init has exited (its children
-/// may keep the pipes open).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+/// How long runc may take to hand over a container's terminal.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a container's monitor keeps its files, under `<state>/containers/<id>/`.
 #[derive(Debug, Clone)]
@@ -47,6 +54,15 @@ pub struct MonitorPaths {
 }
 
 impl MonitorPaths {
+    /// The paths of container `id`'s monitor under the daemon's `state` directory.
+    pub fn of(state: &Path, id: &str) -> MonitorPaths {
+        let short = &id[..id.len().min(24)];
+        MonitorPaths {
+            dir: state.join("containers").join(id),
+            socket: state.join("m").join(format!("{short}.sock")),
+        }
+    }
+
     pub fn exit_file(&self) -> PathBuf {
         self.dir.join("exit.json")
     }
@@ -62,6 +78,11 @@ impl MonitorPaths {
     }
     pub fn monitor_pid_file(&self) -> PathBuf {
         self.dir.join("monitor.pid")
+    }
+    /// Where runc hands over the container's terminal (next to the control socket, for
+    /// the same length limit).
+    pub fn console_socket(&self) -> PathBuf {
+        self.socket.with_extension("tty")
     }
 }
 
@@ -95,6 +116,12 @@ pub struct MonitorArgs {
     pub socket: PathBuf,
     /// `/sys/fs/cgroup/memory/<cgroups path>` for the OOM check, when cgroup v1.
     pub memory_cgroup: Option<PathBuf>,
+    /// The container has a terminal (its spec says `terminal: true`).
+    pub tty: bool,
+    /// The container's stdin stays open for attached clients (else it is /dev/null).
+    pub stdin: bool,
+    /// Close stdin when the first client attached to it lets go.
+    pub stdin_once: bool,
 }
 
 /// Runs the monitor; returns when the container has exited and its exit is recorded.
@@ -122,12 +149,10 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     mask.thread_block()?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
 
-    let (out_read, out_write) = nix::unistd::pipe()?;
-    let (err_read, err_write) = nix::unistd::pipe()?;
-    let created = create(args, paths, out_write, err_write);
-    let mut to_daemon = io::stdout();
-    let pid = match created {
-        Ok(pid) => pid,
+    let created = create(args, paths);
+    let mut to_daemon = std::io::stdout();
+    let (pid, stdio) = match created {
+        Ok(created) => created,
         Err(message) => {
             let _ = writeln!(to_daemon, "error {}", message.replace('\n', " "));
             return Ok(());
@@ -147,7 +172,8 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     let control = UnixListener::bind(&paths.socket)?;
     control.set_nonblocking(true)?;
     let mut log = LogFile::open(&args.log_path)?;
-    let status = copy_until_exit(pid, &signals, [out_read, err_read], &control, &mut log)?;
+    let mut pump = pump::Loop::new(stdio, &control, &mut log);
+    let status = pump.run(pid, &signals)?;
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
@@ -163,18 +189,22 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     std::fs::write(&tmp, serde_json::to_vec(&record).map_err(io::Error::other)?)?;
     std::fs::rename(&tmp, paths.exit_file())?;
     let _ = std::fs::remove_file(paths.control_socket());
+    pump.farewell(exit_code);
     Ok(())
 }
 
-/// `runtime create`, with the pipes' write ends as the container's stdout and stderr.
-fn create(
-    args: &MonitorArgs,
-    paths: &MonitorPaths,
-    out: OwnedFd,
-    err: OwnedFd,
-) -> Result<Pid, String> {
+/// A pipe whose ends are not inherited by anything the monitor runs.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// `runtime create` with the container's stdio: pipes, or a terminal handed over on a
+/// console socket. Returns the init's pid and the monitor's ends of its stdio.
+fn create(args: &MonitorArgs, paths: &MonitorPaths) -> Result<(Pid, pump::Stdio), String> {
+    let failed = |e: std::io::Error| format!("cannot set up the container's stdio: {e}");
+    let mut command = Command::new(&args.runtime);
     let runc_log = args.bundle.join("runc.log");
-    let status = Command::new(&args.runtime)
+    command
         .arg("--root")
         .arg(&args.runtime_root)
         .arg("--log")
@@ -185,23 +215,140 @@ fn create(
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
-        .arg(paths.pid_file())
-        .arg(&args.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .status()
+        .arg(paths.pid_file());
+    let mut stdio = pump::Stdio {
+        outputs: Vec::new(),
+        stdin: None,
+        terminal: None,
+        stdin_once: args.stdin_once,
+    };
+    let console = if args.tty {
+        let path = paths.console_socket();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(failed)?;
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(failed)?;
+        command.arg("--console-socket").arg(&path);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Some((listener, path))
+    } else {
+        let (out_read, out_write) = pipe().map_err(failed)?;
+        let (err_read, err_write) = pipe().map_err(failed)?;
+        stdio.outputs = vec![(out_read, Stream::Stdout), (err_read, Stream::Stderr)];
+        command
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(err_write));
+        if args.stdin {
+            let (in_read, in_write) = pipe().map_err(failed)?;
+            stdio.stdin = Some(in_write);
+            command.stdin(Stdio::from(in_read));
+        } else {
+            command.stdin(Stdio::null());
+        }
+        None
+    };
+    command.arg(&args.id);
+    let mut child = command
+        .spawn()
         .map_err(|e| format!("cannot run {}: {e}", args.runtime.display()))?;
+    // The container's ends of the pipes belong to runc now.
+    drop(command);
+    let mut console_error = None;
+    if let Some((listener, path)) = console {
+        match receive_terminal(&listener, &mut child) {
+            Ok(master) => {
+                let input = master.try_clone().map_err(failed)?;
+                stdio.outputs = vec![(master.try_clone().map_err(failed)?, Stream::Stdout)];
+                stdio.stdin = args.stdin.then_some(input);
+                stdio.terminal = Some(master);
+            }
+            Err(e) => console_error = Some(e),
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {}: {e}", args.runtime.display()))?;
     if !status.success() {
         let logged = std::fs::read_to_string(&runc_log).unwrap_or_default();
         return Err(crate::oci::runc::last_error(&logged)
             .unwrap_or_else(|| format!("runc create failed ({status})")));
     }
-    std::fs::read_to_string(paths.pid_file())
+    if let Some(e) = console_error {
+        return Err(e);
+    }
+    let pid = std::fs::read_to_string(paths.pid_file())
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .map(Pid::from_raw)
-        .ok_or_else(|| "runc wrote no container pid".to_string())
+        .ok_or_else(|| "runc wrote no container pid".to_string())?;
+    Ok((pid, stdio))
+}
+
+/// Waits for runc to send the terminal's master over the console socket (as an
+/// SCM_RIGHTS message), or to exit without doing so.
+fn receive_terminal(
+    listener: &UnixListener,
+    child: &mut std::process::Child,
+) -> Result<OwnedFd, String> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let deadline = Instant::now() + CONSOLE_TIMEOUT;
+    let connection = loop {
+        match listener.accept() {
+            Ok((connection, _)) => break connection,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("console socket: {e}")),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("runc exited ({status}) without a terminal"));
+        }
+        if Instant::now() >= deadline {
+            return Err("runc sent no terminal in time".to_string());
+        }
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(listener),
+            PollFlags::POLLIN,
+        )];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+    };
+    connection
+        .set_nonblocking(false)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = recvmsg::<()>(
+        connection.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the terminal: {e}"))?;
+    let mut received: Vec<OwnedFd> = Vec::new();
+    for cmsg in message
+        .cmsgs()
+        .map_err(|e| format!("receiving the terminal: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this process for
+            // us (SCM_RIGHTS); nothing else owns them.
+            received.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let mut received = received.into_iter();
+    let master = received
+        .next()
+        .ok_or_else(|| "runc sent no terminal descriptor".to_string())?;
+    Ok(master)
 }
 
 /// The log file, reopened on request.
@@ -242,131 +389,6 @@ fn open_log(path: &Path) -> io::Result<File> {
         .append(true)
         .mode(0o640)
         .open(path)
-}
-
-/// Copies output into the log until the container's init has exited and its output is
-/// drained; answers control requests meanwhile. Returns the init's wait status.
-fn copy_until_exit(
-    pid: Pid,
-    signals: &SignalFd,
-    pipes: [OwnedFd; 2],
-    control: &UnixListener,
-    log: &mut LogFile,
-) -> io::Result<WaitStatus> {
-    let mut readers: Vec<Option<(File, Stream, LineSplitter)>> = pipes
-        .into_iter()
-        .zip([Stream::Stdout, Stream::Stderr])
-        .map(|(fd, stream)| {
-            let _ = nix::fcntl::fcntl(
-                &fd,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            );
-            Some((File::from(fd), stream, LineSplitter::new(MAX_PIECE)))
-        })
-        .collect();
-    let mut exited: Option<(WaitStatus, Instant)> = None;
-    let mut chunk = vec![0u8; 32 * 1024];
-    loop {
-        if let Some((status, at)) = exited
-            && (readers.iter().all(Option::is_none) || at.elapsed() >= DRAIN_AFTER_EXIT)
-        {
-            for (_, stream, splitter) in readers.iter_mut().flatten() {
-                let stream = *stream;
-                splitter.finish(|piece, tag| log.record(stream, tag, piece));
-            }
-            return Ok(status);
-        }
-        let mut fds: Vec<PollFd> = vec![
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(control.as_fd(), PollFlags::POLLIN),
-        ];
-        let open: Vec<usize> = (0..readers.len())
-            .filter(|i| readers[*i].is_some())
-            .collect();
-        for i in &open {
-            if let Some((file, _, _)) = &readers[*i] {
-                fds.push(PollFd::new(file.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        let timeout = if exited.is_some() {
-            PollTimeout::from(50u16)
-        } else {
-            PollTimeout::NONE
-        };
-        match poll(&mut fds, timeout) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (signal_ready, control_ready) = (ready(&fds[0]), ready(&fds[1]));
-        let pipe_ready: Vec<usize> = open
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| ready(&fds[2 + k]))
-            .map(|(_, i)| *i)
-            .collect();
-        drop(fds);
-        for i in pipe_ready {
-            let Some((file, stream, splitter)) = readers[i].as_mut() else {
-                continue;
-            };
-            match file.read(&mut chunk) {
-                Ok(0) => {
-                    let stream = *stream;
-                    splitter.finish(|piece, tag| log.record(stream, tag, piece));
-                    readers[i] = None;
-                }
-                Ok(n) => {
-                    let stream = *stream;
-                    splitter.feed(&chunk[..n], |piece, tag| log.record(stream, tag, piece));
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => readers[i] = None,
-            }
-        }
-        if signal_ready {
-            while let Ok(Some(_)) = signals.read_signal() {}
-            // Reap every child that has exited: the init, and orphans we adopted.
-            loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(status) => {
-                        if status.pid() == Some(pid) && exited.is_none() {
-                            exited = Some((status, Instant::now()));
-                        }
-                    }
-                }
-            }
-        }
-        if control_ready {
-            serve_control(control, log);
-        }
-    }
-}
-
-/// One control request: `reopen` (the log file). Answers `ok` or `error <why>`.
-fn serve_control(control: &UnixListener, log: &mut LogFile) {
-    while let Ok((stream, _)) = control.accept() {
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&stream);
-        if reader.read_line(&mut line).is_err() {
-            continue;
-        }
-        let answer = match line.trim() {
-            "reopen" => match log.reopen() {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("error {e}"),
-            },
-            other => format!("error unknown request {other:?}"),
-        };
-        let mut stream = stream;
-        let _ = writeln!(stream, "{answer}");
-    }
 }
 
 /// Asks a running container's monitor to reopen its log; synchronous.

@@ -285,7 +285,14 @@ impl CriService {
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
         let pid = self
-            .start_monitor(id, &state_dir, &runtime, &c.log_path, &cgroups_path)
+            .start_monitor(
+                id,
+                &state_dir,
+                &runtime,
+                &c.log_path,
+                &cgroups_path,
+                &c.config,
+            )
             .await?;
         let cleanup_runtime = runtime.clone();
         let container_id = id.to_string();
@@ -332,6 +339,7 @@ impl CriService {
         runtime: &crate::oci::runc::Runtime,
         log_path: &Path,
         cgroups_path: &str,
+        config: &ContainerConfig,
     ) -> Result<i32> {
         let exe = std::env::current_exe().map_err(Error::io(
             "finding the berth binary",
@@ -339,8 +347,18 @@ impl CriService {
         ))?;
         let memory_cgroup =
             Path::new("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'));
-        let mut child = tokio::process::Command::new(&exe)
-            .arg("monitor")
+        let mut command = tokio::process::Command::new(&exe);
+        command.arg("monitor");
+        for (flag, on) in [
+            ("--tty", config.tty),
+            ("--stdin", config.stdin),
+            ("--stdin-once", config.stdin && config.stdin_once),
+        ] {
+            if on {
+                command.arg(flag);
+            }
+        }
+        let mut child = command
             .arg("--id")
             .arg(id)
             .arg("--bundle")
