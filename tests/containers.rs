@@ -10,8 +10,10 @@ use std::time::Duration;
 use berth::monitor::attach;
 use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::runtime_service_client::RuntimeServiceClient;
+use berth::proto::security_profile::ProfileType;
 use berth::proto::{
-    Capability, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext, Mount,
+    Capability, Device, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
+    Mount, SecurityProfile,
 };
 use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
@@ -862,4 +864,269 @@ async fn a_terminal_with_resize_survives_a_detach() {
         "{log:?}"
     );
     assert!(log.iter().all(|r| r.0 == "stdout"), "{log:?}");
+}
+
+fn secure(name: &str, script: &str, security: LinuxContainerSecurityContext) -> ContainerConfig {
+    let mut config = container(name, script);
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(security),
+        ..Default::default()
+    });
+    config
+}
+
+fn profile(kind: ProfileType, localhost_ref: &str) -> Option<SecurityProfile> {
+    Some(SecurityProfile {
+        profile_type: kind as i32,
+        localhost_ref: localhost_ref.into(),
+    })
+}
+
+fn sys_admin() -> Option<Capability> {
+    Some(Capability {
+        add_capabilities: vec!["SYS_ADMIN".into()],
+        ..Default::default()
+    })
+}
+
+impl World {
+    /// Runs containers to their exit, all at once; returns each one's log texts.
+    async fn run_all(&mut self, configs: Vec<ContainerConfig>) -> Vec<Vec<String>> {
+        let mut ids = Vec::new();
+        for config in &configs {
+            let id = self.create(config.clone()).await;
+            self.start(&id).await;
+            ids.push(id);
+        }
+        let mut logs = Vec::new();
+        for (id, config) in ids.iter().zip(&configs) {
+            self.wait_exited(id).await;
+            let name = &config.metadata.as_ref().unwrap().name;
+            logs.push(
+                records(&self.log_path(name))
+                    .into_iter()
+                    .map(|r| r.2)
+                    .collect(),
+            );
+        }
+        logs
+    }
+}
+
+#[tokio::test]
+async fn seccomp_profiles_and_devices() {
+    let mut w = world().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let block = |name: &str, calls: &[&str]| {
+        let path = profiles.path().join(name);
+        let text = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": calls, "action": "SCMP_ACT_ERRNO"}],
+        });
+        std::fs::write(&path, text.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let no_chmod = block("block-chmod.json", &["chmod", "fchmodat", "fchmodat2"]);
+    let no_hostname = block("block-host-name.json", &["sethostname"]);
+    let status = "grep Seccomp: /proc/self/status";
+    let rename = "hostname renamed 2>&1; echo rc=$?";
+    let logs = w
+        .run_all(vec![
+            secure("nil", status, LinuxContainerSecurityContext::default()),
+            secure(
+                "default",
+                status,
+                LinuxContainerSecurityContext {
+                    seccomp: Some(SecurityProfile::default()),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "unconfined",
+                status,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Unconfined, ""),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "chmod",
+                "chmod 400 / 2>&1; echo rc=$?",
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_chmod),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-blocked",
+                rename,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_hostname),
+                    capabilities: sys_admin(),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-unconfined",
+                rename,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Unconfined, ""),
+                    capabilities: sys_admin(),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-privileged",
+                rename,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_hostname),
+                    privileged: true,
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "default-no-admin",
+                "hostname renamed 2>&1; echo rc=$?; sh -c 'echo child-ran'",
+                LinuxContainerSecurityContext {
+                    seccomp: Some(SecurityProfile::default()),
+                    ..Default::default()
+                },
+            ),
+        ])
+        .await;
+    let seccomp_mode = |log: &Vec<String>| log.iter().find(|l| l.starts_with("Seccomp:")).cloned();
+    assert_eq!(
+        seccomp_mode(&logs[0]).as_deref(),
+        Some("Seccomp:\t0"),
+        "nil"
+    );
+    assert_eq!(
+        seccomp_mode(&logs[1]).as_deref(),
+        Some("Seccomp:\t2"),
+        "default"
+    );
+    assert_eq!(
+        seccomp_mode(&logs[2]).as_deref(),
+        Some("Seccomp:\t0"),
+        "unconfined"
+    );
+    assert!(
+        logs[3]
+            .iter()
+            .any(|l| l.contains("Operation not permitted")),
+        "{:?}",
+        logs[3]
+    );
+    assert_eq!(logs[3].last().map(String::as_str), Some("rc=1"));
+    assert_eq!(
+        logs[4].last().map(String::as_str),
+        Some("rc=1"),
+        "{:?}",
+        logs[4]
+    );
+    assert_eq!(
+        logs[5],
+        vec!["rc=0".to_string()],
+        "unconfined with SYS_ADMIN"
+    );
+    assert_eq!(
+        logs[6],
+        vec!["rc=0".to_string()],
+        "privileged ignores the profile"
+    );
+    assert!(logs[7].contains(&"rc=1".to_string()), "{:?}", logs[7]);
+    assert!(logs[7].contains(&"child-ran".to_string()), "{:?}", logs[7]);
+
+    // Devices: one read-write, one read-only by the device cgroup; any other device is
+    // denied, even one the container makes itself.
+    let mut devices = container(
+        "devices",
+        "echo x > /dev/mynull && echo null-written; \
+         (exec 3</dev/fuse-ro) && echo fuse-read; \
+         (exec 4>/dev/fuse-ro) 2>/dev/null || echo fuse-write-denied; \
+         mknod /tmp/loop c 10 237 && ((exec 3</tmp/loop) 2>/dev/null || echo unlisted-denied)",
+    );
+    devices.devices = vec![
+        Device {
+            container_path: "/dev/mynull".into(),
+            host_path: "/dev/null".into(),
+            permissions: "rw".into(),
+        },
+        Device {
+            container_path: "/dev/fuse-ro".into(),
+            host_path: "/dev/fuse".into(),
+            permissions: "r".into(),
+        },
+    ];
+    let logs = w.run_all(vec![devices]).await;
+    for expected in [
+        "null-written",
+        "fuse-read",
+        "fuse-write-denied",
+        "unlisted-denied",
+    ] {
+        assert!(
+            logs[0].iter().any(|l| l == expected),
+            "{expected}: {:?}",
+            logs[0]
+        );
+    }
+
+    // Bad requests name their field and leave nothing behind.
+    let before = w
+        .client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len();
+    let mut missing = secure(
+        "missing-profile",
+        "true",
+        LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::Localhost, "/no/such/profile.json"),
+            ..Default::default()
+        },
+    );
+    let mut not_a_device = container("not-a-device", "true");
+    not_a_device.devices = vec![Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "r".into(),
+    }];
+    let mut relative = secure(
+        "relative-profile",
+        "true",
+        LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::Localhost, "profile.json"),
+            ..Default::default()
+        },
+    );
+    for (config, field) in [
+        (&mut missing, "seccomp"),
+        (&mut not_a_device, "config.devices"),
+        (&mut relative, "seccomp"),
+    ] {
+        let err = w
+            .client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: w.sandbox.clone(),
+                config: Some(config.clone()),
+                sandbox_config: None,
+            })
+            .await
+            .expect_err("a bad container config");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(field), "{err:?}");
+    }
+    let after = w
+        .client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len();
+    assert_eq!(before, after);
 }

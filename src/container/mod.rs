@@ -13,6 +13,8 @@
 //! an exit that happened while the daemon was down is reported with its code and time.
 //! The RPCs are in `server/container_*.rs`.
 
+pub mod devices;
+pub mod security;
 pub mod user;
 
 use std::path::{Path, PathBuf};

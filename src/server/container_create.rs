@@ -259,6 +259,16 @@ impl CriService {
             .resources
             .as_ref()
             .map_or(0, |r| r.oom_score_adj as i32);
+        let devices = if security.privileged {
+            crate::container::devices::host_devices()
+        } else {
+            crate::container::devices::resolve(&c.config.devices)
+                .map_err(|reason| Error::invalid("config.devices", reason))?
+        };
+        let seccomp = crate::container::security::seccomp(&security)
+            .map_err(|reason| Error::invalid("config.linux.security_context.seccomp", reason))?;
+        let apparmor = crate::container::security::apparmor(&security)
+            .map_err(|reason| Error::invalid("config.linux.security_context.apparmor", reason))?;
         let spec = container_spec(&ContainerSpecInput {
             config: &c.config,
             image: &run,
@@ -269,6 +279,10 @@ impl CriService {
             cgroups_path: &cgroups_path,
             host_capabilities: &own_capabilities(),
             oom_score_adj: clamp_oom_score_adj(wanted_oom),
+            devices: &devices,
+            seccomp: &seccomp,
+            apparmor_profile: apparmor,
+            selinux_label: crate::container::security::selinux(&security),
         })
         .map_err(|e| Error::invalid("config", e.to_string()))?;
 

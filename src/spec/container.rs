@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder,
-    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder, get_default_maskedpaths, get_default_readonly_paths,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    get_default_maskedpaths, get_default_readonly_paths,
 };
 
 use super::SpecError;
@@ -102,6 +103,37 @@ pub struct ResolvedUser {
     pub additional_gids: Vec<u32>,
 }
 
+/// A device node's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Char,
+    Block,
+}
+
+/// A host device given to the container, resolved by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedDevice {
+    /// Where it appears in the container.
+    pub path: PathBuf,
+    pub kind: DeviceKind,
+    pub major: i64,
+    pub minor: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Its device cgroup access: some of `rwm`.
+    pub permissions: String,
+}
+
+/// The seccomp profile, as the caller found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeccompSource {
+    Unconfined,
+    RuntimeDefault,
+    /// A `Localhost` profile file's text.
+    Profile(String),
+}
+
 /// What the container needs from its pod.
 #[derive(Debug, Clone)]
 pub struct PodContext {
@@ -129,6 +161,14 @@ pub struct ContainerSpecInput<'a> {
     pub host_capabilities: &'a HashSet<Capability>,
     /// Already clamped to what berth may set.
     pub oom_score_adj: i32,
+    /// The requested devices, or every host device when privileged.
+    pub devices: &'a [ResolvedDevice],
+    /// Ignored when privileged.
+    pub seccomp: &'a SeccompSource,
+    /// The AppArmor profile to run under, when the host has AppArmor.
+    pub apparmor_profile: Option<String>,
+    /// The SELinux process label, when the host has SELinux.
+    pub selinux_label: Option<String>,
 }
 
 /// The process arguments by the kubelet's rules.
@@ -276,11 +316,35 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         .no_new_privileges(security.no_new_privs)
         .oom_score_adj(input.oom_score_adj)
         .build()?;
+    let mut process = process;
+    process.set_apparmor_profile(input.apparmor_profile.clone());
+    process.set_selinux_label(input.selinux_label.clone());
 
+    let mut resources = resources(&linux_config)?;
+    resources.set_devices(Some(device_rules(input.devices, privileged)?));
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(input, &security)?)
         .cgroups_path(PathBuf::from(input.cgroups_path))
-        .resources(resources(&linux_config)?);
+        .resources(resources)
+        .devices(
+            input
+                .devices
+                .iter()
+                .map(linux_device)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    if !privileged {
+        match input.seccomp {
+            SeccompSource::Unconfined => {}
+            SeccompSource::RuntimeDefault => {
+                linux = linux.seccomp(super::seccomp::runtime_default(&caps).map_err(SpecError)?);
+            }
+            SeccompSource::Profile(text) => {
+                linux =
+                    linux.seccomp(super::seccomp::parse_profile(text, &caps).map_err(SpecError)?);
+            }
+        }
+    }
     if privileged {
         // Nothing masked or read-only (oci-spec's defaults would mask some).
         linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
@@ -476,6 +540,54 @@ fn bind(target: &str, source: &Path, options: &[&str]) -> Result<Mount, SpecErro
         .typ("bind")
         .source(source)
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+/// The device cgroup: everything for a privileged container; otherwise nothing but the
+/// devices given (runc adds the standard /dev/null, /dev/zero, … after these rules).
+fn device_rules(
+    devices: &[ResolvedDevice],
+    privileged: bool,
+) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SpecError> {
+    let mut rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(privileged)
+            .access("rwm")
+            .build()?,
+    ];
+    if privileged {
+        return Ok(rules);
+    }
+    for device in devices {
+        rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(device_type(device.kind))
+                .major(device.major)
+                .minor(device.minor)
+                .access(device.permissions.clone())
+                .build()?,
+        );
+    }
+    Ok(rules)
+}
+
+fn device_type(kind: DeviceKind) -> LinuxDeviceType {
+    match kind {
+        DeviceKind::Char => LinuxDeviceType::C,
+        DeviceKind::Block => LinuxDeviceType::B,
+    }
+}
+
+fn linux_device(device: &ResolvedDevice) -> Result<oci_spec::runtime::LinuxDevice, SpecError> {
+    Ok(LinuxDeviceBuilder::default()
+        .path(device.path.clone())
+        .typ(device_type(device.kind))
+        .major(device.major)
+        .minor(device.minor)
+        .file_mode(device.mode)
+        .uid(device.uid)
+        .gid(device.gid)
         .build()?)
 }
 
@@ -710,6 +822,16 @@ mod tests {
     #[test]
     fn golden_container_spec() {
         let (config, img, user, pod, host) = input_parts();
+        let devices = [ResolvedDevice {
+            path: PathBuf::from("/dev/fuse"),
+            kind: DeviceKind::Char,
+            major: 10,
+            minor: 229,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+            permissions: "rw".into(),
+        }];
         let spec = container_spec(&ContainerSpecInput {
             config: &config,
             image: &img,
@@ -720,6 +842,10 @@ mod tests {
             cgroups_path: "/kubepods/podu/c",
             host_capabilities: &host,
             oom_score_adj: 100,
+            devices: &devices,
+            seccomp: &SeccompSource::RuntimeDefault,
+            apparmor_profile: Some("berth-default".into()),
+            selinux_label: None,
         })
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
@@ -808,6 +934,22 @@ mod tests {
                 .as_array()
                 .is_some_and(|m| !m.is_empty())
         );
+        assert_eq!(
+            json["linux"]["devices"],
+            serde_json::json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                "fileMode": 0o666, "uid": 0, "gid": 0}])
+        );
+        assert_eq!(
+            json["linux"]["resources"]["devices"],
+            serde_json::json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}
+            ]),
+            "everything denied but the devices given"
+        );
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["process"]["apparmorProfile"], "berth-default");
+        assert!(json["process"].get("selinuxLabel").is_none());
     }
 
     #[test]
@@ -836,6 +978,10 @@ mod tests {
                 cgroups_path: "/c",
                 host_capabilities: &host,
                 oom_score_adj: 0,
+                devices: &[],
+                seccomp: &SeccompSource::RuntimeDefault,
+                apparmor_profile: None,
+                selinux_label: None,
             })
         };
         let json = serde_json::to_value(make(&config, None).unwrap()).unwrap();
@@ -845,6 +991,14 @@ mod tests {
             "privileged: nothing masked"
         );
         assert_eq!(json["linux"]["readonlyPaths"], serde_json::json!([]));
+        assert!(
+            json["linux"].get("seccomp").is_none(),
+            "privileged: no seccomp filter"
+        );
+        assert_eq!(
+            json["linux"]["resources"]["devices"],
+            serde_json::json!([{"allow": true, "access": "rwm"}])
+        );
         assert_eq!(
             json["process"]["capabilities"]["bounding"]
                 .as_array()

@@ -3,13 +3,14 @@
 
 pub mod container;
 mod sandbox;
+pub mod seccomp;
 
 pub use sandbox::{NamespaceMode, PauseProcess, SandboxSpec, sandbox_spec};
 
 /// A spec that could not be built from its inputs.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the OCI spec: {0}")]
-pub struct SpecError(String);
+pub struct SpecError(pub(crate) String);
 
 impl SpecError {
     pub fn new(reason: impl Into<String>) -> Self {
