@@ -22,6 +22,7 @@ use berth::proto::{
     RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
     RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
 };
+use berth::proto::{ContainerStatus, LinuxContainerResources, SupplementalGroupsPolicy};
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
 use common::registry::Registry;
 use common::{Daemon, Setup, wait_for};
@@ -1129,4 +1130,75 @@ async fn seccomp_profiles_and_devices() {
         .containers
         .len();
     assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn groups_policy_user_and_resources_in_status_and_oom_kills() {
+    let mut w = world().await;
+    let features = w
+        .client
+        .status(berth::proto::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .features
+        .unwrap();
+    assert!(features.supplemental_groups_policy);
+    let grouped = |name: &str, policy: SupplementalGroupsPolicy| {
+        secure(
+            name,
+            "id -G",
+            LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 1000 }),
+                supplemental_groups: vec![1234],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            },
+        )
+    };
+    let mut oom = container("oom", "dd if=/dev/zero of=/dev/null bs=20M");
+    oom.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 15 << 20,
+            memory_swap_limit_in_bytes: 15 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let configs = vec![
+        grouped("merge", SupplementalGroupsPolicy::Merge),
+        grouped("strict", SupplementalGroupsPolicy::Strict),
+        oom,
+    ];
+    let mut ids = Vec::new();
+    for config in &configs {
+        let id = w.create(config.clone()).await;
+        w.start(&id).await;
+        ids.push(id);
+    }
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(w.wait_exited(id).await.status.unwrap());
+    }
+    let groups = |s: &ContainerStatus| {
+        let user = s.user.clone().unwrap().linux.unwrap();
+        let mut groups = user.supplemental_groups.clone();
+        groups.sort();
+        (user.uid, user.gid, groups)
+    };
+    assert_eq!(groups(&statuses[0]), (1000, 1000, vec![1000, 1234, 50000]));
+    assert_eq!(groups(&statuses[1]), (1000, 1000, vec![1000, 1234]));
+    let texts = |name: &str| -> Vec<String> {
+        records(&w.log_path(name))
+            .into_iter()
+            .map(|r| r.2)
+            .collect()
+    };
+    assert_eq!(texts("merge"), vec!["1000 1234 50000".to_string()]);
+    assert_eq!(texts("strict"), vec!["1000 1234".to_string()]);
+
+    let oom = &statuses[2];
+    assert_eq!((oom.exit_code, oom.reason.as_str()), (137, "OOMKilled"));
+    let limits = oom.resources.clone().unwrap().linux.unwrap();
+    assert_eq!(limits.memory_limit_in_bytes, 15 << 20);
 }

@@ -1,6 +1,7 @@
 //! Who a container runs as: `run_as_user` / `run_as_username` / `run_as_group` from the
 //! CRI, else the image's `USER`, resolved against the image's own /etc/passwd and
-//! /etc/group, plus the supplemental groups.
+//! /etc/group, plus the supplemental groups (and, unless the policy is `Strict`, the
+//! user's memberships in the image's /etc/group).
 //!
 //! The image's files are read inside its rootfs only: a path component that is a symlink
 //! is not followed (an image's /etc/passwd pointing at the host's is treated as missing).
@@ -18,6 +19,9 @@ pub struct UserRequest {
     pub supplemental_groups: Vec<i64>,
     /// The image config's `User`: `name`, `uid`, `name:group` or `uid:gid`.
     pub image_user: String,
+    /// `SupplementalGroupsPolicy::Strict`: the image's /etc/group memberships are not
+    /// added.
+    pub strict_groups: bool,
 }
 
 /// Resolves the user; the error says which name was not found.
@@ -59,10 +63,11 @@ pub fn resolve(rootfs: &Path, request: &UserRequest) -> Result<ResolvedUser, Str
         },
         (None, None) => passwd_gid.unwrap_or(0),
     };
-    let mut additional: Vec<u32> = Vec::new();
-    if let Some(name) = &name {
+    // The primary group first, as the process's group list holds it (containerd's order).
+    let mut additional: Vec<u32> = vec![gid];
+    if let Some(name) = name.as_ref().filter(|_| !request.strict_groups) {
         for (_, id, members) in group_entries(&group) {
-            if members.iter().any(|m| m == name) && id != gid && !additional.contains(&id) {
+            if members.iter().any(|m| m == name) && !additional.contains(&id) {
                 additional.push(id);
             }
         }
@@ -162,7 +167,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (app.uid, app.gid, app.additional_gids.clone()),
-            (1000, 1000, vec![50, 44])
+            (1000, 1000, vec![1000, 50, 44])
         );
         let by_id = resolve(UserRequest {
             run_as_user: Some(1000),
@@ -172,7 +177,19 @@ mod tests {
         .unwrap();
         assert_eq!(
             (by_id.uid, by_id.gid, by_id.additional_gids),
-            (1000, 1000, vec![50, 44, 7])
+            (1000, 1000, vec![1000, 50, 44, 7])
+        );
+        let strict = resolve(UserRequest {
+            run_as_user: Some(1000),
+            supplemental_groups: vec![7],
+            strict_groups: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            strict.additional_gids,
+            vec![1000, 7],
+            "no /etc/group memberships"
         );
         let unknown_id = resolve(UserRequest {
             run_as_user: Some(4242),

@@ -203,6 +203,8 @@ impl CriService {
                 run_as_group: security.run_as_group.map(|v| v.value),
                 supplemental_groups: security.supplemental_groups.clone(),
                 image_user: c.image.user.clone(),
+                strict_groups: security.supplemental_groups_policy
+                    == crate::proto::SupplementalGroupsPolicy::Strict as i32,
             },
         )
         .map_err(|reason| Error::invalid("config.linux.security_context", reason))?;
@@ -339,6 +341,9 @@ impl CriService {
             runtime_handler: c.sandbox.runtime_handler.clone(),
             pid,
             stop_signal: run.stop_signal.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            supplemental_groups: user.additional_gids.clone(),
             ..ContainerRecord::default()
         };
         self.containers.save(&record)?;

@@ -6,8 +6,8 @@ use super::CriService;
 use super::sandbox_status::decode_container_config;
 use crate::error::Result;
 use crate::proto::{
-    Container, ContainerFilter, ContainerMetadata, ContainerState as CriState, ContainerStatus,
-    ContainerStatusResponse, ImageSpec,
+    Container, ContainerFilter, ContainerMetadata, ContainerResources, ContainerState as CriState,
+    ContainerStatus, ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser,
 };
 use crate::store::{ContainerRecord, ContainerState};
 
@@ -39,8 +39,21 @@ impl CriService {
             annotations: record.annotations.clone().into_iter().collect(),
             mounts: config.mounts.clone(),
             log_path: record.log_path.clone(),
-            resources: None,
-            user: None,
+            resources: config.linux.as_ref().map(|l| ContainerResources {
+                linux: l.resources.clone(),
+                windows: None,
+            }),
+            user: Some(ContainerUser {
+                linux: Some(LinuxContainerUser {
+                    uid: record.uid as i64,
+                    gid: record.gid as i64,
+                    supplemental_groups: record
+                        .supplemental_groups
+                        .iter()
+                        .map(|g| *g as i64)
+                        .collect(),
+                }),
+            }),
             stop_signal: config.stop_signal,
         };
         let mut info = HashMap::new();

@@ -59,7 +59,10 @@ impl CriService {
             status: Some(RuntimeStatus { conditions }),
             info,
             runtime_handlers,
-            features: Some(RuntimeFeatures::default()),
+            features: Some(RuntimeFeatures {
+                supplemental_groups_policy: true,
+                ..Default::default()
+            }),
         })
     }
 

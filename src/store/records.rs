@@ -133,6 +133,11 @@ pub struct ContainerRecord {
     pub pid: i32,
     /// The image's STOPSIGNAL, if any.
     pub stop_signal: String,
+    /// The user the process runs as, resolved at creation.
+    pub uid: u32,
+    pub gid: u32,
+    /// The process's group list (the primary group first).
+    pub supplemental_groups: Vec<u32>,
 }
 
 impl Record for ContainerRecord {

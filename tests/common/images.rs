@@ -223,7 +223,11 @@ impl LayerBuilder {
                 b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
                 0o644,
             )
-            .file("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644)
+            .file(
+                "etc/group",
+                b"root:x:0:\napp:x:1000:\nstaff:x:50000:app\n",
+                0o644,
+            )
             .dir("home", 0o755)
             .dir_owned("home/app", 0o755, 1000, 1000)
             .dir("root", 0o700)
