@@ -63,6 +63,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The operation did not finish in the time the request allowed.
+    #[error("{what} timed out after {after:?}")]
+    TimedOut {
+        what: String,
+        after: std::time::Duration,
+    },
+
     /// A background task of the operation died.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -104,6 +111,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
             Error::WrongState { .. } => tonic::Status::failed_precondition(message),
+            Error::TimedOut { .. } => tonic::Status::deadline_exceeded(message),
             Error::Network(CniError::NotReady(_)) => tonic::Status::failed_precondition(message),
             Error::Runtime(_)
             | Error::Network(_)

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use berth::monitor::attach;
 use berth::proto::image_service_client::ImageServiceClient;
-use berth::proto::runtime_service_client::RuntimeServiceClient;
 use berth::proto::security_profile::ProfileType;
 use berth::proto::{
     Capability, Device, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
@@ -17,179 +16,14 @@ use berth::proto::{
 };
 use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    ContainerStatusResponse, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
-    ListContainersRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    CreateContainerRequest, ImageSpec, ListContainersRequest, PullImageRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopContainerRequest,
 };
 use berth::proto::{ContainerStatus, LinuxContainerResources, SupplementalGroupsPolicy};
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
-use common::registry::Registry;
-use common::{Daemon, Setup, wait_for};
-use tonic::transport::Channel;
-
-struct World {
-    registry: Registry,
-    daemon: Daemon,
-    client: RuntimeServiceClient<Channel>,
-    logs: tempfile::TempDir,
-    sandbox: String,
-}
-
-async fn world() -> World {
-    let registry = Registry::start().await;
-    let image = TestImage::new(
-        vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
-        ImageConfig {
-            cmd: vec!["sh".into()],
-            ..ImageConfig::default()
-        },
-    );
-    registry.push("library/busybox", "latest", &image).await;
-    let daemon = Setup::new()
-        .toml(&format!(
-            "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
-            registry.url()
-        ))
-        .start()
-        .await;
-    let mut images =
-        ImageServiceClient::new(common::connect(&daemon.paths().socket).await.unwrap());
-    images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
-    let logs = tempfile::tempdir().unwrap();
-    let mut client = daemon.runtime().await;
-    let sandbox = client
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "ctr-pod".into(),
-                    uid: "ctr-pod-uid".into(),
-                    namespace: "berth-test".into(),
-                    attempt: 0,
-                }),
-                hostname: "ctr-pod".into(),
-                log_directory: logs.path().display().to_string(),
-                linux: Some(LinuxPodSandboxConfig {
-                    cgroup_parent: "/berth-test".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
-    World {
-        registry,
-        daemon,
-        client,
-        logs,
-        sandbox,
-    }
-}
-
-fn container(name: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: "busybox".into(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}/0.log"),
-        ..Default::default()
-    }
-}
-
-impl World {
-    async fn create(&mut self, config: ContainerConfig) -> String {
-        self.client
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: self.sandbox.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await
-            .expect("create container")
-            .into_inner()
-            .container_id
-    }
-
-    async fn start(&mut self, id: &str) {
-        self.client
-            .start_container(StartContainerRequest {
-                container_id: id.into(),
-            })
-            .await
-            .expect("start container");
-    }
-
-    async fn status(&mut self, id: &str) -> ContainerStatusResponse {
-        self.client
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: true,
-            })
-            .await
-            .expect("container status")
-            .into_inner()
-    }
-
-    async fn wait_exited(&mut self, id: &str) -> ContainerStatusResponse {
-        let client = self.client.clone();
-        wait_for("the container to exit", Duration::from_secs(20), || {
-            let mut client = client.clone();
-            let id = id.to_string();
-            async move {
-                let s = client
-                    .container_status(ContainerStatusRequest {
-                        container_id: id,
-                        verbose: false,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (s.status.as_ref()?.state == ContainerState::ContainerExited as i32).then_some(s)
-            }
-        })
-        .await
-    }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.logs.path().join(name).join("0.log")
-    }
-}
-
-/// (stream, tag, text) of each record of a CRI log file.
-fn records(path: &Path) -> Vec<(String, String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| {
-            let record = berth::logs::parse_record(line.as_bytes())
-                .unwrap_or_else(|| panic!("not a CRI log line: {line:?}"));
-            (
-                record.stream.as_str().to_string(),
-                record.tag.as_str().to_string(),
-                String::from_utf8_lossy(record.content).into_owned(),
-            )
-        })
-        .collect()
-}
+use common::wait_for;
+use common::world::{World, container, records, world};
 
 #[tokio::test]
 async fn output_lands_in_the_cri_log_and_the_exit_code_is_reported() {

@@ -212,8 +212,9 @@ impl RuntimeService for RuntimeApi {
         self.service.reopen_container_log(&id).await?;
         Ok(Response::new(ReopenContainerLogResponse {}))
     }
-    async fn exec_sync(&self, _request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
-        Err(unimplemented("ExecSync"))
+    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> RpcResult<ExecSyncResponse> {
+        let response = self.service.exec_sync(request.into_inner()).await?;
+        Ok(Response::new(response))
     }
     async fn port_forward(
         &self,

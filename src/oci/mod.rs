@@ -1,6 +1,7 @@
 //! The OCI runtimes (runc, crun) that run sandboxes and containers, one per CRI runtime
 //! handler. berth drives an external, proven runtime binary; it never re-implements it.
 
+pub mod exec;
 pub mod runc;
 
 use std::os::unix::fs::PermissionsExt;

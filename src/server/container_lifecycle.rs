@@ -190,7 +190,7 @@ impl CriService {
         })
     }
 
-    fn runtime_of(&self, record: &ContainerRecord) -> Result<Runtime> {
+    pub(crate) fn runtime_of(&self, record: &ContainerRecord) -> Result<Runtime> {
         self.sandboxes
             .runtime(&record.runtime_handler)
             .cloned()

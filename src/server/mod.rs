@@ -2,6 +2,7 @@
 //! `impl CriService` block. The gRPC layer (`grpc/`) converts and delegates to it.
 
 mod container_create;
+mod container_exec;
 mod container_lifecycle;
 mod container_status;
 mod image_pull;

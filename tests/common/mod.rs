@@ -388,3 +388,4 @@ pub fn criprobe() -> &'static Path {
 pub mod images;
 pub mod registry;
 pub mod token;
+pub mod world;

@@ -1,0 +1,236 @@
+//! `runc exec` of one process in a running container, its output collected: what
+//! ExecSync (probes) runs. runc runs in the foreground as the daemon's child, so the
+//! process is reaped by runc and runc by tokio: no zombie either way.
+//!
+//! - Output is read as it comes and kept up to a cap per stream; the rest is read and
+//!   dropped, so a chatty process never blocks on a full pipe.
+//! - A timeout, or the caller going away, kills the process (by the pid runc wrote, never
+//!   runc itself while it still has a process to wait for), then waits for runc.
+//! - Background children that keep the pipes open do not hold the call: once runc has
+//!   exited, output is read for a short grace period only.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+use super::runc::{OciError, Runtime};
+
+/// How long output is still read once runc has exited.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long a killed process's pid file may take to appear (runc writes it once the
+/// process is started).
+const PID_FILE_WAIT: Duration = Duration::from_secs(2);
+
+/// What an exec'd process produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The process's exit code (128 + the signal when a signal ended it).
+    pub exit_code: i32,
+    /// The timeout expired and the process was killed.
+    pub timed_out: bool,
+    /// The caller went away and the process was killed.
+    pub cancelled: bool,
+}
+
+/// One exec: the process spec file runc reads and the pid file it writes.
+#[derive(Debug, Clone)]
+pub struct ExecFiles {
+    pub process: PathBuf,
+    pub pid: PathBuf,
+}
+
+/// Runs the process described by `files.process` in container `id`; returns when it has
+/// exited (or was killed at `timeout`, or when `cancel` fires or is dropped).
+pub async fn exec(
+    runtime: &Runtime,
+    id: &str,
+    files: &ExecFiles,
+    timeout: Option<Duration>,
+    cap: usize,
+    mut cancel: oneshot::Receiver<()>,
+) -> Result<ExecOutput, OciError> {
+    let mut child = Command::new(runtime.binary())
+        .arg("--root")
+        .arg(runtime.root())
+        .arg("exec")
+        .arg("--process")
+        .arg(&files.process)
+        .arg("--pid-file")
+        .arg(&files.pid)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|source| OciError::Exec {
+            binary: runtime.binary().to_path_buf(),
+            source,
+        })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stdout = child
+        .stdout
+        .take()
+        .map(|pipe| tokio::spawn(read_capped(pipe, cap, stop_rx.clone())));
+    let stderr = child
+        .stderr
+        .take()
+        .map(|pipe| tokio::spawn(read_capped(pipe, cap, stop_rx)));
+
+    let mut timed_out = false;
+    let mut cancelled = false;
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let waited = tokio::select! {
+        status = child.wait() => status,
+        _ = deadline => {
+            timed_out = true;
+            kill_process(&files.pid, &mut child).await;
+            child.wait().await
+        }
+        _ = &mut cancel => {
+            cancelled = true;
+            kill_process(&files.pid, &mut child).await;
+            child.wait().await
+        }
+    };
+    let status = waited.map_err(|source| OciError::Exec {
+        binary: runtime.binary().to_path_buf(),
+        source,
+    })?;
+    // runc is gone; output still in the pipes is read for a moment, then dropped.
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(DRAIN_GRACE).await;
+        let _ = stop_tx.send(true);
+    });
+    let stdout = match stdout {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let stderr = match stderr {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    stopper.abort();
+    let exit_code = {
+        use std::os::unix::process::ExitStatusExt;
+        status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(255)
+    };
+    if !timed_out && !cancelled && exit_code != 0 && !Path::new(&files.pid).exists() {
+        // runc failed before the process started: its message is on stderr.
+        return Err(OciError::Failed {
+            binary: runtime.binary().to_path_buf(),
+            command: "exec",
+            id: id.to_string(),
+            message: runc_message(&stderr),
+        });
+    }
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code,
+        timed_out,
+        cancelled,
+    })
+}
+
+/// runc's own complaint, from the last line of its stderr.
+fn runc_message(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("exec failed");
+    match line.find("msg=\"") {
+        Some(start) => {
+            let rest = &line[start + 5..];
+            rest.rfind('"').map_or(rest, |end| &rest[..end]).to_string()
+        }
+        None => line.trim().to_string(),
+    }
+}
+
+/// Kills the exec'd process by the pid runc wrote; if runc never wrote one (it is still
+/// setting the process up), kills runc, which takes its half-made process with it.
+async fn kill_process(pid_file: &Path, runc: &mut tokio::process::Child) {
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return;
+        }
+        if started.elapsed() >= PID_FILE_WAIT {
+            let _ = runc.start_kill();
+            return;
+        }
+        if let Ok(Some(_)) = runc.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads a pipe to its end (or until `stop`), keeping the first `cap` bytes.
+async fn read_capped(
+    mut pipe: impl AsyncRead + Unpin,
+    cap: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut chunk = vec![0u8; 32 * 1024];
+    loop {
+        tokio::select! {
+            read = pipe.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let room = cap.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..n.min(room)]);
+                }
+            },
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_is_capped_but_fully_read() {
+        let (_tx, rx) = watch::channel(false);
+        let data = vec![7u8; 100_000];
+        let kept = read_capped(&data[..], 1000, rx).await;
+        assert_eq!(kept.len(), 1000);
+        assert!(
+            runc_message(b"time=\"x\" level=error msg=\"no such container\"\n")
+                .contains("no such container")
+        );
+    }
+}
