@@ -21,4 +21,5 @@ pub mod rollback;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod store;

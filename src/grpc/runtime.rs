@@ -224,39 +224,73 @@ impl RuntimeService for RuntimeApi {
     }
     async fn container_stats(
         &self,
-        _request: Request<ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> RpcResult<ContainerStatsResponse> {
-        Err(unimplemented("ContainerStats"))
+        let id = request.into_inner().container_id;
+        let stats = self.service.container_stats(&id)?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
     async fn list_container_stats(
         &self,
-        _request: Request<ListContainerStatsRequest>,
+        request: Request<ListContainerStatsRequest>,
     ) -> RpcResult<ListContainerStatsResponse> {
-        Err(unimplemented("ListContainerStats"))
+        let stats = self
+            .service
+            .list_container_stats(request.into_inner().filter)?;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
     async fn stream_container_stats(
         &self,
-        _request: Request<StreamContainerStatsRequest>,
+        request: Request<StreamContainerStatsRequest>,
     ) -> RpcResult<Self::StreamContainerStatsStream> {
-        Err(unimplemented("StreamContainerStats"))
+        let stats = self
+            .service
+            .list_container_stats(request.into_inner().filter)?;
+        let chunks: Vec<Result<StreamContainerStatsResponse, tonic::Status>> = stats
+            .chunks(crate::server::STREAM_CHUNK)
+            .map(|chunk| {
+                Ok(StreamContainerStatsResponse {
+                    container_stats: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<PodSandboxStatsRequest>,
+        request: Request<PodSandboxStatsRequest>,
     ) -> RpcResult<PodSandboxStatsResponse> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = request.into_inner().pod_sandbox_id;
+        let stats = self.service.pod_sandbox_stats(&id)?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<ListPodSandboxStatsRequest>,
+        request: Request<ListPodSandboxStatsRequest>,
     ) -> RpcResult<ListPodSandboxStatsResponse> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let stats = self
+            .service
+            .list_pod_sandbox_stats(request.into_inner().filter)?;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
     async fn stream_pod_sandbox_stats(
         &self,
-        _request: Request<StreamPodSandboxStatsRequest>,
+        request: Request<StreamPodSandboxStatsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxStatsStream> {
-        Err(unimplemented("StreamPodSandboxStats"))
+        let stats = self
+            .service
+            .list_pod_sandbox_stats(request.into_inner().filter)?;
+        let chunks: Vec<Result<StreamPodSandboxStatsResponse, tonic::Status>> = stats
+            .chunks(crate::server::STREAM_CHUNK)
+            .map(|chunk| {
+                Ok(StreamPodSandboxStatsResponse {
+                    pod_sandbox_stats: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
     async fn checkpoint_container(
         &self,

@@ -253,10 +253,7 @@ impl CriService {
             host_ipc: pod_namespaces.ipc == CriNamespaceMode::Node as i32,
             dir: self.sandboxes.dir(&c.sandbox.id),
         };
-        let parent = Path::new(&c.sandbox.cgroups_path)
-            .parent()
-            .unwrap_or(Path::new("/berth"));
-        let cgroups_path = parent.join(id).display().to_string();
+        let cgroups_path = super::stats::container_cgroup(&c.sandbox, id);
         let wanted_oom = linux
             .resources
             .as_ref()

@@ -12,6 +12,7 @@ mod runtime_info;
 mod sandbox_run;
 mod sandbox_status;
 mod sandbox_stop;
+mod stats;
 
 pub use image_status::{STREAM_CHUNK, to_cri as image_to_cri};
 pub use runtime_info::{
@@ -41,6 +42,9 @@ pub struct CriService {
     /// The node's pod CIDR(s) as the kubelet last gave them, comma separated; cached
     /// from the store.
     pod_cidr: RwLock<Option<String>>,
+    cgroups: crate::stats::Cgroups,
+    /// The previous CPU sample of each pod and container, for `usage_nano_cores`.
+    cpu_rates: crate::stats::CpuRates,
 }
 
 impl CriService {
@@ -78,6 +82,8 @@ impl CriService {
             sandboxes: Arc::new(sandboxes),
             containers,
             pod_cidr: RwLock::new(pod_cidr),
+            cgroups: crate::stats::Cgroups::default(),
+            cpu_rates: crate::stats::CpuRates::default(),
         })
     }
 

@@ -172,7 +172,10 @@ impl Setup {
 }
 
 fn berth_command(paths: &Paths, args: &[String]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    // BERTH_TEST_BINARY runs the suite against another build (e.g. target/release/berth).
+    let binary =
+        std::env::var_os("BERTH_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_berth").into());
+    let mut command = Command::new(binary);
     command
         .arg("serve")
         .arg("--config")

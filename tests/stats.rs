@@ -1,0 +1,165 @@
+//! Container and pod stats from real cgroups, a real writable layer and a real pod
+//! network namespace: CPU moves when a container burns it, memory and the writable layer
+//! grow when it writes, and the pod's interface counts the bytes it sent.
+
+mod common;
+
+use std::time::Duration;
+
+use berth::proto::{
+    ContainerStatsFilter, ContainerStatsRequest, ListContainerStatsRequest,
+    ListPodSandboxStatsRequest, PodSandboxStatsFilter, PodSandboxStatsRequest,
+    PodSandboxStatusRequest,
+};
+use common::wait_for;
+use common::world::{container, world};
+
+#[tokio::test]
+async fn stats_follow_cpu_memory_disk_and_network() {
+    let mut w = world().await;
+    let status = w
+        .client
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let ip = status.network.unwrap().ip;
+    let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+    let burner = w
+        .create(container("burner", "while true; do :; done"))
+        .await;
+    w.start(&burner).await;
+    // Writes 8 MiB into its writable layer, then talks to the bridge (nothing listens on
+    // port 9 there: the connection is refused, but packets go out).
+    let script = format!(
+        "dd if=/dev/zero of=/filler bs=1M count=8 2>/dev/null; echo written; \
+         wget -q -T 2 http://{gateway}:9/ 2>/dev/null; echo talked; sleep 3600"
+    );
+    let writer = w.create(container("writer", &script)).await;
+    w.start(&writer).await;
+    let log = w.log_path("writer");
+    wait_for("the writer to finish", Duration::from_secs(20), || async {
+        common::world::records(&log)
+            .iter()
+            .any(|r| r.2 == "talked")
+            .then_some(())
+    })
+    .await;
+
+    let stats = |client: &mut berth::proto::runtime_service_client::RuntimeServiceClient<_>,
+                 id: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .container_stats(ContainerStatsRequest { container_id: id })
+                .await
+                .expect("container stats")
+                .into_inner()
+                .stats
+                .unwrap()
+        }
+    };
+    let first = stats(&mut w.client, burner.clone()).await;
+    let cpu_before = first.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    let second = wait_for("the burner's CPU to move", Duration::from_secs(10), || {
+        let s = stats(&mut w.client.clone(), burner.clone());
+        async move {
+            let s = s.await;
+            let cpu = s.cpu?;
+            (cpu.usage_core_nano_seconds?.value > cpu_before + 100_000_000).then_some(s)
+        }
+    })
+    .await;
+    let rate = second
+        .cpu
+        .unwrap()
+        .usage_nano_cores
+        .expect("a rate on the second sample")
+        .value;
+    assert!(
+        rate > 100_000_000,
+        "a busy loop used only {rate} nano-cores"
+    );
+
+    let writer_stats = stats(&mut w.client, writer.clone()).await;
+    let layer = writer_stats.writable_layer.unwrap();
+    assert!(layer.used_bytes.unwrap().value >= 8 << 20, "{layer:?}");
+    assert!(layer.inodes_used.unwrap().value >= 1);
+    let memory = writer_stats.memory.unwrap();
+    assert!(memory.usage_bytes.unwrap().value > 0);
+    assert!(memory.working_set_bytes.unwrap().value <= memory.usage_bytes.unwrap().value);
+    let burner_layer = first.writable_layer.unwrap().used_bytes.unwrap().value;
+    assert!(
+        burner_layer < 1 << 20,
+        "the burner wrote nothing: {burner_layer}"
+    );
+
+    // Filters.
+    let listed = w
+        .client
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                id: writer[..12].to_string(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attributes.as_ref().unwrap().id, writer);
+    let all = w
+        .client
+        .list_container_stats(ListContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 2);
+
+    // The pod: its containers, the sum of their CPU, and its network.
+    let pod = w
+        .client
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = pod.linux.unwrap();
+    assert_eq!(linux.containers.len(), 2);
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value >= cpu_before);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 3);
+    let eth0 = linux.network.unwrap().default_interface.unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.tx_bytes.unwrap().value > 0 && eth0.rx_bytes.unwrap().value > 0);
+    let pods = w
+        .client
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+            filter: Some(PodSandboxStatsFilter {
+                id: "nope".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(pods.is_empty());
+    let err = w
+        .client
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: "missing".into(),
+        })
+        .await
+        .expect_err("an unknown pod");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
