@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use berth::proto::{
-    CgroupDriver, ContainerStatsRequest, ExecSyncRequest, NetworkConfig, RuntimeConfig,
+    CgroupDriver, CheckpointContainerRequest, NetworkConfig, PortForwardRequest, RuntimeConfig,
     RuntimeConfigRequest, StatusRequest, StatusResponse, UpdateRuntimeConfigRequest,
     VersionRequest,
 };
@@ -198,20 +198,20 @@ async fn unimplemented_rpcs_name_themselves() {
     let err = daemon
         .runtime()
         .await
-        .exec_sync(ExecSyncRequest::default())
+        .port_forward(PortForwardRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("ExecSync"), "{}", err.message());
+    assert!(err.message().contains("PortForward"), "{}", err.message());
     let err = daemon
         .runtime()
         .await
-        .container_stats(ContainerStatsRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("ContainerStats"),
+        err.message().contains("CheckpointContainer"),
         "{}",
         err.message()
     );

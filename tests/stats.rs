@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use berth::proto::{
-    ContainerStatsFilter, ContainerStatsRequest, ListContainerStatsRequest,
-    ListPodSandboxStatsRequest, PodSandboxStatsFilter, PodSandboxStatsRequest,
-    PodSandboxStatusRequest,
+    ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources,
+    ListContainerStatsRequest, ListPodSandboxStatsRequest, PodSandboxStatsFilter,
+    PodSandboxStatsRequest, PodSandboxStatusRequest, UpdateContainerResourcesRequest,
 };
 use common::wait_for;
 use common::world::{container, world};
@@ -161,5 +161,67 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         })
         .await
         .expect_err("an unknown pod");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn resource_updates_reach_the_cgroup_and_the_status() {
+    let mut w = world().await;
+    let id = w.create(container("resized", "sleep 3600")).await;
+    w.start(&id).await;
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/berth-test").join(&id);
+    let limit = || {
+        std::fs::read_to_string(cgroup.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(limit() > 1 << 40, "no limit at first");
+    w.client
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
+    assert_eq!(limit(), 64 << 20);
+    let shares = std::fs::read_to_string(
+        std::path::Path::new("/sys/fs/cgroup/cpu/berth-test")
+            .join(&id)
+            .join("cpu.shares"),
+    )
+    .unwrap();
+    assert_eq!(shares.trim(), "256");
+    let status = w.status(&id).await.status.unwrap();
+    let resources = status.resources.unwrap().linux.unwrap();
+    assert_eq!(
+        (resources.memory_limit_in_bytes, resources.cpu_shares),
+        (64 << 20, 256)
+    );
+    let err = w
+        .client
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: None,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no resources");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = w
+        .client
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: "missing".into(),
+            linux: Some(LinuxContainerResources::default()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown container");
     assert_eq!(err.code(), tonic::Code::NotFound);
 }

@@ -200,9 +200,13 @@ impl RuntimeService for RuntimeApi {
     }
     async fn update_container_resources(
         &self,
-        _request: Request<UpdateContainerResourcesRequest>,
+        request: Request<UpdateContainerResourcesRequest>,
     ) -> RpcResult<UpdateContainerResourcesResponse> {
-        Err(unimplemented("UpdateContainerResources"))
+        let request = request.into_inner();
+        self.service
+            .update_container_resources(&request.container_id, request.linux)
+            .await?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
     async fn reopen_container_log(
         &self,

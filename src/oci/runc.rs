@@ -147,6 +147,38 @@ impl Runtime {
         self.run("delete", id, cmd).await.map(drop)
     }
 
+    /// Applies new resource limits to a running container (`runc update -r -`, the
+    /// OCI `LinuxResources` as JSON on stdin).
+    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<(), OciError> {
+        use tokio::io::AsyncWriteExt;
+        let exec_error = |source| OciError::Exec {
+            binary: self.binary.clone(),
+            source,
+        };
+        let mut child = self
+            .command()
+            .arg("update")
+            .arg("--resources")
+            .arg("-")
+            .arg(id)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(exec_error)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(resources).await.map_err(exec_error)?;
+        }
+        let output = child.wait_with_output().await.map_err(exec_error)?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(OciError::Failed {
+            binary: self.binary.clone(),
+            command: "update",
+            id: id.to_string(),
+            message: runtime_message(&String::from_utf8_lossy(&output.stderr), output.status),
+        })
+    }
+
     /// The container's state, or `None` when the runtime does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<RuntimeState>, OciError> {
         let mut cmd = self.command();

@@ -5,6 +5,7 @@ mod container_create;
 mod container_exec;
 mod container_lifecycle;
 mod container_status;
+mod container_update;
 mod image_pull;
 mod image_remove;
 mod image_status;

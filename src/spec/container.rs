@@ -591,13 +591,19 @@ fn linux_device(device: &ResolvedDevice) -> Result<oci_spec::runtime::LinuxDevic
         .build()?)
 }
 
-/// CPU, memory, cpuset and hugepage limits; zero means "not set" in the CRI.
 fn resources(
     linux: &crate::proto::LinuxContainerConfig,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let Some(r) = &linux.resources else {
-        return Ok(LinuxResourcesBuilder::default().build()?);
-    };
+    match &linux.resources {
+        Some(r) => resources_of(r),
+        None => Ok(LinuxResourcesBuilder::default().build()?),
+    }
+}
+
+/// CPU, memory, cpuset and hugepage limits; zero means "not set" in the CRI.
+pub fn resources_of(
+    r: &crate::proto::LinuxContainerResources,
+) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let mut cpu = LinuxCpuBuilder::default();
     if r.cpu_shares > 0 {
         cpu = cpu.shares(r.cpu_shares as u64);
