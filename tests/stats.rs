@@ -1,15 +1,18 @@
 //! Container and pod stats from real cgroups, a real writable layer and a real pod
 //! network namespace: CPU moves when a container burns it, memory and the writable layer
-//! grow when it writes, and the pod's interface counts the bytes it sent.
+//! grow when it writes, and the pod's interface counts the bytes it sent; resource
+//! updates of containers and pods; metrics.
 
 mod common;
 
 use std::time::Duration;
 
 use berth::proto::{
-    ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources,
-    ListContainerStatsRequest, ListPodSandboxStatsRequest, PodSandboxStatsFilter,
-    PodSandboxStatsRequest, PodSandboxStatusRequest, UpdateContainerResourcesRequest,
+    ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources, LinuxPodSandboxConfig,
+    ListContainerStatsRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest,
+    ListPodSandboxStatsRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsFilter,
+    PodSandboxStatsRequest, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
 };
 use common::wait_for;
 use common::world::{container, world};
@@ -224,4 +227,148 @@ async fn resource_updates_reach_the_cgroup_and_the_status() {
         .await
         .expect_err("unknown container");
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// Removes a test's own pod cgroup from every v1 controller, even when the test fails.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for controller in controllers.flatten() {
+                let dir = controller.path().join(self.0.trim_start_matches('/'));
+                if dir.is_dir() {
+                    let _ = std::fs::remove_dir(&dir);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn pod_resources_and_metrics() {
+    let mut w = world().await;
+    let parent = CgroupParent(format!("/berth-test-pod-{}", std::process::id()));
+    let pod = w
+        .client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "resized-pod".into(),
+                    uid: "resized-pod-uid".into(),
+                    namespace: "berth-test".into(),
+                    attempt: 0,
+                }),
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: parent.0.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let update = |overhead, resources| UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.clone(),
+        overhead,
+        resources,
+    };
+    w.client
+        .update_pod_sandbox_resources(update(
+            Some(LinuxContainerResources {
+                memory_limit_in_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            Some(LinuxContainerResources {
+                memory_limit_in_bytes: 256 << 20,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+        ))
+        .await
+        .expect("update the pod");
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(parent.0.trim_start_matches('/'))
+                .join(file),
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        (272u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    let err = w
+        .client
+        .update_pod_sandbox_resources(update(None, None))
+        .await
+        .expect_err("nothing to update");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Metrics: described, and reported for the world's pod and its container.
+    let descriptors = w
+        .client
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    assert!(
+        descriptors
+            .iter()
+            .any(|d| d.name == "container_memory_working_set_bytes")
+    );
+    let id = w.create(container("measured", "sleep 3600")).await;
+    w.start(&id).await;
+    let metrics = w
+        .client
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let ours = metrics
+        .iter()
+        .find(|m| m.pod_sandbox_id == w.sandbox)
+        .expect("the world's pod");
+    assert!(
+        ours.metrics
+            .iter()
+            .any(|m| m.name == "container_network_receive_bytes_total"
+                && m.label_values == vec!["eth0".to_string()])
+    );
+    let container = ours
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == id)
+        .expect("the container's metrics");
+    let working_set = container
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_working_set_bytes")
+        .expect("a working set");
+    assert_eq!(working_set.label_values, vec!["measured".to_string()]);
+    assert!(working_set.value.unwrap().value > 0);
+
+    w.client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    drop(parent);
 }

@@ -312,24 +312,43 @@ impl RuntimeService for RuntimeApi {
         &self,
         _request: Request<ListMetricDescriptorsRequest>,
     ) -> RpcResult<ListMetricDescriptorsResponse> {
-        Err(unimplemented("ListMetricDescriptors"))
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: self.service.list_metric_descriptors(),
+        }))
     }
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<ListPodSandboxMetricsRequest>,
     ) -> RpcResult<ListPodSandboxMetricsResponse> {
-        Err(unimplemented("ListPodSandboxMetrics"))
+        Ok(Response::new(ListPodSandboxMetricsResponse {
+            pod_metrics: self.service.list_pod_sandbox_metrics()?,
+        }))
     }
     async fn stream_pod_sandbox_metrics(
         &self,
         _request: Request<StreamPodSandboxMetricsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
-        Err(unimplemented("StreamPodSandboxMetrics"))
+        let metrics = self.service.list_pod_sandbox_metrics()?;
+        let chunks: Vec<Result<StreamPodSandboxMetricsResponse, tonic::Status>> = metrics
+            .chunks(crate::server::STREAM_CHUNK)
+            .map(|chunk| {
+                Ok(StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
     async fn update_pod_sandbox_resources(
         &self,
-        _request: Request<UpdatePodSandboxResourcesRequest>,
+        request: Request<UpdatePodSandboxResourcesRequest>,
     ) -> RpcResult<UpdatePodSandboxResourcesResponse> {
-        Err(unimplemented("UpdatePodSandboxResources"))
+        let request = request.into_inner();
+        self.service.update_pod_sandbox_resources(
+            &request.pod_sandbox_id,
+            request.overhead,
+            request.resources,
+        )?;
+        Ok(Response::new(UpdatePodSandboxResourcesResponse {}))
     }
 }

@@ -1,4 +1,6 @@
-//! UpdateContainerResources (in-place resize): new CPU, memory, cpuset and hugepage
+//! UpdateContainerResources (in-place resize) and UpdatePodSandboxResources.
+//!
+//! Containers: new CPU, memory, cpuset and hugepage
 //! limits applied through the OCI runtime to a created or running container, and kept in
 //! its spec
 //! and record so ContainerStatus reports them and a created container starts with them.
@@ -66,5 +68,127 @@ impl CriService {
         self.containers.save(&record)?;
         tracing::info!(container = %record.id, "resources updated");
         Ok(())
+    }
+}
+
+impl CriService {
+    /// UpdatePodSandboxResources: the pod's new total (its containers' resources plus
+    /// its overhead) written into the pod's cgroup, its `cgroup_parent`. A pod without a
+    /// cgroup of its own (no `cgroup_parent`) cannot be resized.
+    pub fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        overhead: Option<LinuxContainerResources>,
+        resources: Option<LinuxContainerResources>,
+    ) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        if overhead.is_none() && resources.is_none() {
+            return Err(Error::invalid(
+                "resources",
+                "neither resources nor overhead given",
+            ));
+        }
+        let sandbox = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
+            kind: "pod sandbox",
+            id: id.to_string(),
+        })?;
+        let parent = super::sandbox_status::decode_config(&sandbox)
+            .linux
+            .map(|l| l.cgroup_parent)
+            .unwrap_or_default();
+        if parent.is_empty() {
+            return Err(Error::WrongState {
+                kind: "pod sandbox",
+                id: sandbox.id,
+                reason: "it has no cgroup_parent, so no cgroup of its own to resize".to_string(),
+            });
+        }
+        let limits = pod_limits(
+            &resources.unwrap_or_default(),
+            &overhead.unwrap_or_default(),
+        );
+        self.cgroups
+            .set_limits(&parent, &limits)
+            .map_err(|(path, source)| Error::Io {
+                what: "setting the pod's limit in",
+                path,
+                source,
+            })?;
+        tracing::info!(sandbox = %sandbox.id, cgroup = %parent, "pod resources updated");
+        Ok(())
+    }
+}
+
+/// A pod's limits: its containers' total plus the overhead. Quotas add up over the
+/// resources' period (the overhead's quota is rescaled to it).
+pub fn pod_limits(
+    resources: &LinuxContainerResources,
+    overhead: &LinuxContainerResources,
+) -> crate::stats::Limits {
+    let positive = |v: i64| u64::try_from(v).unwrap_or(0);
+    let period = if resources.cpu_period > 0 {
+        resources.cpu_period
+    } else {
+        overhead.cpu_period
+    };
+    let rescale = |quota: i64, own_period: i64| {
+        if quota <= 0 {
+            0
+        } else if own_period > 0 && period > 0 && own_period != period {
+            quota * period / own_period
+        } else {
+            quota
+        }
+    };
+    let quota = if resources.cpu_quota > 0 {
+        rescale(resources.cpu_quota, resources.cpu_period)
+            + rescale(overhead.cpu_quota, overhead.cpu_period)
+    } else {
+        0
+    };
+    let memory = if resources.memory_limit_in_bytes > 0 {
+        positive(resources.memory_limit_in_bytes) + positive(overhead.memory_limit_in_bytes)
+    } else {
+        0
+    };
+    crate::stats::Limits {
+        cpu_shares: positive(resources.cpu_shares) + positive(overhead.cpu_shares),
+        cpu_quota: quota,
+        cpu_period: if quota > 0 { positive(period) } else { 0 },
+        memory,
+        cpuset_cpus: resources.cpuset_cpus.clone(),
+        cpuset_mems: resources.cpuset_mems.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_limits_add_the_overhead() {
+        let resources = LinuxContainerResources {
+            cpu_shares: 1024,
+            cpu_quota: 100_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        };
+        let overhead = LinuxContainerResources {
+            cpu_shares: 10,
+            cpu_quota: 5_000,
+            cpu_period: 50_000,
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        };
+        let limits = pod_limits(&resources, &overhead);
+        assert_eq!(limits.cpu_shares, 1034);
+        assert_eq!((limits.cpu_quota, limits.cpu_period), (110_000, 100_000));
+        assert_eq!(limits.memory, 272 << 20);
+        // An unlimited pod stays unlimited, whatever its overhead.
+        let unlimited = pod_limits(&LinuxContainerResources::default(), &overhead);
+        assert_eq!((unlimited.cpu_quota, unlimited.memory), (0, 0));
     }
 }

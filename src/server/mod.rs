@@ -9,6 +9,7 @@ mod container_update;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod metrics;
 mod runtime_info;
 mod sandbox_run;
 mod sandbox_status;

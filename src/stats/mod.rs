@@ -1,4 +1,5 @@
-//! Resource usage as the kubelet reads it (`kubectl top`, eviction): CPU and memory from
+//! Resource usage as the kubelet reads it, and a pod cgroup's limits as it resizes them
+//! (UpdatePodSandboxResources). Usage (`kubectl top`, eviction): CPU and memory from
 //! the cgroups (v1 or v2), processes from the pids controller, the writable layer's
 //! bytes and inodes, and a pod's network counters from its network namespace (read as
 //! `/proc/<pause pid>/net/dev`, which shows that process's namespace).
@@ -184,6 +185,97 @@ impl Cgroups {
     }
 }
 
+/// Limits to write into a cgroup; zero means "leave as is" (the CRI's "not set").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu_shares: u64,
+    pub cpu_quota: i64,
+    pub cpu_period: u64,
+    pub memory: u64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+}
+
+impl Cgroups {
+    /// Writes `limits` into the existing cgroup at `path` (the period before the quota;
+    /// for cgroup v2, shares become a weight). `Err` names the file that refused.
+    pub fn set_limits(&self, path: &str, limits: &Limits) -> Result<(), (PathBuf, std::io::Error)> {
+        let relative = path.trim_start_matches('/');
+        let mut writes: Vec<(PathBuf, String)> = Vec::new();
+        if self.unified {
+            let dir = self.root.join(relative);
+            if limits.cpu_shares > 0 {
+                writes.push((
+                    dir.join("cpu.weight"),
+                    shares_to_weight(limits.cpu_shares).to_string(),
+                ));
+            }
+            if limits.cpu_quota > 0 {
+                let period = if limits.cpu_period > 0 {
+                    limits.cpu_period
+                } else {
+                    100_000
+                };
+                writes.push((
+                    dir.join("cpu.max"),
+                    format!("{} {period}", limits.cpu_quota),
+                ));
+            }
+            if limits.memory > 0 {
+                writes.push((dir.join("memory.max"), limits.memory.to_string()));
+            }
+            if !limits.cpuset_cpus.is_empty() {
+                writes.push((dir.join("cpuset.cpus"), limits.cpuset_cpus.clone()));
+            }
+            if !limits.cpuset_mems.is_empty() {
+                writes.push((dir.join("cpuset.mems"), limits.cpuset_mems.clone()));
+            }
+        } else {
+            let at =
+                |controller: &str, file: &str| self.root.join(controller).join(relative).join(file);
+            if limits.cpu_shares > 0 {
+                writes.push((at("cpu", "cpu.shares"), limits.cpu_shares.to_string()));
+            }
+            if limits.cpu_period > 0 {
+                writes.push((
+                    at("cpu", "cpu.cfs_period_us"),
+                    limits.cpu_period.to_string(),
+                ));
+            }
+            if limits.cpu_quota > 0 {
+                writes.push((at("cpu", "cpu.cfs_quota_us"), limits.cpu_quota.to_string()));
+            }
+            if limits.memory > 0 {
+                writes.push((
+                    at("memory", "memory.limit_in_bytes"),
+                    limits.memory.to_string(),
+                ));
+            }
+            if !limits.cpuset_cpus.is_empty() {
+                writes.push((at("cpuset", "cpuset.cpus"), limits.cpuset_cpus.clone()));
+            }
+            if !limits.cpuset_mems.is_empty() {
+                writes.push((at("cpuset", "cpuset.mems"), limits.cpuset_mems.clone()));
+            }
+        }
+        for (file, value) in writes {
+            // Only existing files of an existing cgroup: never create one by writing.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+                .map_err(|e| (file.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// cgroup v1 CPU shares (2–262144) as a v2 weight (1–10000).
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
 /// The network interfaces of the namespace `pid` lives in.
 pub fn network(pid: i32) -> Option<Vec<InterfaceFigures>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
@@ -334,6 +426,49 @@ mod tests {
         let both = CgroupUsage::sum([&usage, &usage]);
         assert_eq!(both.cpu_ns, Some(100_000));
         assert_eq!(both.memory.unwrap().usage, 16000);
+    }
+
+    #[test]
+    fn limits_are_written_in_either_layout() {
+        let v1 = tempfile::tempdir().unwrap();
+        for f in [
+            "cpu/pod/cpu.shares",
+            "cpu/pod/cpu.cfs_quota_us",
+            "cpu/pod/cpu.cfs_period_us",
+            "memory/pod/memory.limit_in_bytes",
+        ] {
+            let path = v1.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        let limits = Limits {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory: 64 << 20,
+            ..Default::default()
+        };
+        Cgroups::at(v1.path()).set_limits("/pod", &limits).unwrap();
+        let read = |f: &str| std::fs::read_to_string(v1.path().join(f)).unwrap();
+        assert_eq!(read("cpu/pod/cpu.shares"), "512");
+        assert_eq!(read("cpu/pod/cpu.cfs_quota_us"), "50000");
+        assert_eq!(
+            read("memory/pod/memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        let err = Cgroups::at(v1.path())
+            .set_limits("/missing", &limits)
+            .unwrap_err();
+        assert!(err.0.ends_with("cpu.shares"), "{err:?}");
+        assert!(!v1.path().join("cpu/missing").exists(), "nothing created");
+        assert_eq!(
+            (
+                shares_to_weight(2),
+                shares_to_weight(1024),
+                shares_to_weight(262_144)
+            ),
+            (1, 39, 10000)
+        );
     }
 
     #[test]
