@@ -348,7 +348,7 @@ async fn go_grpc_clients_with_either_authority() {
     let probe = criprobe();
     let socket = daemon.paths().socket.to_str().unwrap().to_string();
     for authority in ["", "localhost"] {
-        let output = Command::new(probe)
+        let output = Command::new(&probe)
             .args(["-socket", &socket, "-authority", authority, "-calls", "5"])
             .output()
             .expect("run criprobe");

@@ -5,9 +5,10 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth::proto::VersionRequest;
@@ -364,28 +365,40 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
 
 /// The Go gRPC probe (`tests/go/criprobe`), built once per test binary with Debian's Go
 /// and grpc-go in GOPATH mode.
-pub fn criprobe() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("criprobe");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/criprobe");
-        let output = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(&source)
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GO111MODULE", "off")
-            .env("GOFLAGS", "")
-            .output()
-            .expect("run `go build` (make test installs golang-go)");
-        assert!(
-            output.status.success(),
-            "building criprobe failed (make test installs golang-go and golang-google-grpc-dev):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        out
-    })
+pub fn criprobe() -> PathBuf {
+    go_program("criprobe")
+}
+
+/// Builds the Go program `tests/go/<name>` once per test binary (GOPATH mode, with the
+/// Debian Go packages `make test` installs) and returns its path.
+pub fn go_program(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/go")
+        .join(name);
+    let output = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&source)
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .output()
+        .expect("run `go build` (make test installs golang-go)");
+    assert!(
+        output.status.success(),
+        "building {name} failed (make test installs golang-go, golang-google-grpc-dev and \
+         golang-github-docker-spdystream-dev):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert(name.to_string(), out.clone());
+    out
 }
 
 pub mod images;
