@@ -5,3 +5,4 @@
 //! one is berth's own.
 
 pub mod frame;
+pub mod session;

@@ -1,0 +1,394 @@
+//! The server side of a SPDY/3.1 connection: the client opens streams, the server
+//! answers each SYN_STREAM with a SYN_REPLY at once (spdystream's `CreateStream` waits
+//! for it) and hands the stream to whoever serves the connection.
+//!
+//! One task reads frames and routes DATA to its stream (a bounded channel: a slow
+//! consumer slows the connection, it does not grow memory); one task owns the write half
+//! and the header compressor. Streams send through it. PING is echoed; GOAWAY, EOF or a
+//! protocol error ends the session: every stream then reads end-of-stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::frame::{
+    Decoder, FLAG_FIN, Frame, HeaderCompressor, Headers, RST_INVALID_STREAM, RST_PROTOCOL_ERROR,
+    encode,
+};
+
+/// Frames waiting for the writer.
+const OUTGOING_QUEUE: usize = 64;
+/// DATA frames waiting for a stream's consumer.
+const INCOMING_QUEUE: usize = 64;
+/// New streams waiting for the connection's handler.
+const NEW_STREAMS_QUEUE: usize = 32;
+
+/// A stream the client opened.
+#[derive(Debug)]
+pub struct Stream {
+    pub id: u32,
+    /// Its SYN_STREAM headers, names lowercase.
+    pub headers: Headers,
+    incoming: mpsc::Receiver<Vec<u8>>,
+    out: StreamWriter,
+}
+
+/// The sending half of a stream; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StreamWriter {
+    id: u32,
+    frames: mpsc::Sender<Frame>,
+}
+
+impl Stream {
+    /// The header `name` (lowercase), if the client sent it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next chunk of data, or `None` once the client has half-closed the stream (or
+    /// reset it, or the connection ended).
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.incoming.recv().await
+    }
+
+    pub fn writer(&self) -> StreamWriter {
+        self.out.clone()
+    }
+
+    /// Splits the stream into its receiving and sending halves.
+    pub fn split(self) -> (mpsc::Receiver<Vec<u8>>, StreamWriter) {
+        (self.incoming, self.out)
+    }
+}
+
+impl StreamWriter {
+    /// Sends data; `false` once the connection is gone.
+    pub async fn send(&self, data: Vec<u8>) -> bool {
+        self.frames
+            .send(Frame::Data {
+                stream: self.id,
+                flags: 0,
+                data,
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Half-closes the stream (DATA with FIN): the server sends nothing more on it.
+    pub async fn close(&self) {
+        let _ = self
+            .frames
+            .send(Frame::Data {
+                stream: self.id,
+                flags: FLAG_FIN,
+                data: Vec::new(),
+            })
+            .await;
+    }
+}
+
+/// A live connection's handle: stays usable to end it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    frames: mpsc::Sender<Frame>,
+    last_stream: Arc<Mutex<u32>>,
+}
+
+impl Session {
+    /// Ends the connection politely (GOAWAY); the writer closes it once its queue is out.
+    pub async fn go_away(&self) {
+        let last = *self.last_stream.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .frames
+            .send(Frame::GoAway {
+                last_stream: last,
+                status: 0,
+            })
+            .await;
+    }
+}
+
+/// Serves SPDY on `io`; returns the session and the streams the client opens, in order.
+pub fn serve<IO>(io: IO) -> (Session, mpsc::Receiver<Stream>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(io);
+    let (frames_tx, frames_rx) = mpsc::channel(OUTGOING_QUEUE);
+    let (streams_tx, streams_rx) = mpsc::channel(NEW_STREAMS_QUEUE);
+    let last_stream = Arc::new(Mutex::new(0));
+    tokio::spawn(write_frames(write_half, frames_rx));
+    tokio::spawn(read_frames(
+        read_half,
+        frames_tx.clone(),
+        streams_tx,
+        last_stream.clone(),
+    ));
+    (
+        Session {
+            frames: frames_tx,
+            last_stream,
+        },
+        streams_rx,
+    )
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(mut out: W, mut frames: mpsc::Receiver<Frame>) {
+    let mut compressor = HeaderCompressor::default();
+    let mut buffer = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        buffer.clear();
+        let going_away = matches!(frame, Frame::GoAway { .. });
+        encode(&frame, &mut compressor, &mut buffer);
+        // Whatever else is queued goes out in the same write.
+        while let Ok(more) = frames.try_recv() {
+            encode(&more, &mut compressor, &mut buffer);
+        }
+        if out.write_all(&buffer).await.is_err() || out.flush().await.is_err() {
+            return;
+        }
+        if going_away {
+            let _ = out.shutdown().await;
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut input: R,
+    frames: mpsc::Sender<Frame>,
+    new_streams: mpsc::Sender<Stream>,
+    last_stream: Arc<Mutex<u32>>,
+) {
+    let mut decoder = Decoder::default();
+    let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut chunk = vec![0u8; 32 * 1024];
+    loop {
+        let n = match input.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        decoder.push(&chunk[..n]);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::debug!(%err, "SPDY protocol error; closing the connection");
+                    let last = *last_stream.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = frames
+                        .send(Frame::GoAway {
+                            last_stream: last,
+                            status: RST_PROTOCOL_ERROR,
+                        })
+                        .await;
+                    return;
+                }
+            };
+            match frame {
+                Frame::SynStream {
+                    stream,
+                    flags,
+                    headers,
+                    ..
+                } => {
+                    // Client streams are odd and increasing; anything else is refused.
+                    let last = *last_stream.lock().unwrap_or_else(|p| p.into_inner());
+                    if stream % 2 == 0 || stream <= last || open.contains_key(&stream) {
+                        let _ = frames
+                            .send(Frame::RstStream {
+                                stream,
+                                status: RST_PROTOCOL_ERROR,
+                            })
+                            .await;
+                        continue;
+                    }
+                    *last_stream.lock().unwrap_or_else(|p| p.into_inner()) = stream;
+                    let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+                    if flags & FLAG_FIN == 0 {
+                        open.insert(stream, tx);
+                    }
+                    if frames
+                        .send(Frame::SynReply {
+                            stream,
+                            flags: 0,
+                            headers: Vec::new(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let new = Stream {
+                        id: stream,
+                        headers,
+                        incoming: rx,
+                        out: StreamWriter {
+                            id: stream,
+                            frames: frames.clone(),
+                        },
+                    };
+                    if new_streams.send(new).await.is_err() {
+                        // Nobody serves this connection any more.
+                        return;
+                    }
+                }
+                Frame::Data {
+                    stream,
+                    flags,
+                    data,
+                } => {
+                    let Some(tx) = open.get(&stream) else {
+                        let _ = frames
+                            .send(Frame::RstStream {
+                                stream,
+                                status: RST_INVALID_STREAM,
+                            })
+                            .await;
+                        continue;
+                    };
+                    // A consumer that went away just drops what comes.
+                    if !data.is_empty() {
+                        let _ = tx.send(data).await;
+                    }
+                    if flags & FLAG_FIN != 0 {
+                        open.remove(&stream);
+                    }
+                }
+                Frame::RstStream { stream, .. } => {
+                    open.remove(&stream);
+                }
+                Frame::Ping { id } => {
+                    let _ = frames.send(Frame::Ping { id }).await;
+                }
+                Frame::GoAway { .. } => return,
+                Frame::SynReply { .. }
+                | Frame::Headers { .. }
+                | Frame::Settings { .. }
+                | Frame::WindowUpdate { .. } => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives the session with our own encoder as the client (the Go client is the
+    /// integration test's).
+    struct Client {
+        io: tokio::io::DuplexStream,
+        compressor: HeaderCompressor,
+        decoder: Decoder,
+    }
+
+    impl Client {
+        async fn send(&mut self, frame: Frame) {
+            let mut bytes = Vec::new();
+            encode(&frame, &mut self.compressor, &mut bytes);
+            self.io.write_all(&bytes).await.unwrap();
+        }
+
+        async fn next(&mut self) -> Option<Frame> {
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Some(frame) = self.decoder.next_frame().unwrap() {
+                    return Some(frame);
+                }
+                let n = self.io.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return None;
+                }
+                self.decoder.push(&chunk[..n]);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_are_answered_routed_and_closed() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let (session, mut streams) = serve(server_io);
+        let mut client = Client {
+            io: client_io,
+            compressor: HeaderCompressor::default(),
+            decoder: Decoder::default(),
+        };
+        client
+            .send(Frame::SynStream {
+                stream: 1,
+                associated: 0,
+                priority: 0,
+                flags: 0,
+                headers: vec![("streamtype".into(), "stdin".into())],
+            })
+            .await;
+        assert_eq!(
+            client.next().await,
+            Some(Frame::SynReply {
+                stream: 1,
+                flags: 0,
+                headers: Vec::new()
+            })
+        );
+        let mut stream = streams.recv().await.unwrap();
+        assert_eq!(stream.header("streamtype"), Some("stdin"));
+        client
+            .send(Frame::Data {
+                stream: 1,
+                flags: FLAG_FIN,
+                data: b"input".to_vec(),
+            })
+            .await;
+        assert_eq!(stream.recv().await, Some(b"input".to_vec()));
+        assert_eq!(stream.recv().await, None, "FIN ends the stream");
+
+        stream.writer().send(b"output".to_vec()).await;
+        stream.writer().close().await;
+        assert_eq!(
+            client.next().await,
+            Some(Frame::Data {
+                stream: 1,
+                flags: 0,
+                data: b"output".to_vec()
+            })
+        );
+        assert!(matches!(
+            client.next().await,
+            Some(Frame::Data {
+                flags: FLAG_FIN,
+                ..
+            })
+        ));
+
+        client.send(Frame::Ping { id: 5 }).await;
+        assert_eq!(client.next().await, Some(Frame::Ping { id: 5 }));
+        // An even (server-side) id is refused.
+        client
+            .send(Frame::SynStream {
+                stream: 2,
+                associated: 0,
+                priority: 0,
+                flags: 0,
+                headers: Vec::new(),
+            })
+            .await;
+        assert!(matches!(
+            client.next().await,
+            Some(Frame::RstStream { stream: 2, .. })
+        ));
+        session.go_away().await;
+        assert!(matches!(
+            client.next().await,
+            Some(Frame::GoAway { last_stream: 1, .. })
+        ));
+        assert_eq!(client.next().await, None, "the connection is closed");
+    }
+}
