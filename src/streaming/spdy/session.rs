@@ -2,12 +2,14 @@
 //! answers each SYN_STREAM with a SYN_REPLY at once (spdystream's `CreateStream` waits
 //! for it) and hands the stream to whoever serves the connection.
 //!
-//! One task reads frames and routes DATA to its stream (a bounded channel: a slow
-//! consumer slows the connection, it does not grow memory); one task owns the write half
-//! and the header compressor. Streams send through it. PING is echoed; GOAWAY, EOF or a
+//! One task reads frames and routes DATA to its stream without ever waiting on a
+//! stream's consumer (a slow reader of one stream must not stall the others, nor PINGs);
+//! a stream with more than [`STREAM_BACKLOG`] bytes unread is reset instead. One task
+//! owns the write half and the header compressor. Streams send through it. PING is echoed; GOAWAY, EOF or a
 //! protocol error ends the session: every stream then reads end-of-stream.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,8 +22,8 @@ use super::frame::{
 
 /// Frames waiting for the writer.
 const OUTGOING_QUEUE: usize = 64;
-/// DATA frames waiting for a stream's consumer.
-const INCOMING_QUEUE: usize = 64;
+/// Unread bytes a stream may hold before it is reset.
+pub const STREAM_BACKLOG: usize = 4 << 20;
 /// New streams waiting for the connection's handler.
 const NEW_STREAMS_QUEUE: usize = 32;
 
@@ -31,8 +33,25 @@ pub struct Stream {
     pub id: u32,
     /// Its SYN_STREAM headers, names lowercase.
     pub headers: Headers,
-    incoming: mpsc::Receiver<Vec<u8>>,
+    incoming: Incoming,
     out: StreamWriter,
+}
+
+/// The receiving half of a stream.
+#[derive(Debug)]
+pub struct Incoming {
+    data: mpsc::UnboundedReceiver<Vec<u8>>,
+    unread: Arc<AtomicUsize>,
+}
+
+impl Incoming {
+    /// The next chunk of data, or `None` once the client has half-closed the stream (or
+    /// reset it, or the connection ended).
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let data = self.data.recv().await?;
+        self.unread.fetch_sub(data.len(), Ordering::Relaxed);
+        Some(data)
+    }
 }
 
 /// The sending half of a stream; cheap to clone.
@@ -62,7 +81,7 @@ impl Stream {
     }
 
     /// Splits the stream into its receiving and sending halves.
-    pub fn split(self) -> (mpsc::Receiver<Vec<u8>>, StreamWriter) {
+    pub fn split(self) -> (Incoming, StreamWriter) {
         (self.incoming, self.out)
     }
 }
@@ -168,7 +187,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     last_stream: Arc<Mutex<u32>>,
 ) {
     let mut decoder = Decoder::default();
-    let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut open: HashMap<u32, (mpsc::UnboundedSender<Vec<u8>>, Arc<AtomicUsize>)> = HashMap::new();
     let mut chunk = vec![0u8; 32 * 1024];
     loop {
         let n = match input.read(&mut chunk).await {
@@ -211,9 +230,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
                         continue;
                     }
                     *last_stream.lock().unwrap_or_else(|p| p.into_inner()) = stream;
-                    let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let unread = Arc::new(AtomicUsize::new(0));
                     if flags & FLAG_FIN == 0 {
-                        open.insert(stream, tx);
+                        open.insert(stream, (tx, unread.clone()));
                     }
                     if frames
                         .send(Frame::SynReply {
@@ -229,7 +249,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     let new = Stream {
                         id: stream,
                         headers,
-                        incoming: rx,
+                        incoming: Incoming { data: rx, unread },
                         out: StreamWriter {
                             id: stream,
                             frames: frames.clone(),
@@ -245,7 +265,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     flags,
                     data,
                 } => {
-                    let Some(tx) = open.get(&stream) else {
+                    let Some((tx, unread)) = open.get(&stream) else {
                         let _ = frames
                             .send(Frame::RstStream {
                                 stream,
@@ -254,9 +274,20 @@ async fn read_frames<R: AsyncRead + Unpin>(
                             .await;
                         continue;
                     };
+                    if unread.load(Ordering::Relaxed) + data.len() > STREAM_BACKLOG {
+                        open.remove(&stream);
+                        let _ = frames
+                            .send(Frame::RstStream {
+                                stream,
+                                status: super::frame::RST_CANCEL,
+                            })
+                            .await;
+                        continue;
+                    }
                     // A consumer that went away just drops what comes.
                     if !data.is_empty() {
-                        let _ = tx.send(data).await;
+                        unread.fetch_add(data.len(), Ordering::Relaxed);
+                        let _ = tx.send(data);
                     }
                     if flags & FLAG_FIN != 0 {
                         open.remove(&stream);
@@ -384,10 +415,44 @@ mod tests {
             client.next().await,
             Some(Frame::RstStream { stream: 2, .. })
         ));
+        // A stream nobody reads does not stall the connection: PINGs are still answered,
+        // and past its backlog the stream is reset.
+        client
+            .send(Frame::SynStream {
+                stream: 3,
+                associated: 0,
+                priority: 0,
+                flags: 0,
+                headers: Vec::new(),
+            })
+            .await;
+        assert!(matches!(
+            client.next().await,
+            Some(Frame::SynReply { stream: 3, .. })
+        ));
+        let _unread = streams.recv().await.unwrap();
+        for _ in 0..5 {
+            client
+                .send(Frame::Data {
+                    stream: 3,
+                    flags: 0,
+                    data: vec![0u8; 1 << 20],
+                })
+                .await;
+        }
+        client.send(Frame::Ping { id: 7 }).await;
+        assert_eq!(
+            client.next().await,
+            Some(Frame::RstStream {
+                stream: 3,
+                status: super::super::frame::RST_CANCEL
+            })
+        );
+        assert_eq!(client.next().await, Some(Frame::Ping { id: 7 }));
         session.go_away().await;
         assert!(matches!(
             client.next().await,
-            Some(Frame::GoAway { last_stream: 1, .. })
+            Some(Frame::GoAway { last_stream: 3, .. })
         ));
         assert_eq!(client.next().await, None, "the connection is closed");
     }
