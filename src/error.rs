@@ -63,6 +63,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// berth cannot take the request now (a limit is reached, a part is not running).
+    #[error("{0}")]
+    Unavailable(String),
+
     /// The operation did not finish in the time the request allowed.
     #[error("{what} timed out after {after:?}")]
     TimedOut {
@@ -112,6 +116,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
             Error::WrongState { .. } => tonic::Status::failed_precondition(message),
             Error::TimedOut { .. } => tonic::Status::deadline_exceeded(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Network(CniError::NotReady(_)) => tonic::Status::failed_precondition(message),
             Error::Runtime(_)
             | Error::Network(_)

@@ -68,6 +68,11 @@ pub enum DaemonError {
     },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cannot listen on [streaming] address {address}: {source}")]
+    Streaming {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the daemon holds while it runs; dropping it closes the store and releases the
@@ -87,6 +92,7 @@ pub async fn serve(
     let service = Arc::new(CriService::new(config.clone(), resources.store.clone())?);
     service.sweep_orphan_sandboxes().await;
     let listener = bind(&config.socket)?;
+    let streaming = start_streaming(&config, &service).await?;
     tracing::info!(
         socket = %config.socket.display(),
         root = %config.root.display(),
@@ -96,10 +102,35 @@ pub async fn serve(
     );
 
     let result = run_server(listener, service, shutdown).await;
+    streaming.abort();
     remove_socket(&config.socket);
     drop(resources);
     tracing::info!("stopped");
     result
+}
+
+/// Starts the exec / attach / port-forward server on `[streaming] address`; its URL
+/// goes into the responses of the streaming RPCs.
+async fn start_streaming(
+    config: &Config,
+    service: &Arc<CriService>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let address = config.streaming.address;
+    let (listener, bound) = crate::streaming::server::bind(address)
+        .await
+        .map_err(|source| DaemonError::Streaming { address, source })?;
+    service.set_streaming_base(format!("http://{bound}"));
+    tracing::info!(address = %bound, "streaming server listening");
+    let callback = service.clone();
+    let serve: crate::streaming::server::Serve = Arc::new(move |request, connection| {
+        let service = callback.clone();
+        Box::pin(service.serve_stream(request, connection))
+    });
+    Ok(tokio::spawn(crate::streaming::server::run(
+        listener,
+        service.stream_tokens(),
+        serve,
+    )))
 }
 
 /// Serves the CRI services on `listener` until `shutdown`, then for at most

@@ -65,8 +65,9 @@ impl RuntimeService for RuntimeApi {
         Err(unimplemented("Exec"))
     }
 
-    async fn attach(&self, _request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
-        Err(unimplemented("Attach"))
+    async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {
+        let url = self.service.attach(request.into_inner())?;
+        Ok(Response::new(AttachResponse { url }))
     }
 
     async fn run_pod_sandbox(

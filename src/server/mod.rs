@@ -15,6 +15,7 @@ mod sandbox_run;
 mod sandbox_status;
 mod sandbox_stop;
 mod stats;
+mod streams;
 
 pub use image_status::{STREAM_CHUNK, to_cri as image_to_cri};
 pub use runtime_info::{
@@ -45,6 +46,10 @@ pub struct CriService {
     /// from the store.
     pod_cidr: RwLock<Option<String>>,
     cgroups: crate::stats::Cgroups,
+    /// Exec, Attach and PortForward requests waiting for their clients.
+    stream_tokens: Arc<crate::streaming::tokens::Tokens<crate::streaming::StreamRequest>>,
+    /// `http://host:port` of the streaming server, once it listens.
+    streaming_base: std::sync::OnceLock<String>,
     /// The previous CPU sample of each pod and container, for `usage_nano_cores`.
     cpu_rates: crate::stats::CpuRates,
 }
@@ -85,12 +90,24 @@ impl CriService {
             containers,
             pod_cidr: RwLock::new(pod_cidr),
             cgroups: crate::stats::Cgroups::default(),
+            stream_tokens: Arc::new(crate::streaming::tokens::Tokens::new(
+                crate::streaming::tokens::TOKEN_TTL,
+                crate::streaming::tokens::MAX_TOKENS,
+            )),
+            streaming_base: std::sync::OnceLock::new(),
             cpu_rates: crate::stats::CpuRates::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The tokens of the streaming server.
+    pub fn stream_tokens(
+        &self,
+    ) -> Arc<crate::streaming::tokens::Tokens<crate::streaming::StreamRequest>> {
+        self.stream_tokens.clone()
     }
 
     /// The image side, for the admin service (image import).

@@ -1,16 +1,56 @@
 //! The streaming server behind `Exec`, `Attach` and `PortForward` (`kubectl exec -ti`,
-//! `kubectl attach`, `kubectl port-forward`, `crictl exec -it`).
+//! `kubectl attach`, `kubectl port-forward`, `crictl exec -it`). The wire protocols are
+//! described in `docs/streaming-protocol.md`.
 //!
 //! In progress (issue 7). Built so far:
 //! - [`tokens`]: the one-time tokens of the URLs the RPCs return;
 //! - [`spdy`]: SPDY/3.1 frames and header compression, and the server side of a SPDY
-//!   connection (streams opened by the client, answered, routed, closed), as the
-//!   Kubernetes clients speak it.
+//!   connection (streams opened by the client, answered, routed, closed);
+//! - [`server`]: the HTTP server, protocol negotiation and the upgrade to SPDY;
+//! - [`remotecommand`]: the `channel.k8s.io` stream set over SPDY (error, stdin, stdout,
+//!   stderr, resize) and its exit status.
 //!
-//! Still to come: the HTTP server and its upgrade to SPDY or WebSocket, the
-//! `channel.k8s.io` and `portforward.k8s.io` protocols, exec through the OCI runtime,
-//! attach through the container's monitor (`monitor::attach`), and port-forward into the
-//! pod's network namespace.
+//! Still to come: WebSocket, exec (through the OCI runtime), port-forward.
 
+pub mod remotecommand;
+pub mod server;
 pub mod spdy;
 pub mod tokens;
+
+use crate::proto::{AttachRequest, ExecRequest, PortForwardRequest};
+
+/// Which kind of stream a URL serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+impl Kind {
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Attach => "attach",
+            Kind::PortForward => "portforward",
+        }
+    }
+}
+
+/// A validated request waiting for its client.
+#[derive(Debug, Clone)]
+pub enum StreamRequest {
+    Exec(ExecRequest),
+    Attach(AttachRequest),
+    PortForward(PortForwardRequest),
+}
+
+impl StreamRequest {
+    pub fn kind(&self) -> Kind {
+        match self {
+            StreamRequest::Exec(_) => Kind::Exec,
+            StreamRequest::Attach(_) => Kind::Attach,
+            StreamRequest::PortForward(_) => Kind::PortForward,
+        }
+    }
+}

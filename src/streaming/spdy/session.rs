@@ -117,9 +117,16 @@ impl StreamWriter {
 pub struct Session {
     frames: mpsc::Sender<Frame>,
     last_stream: Arc<Mutex<u32>>,
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Session {
+    /// Resolves once the client's side of the connection has ended (EOF, GOAWAY, error).
+    pub async fn closed(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|ended| *ended).await;
+    }
+
     /// Ends the connection politely (GOAWAY); the writer closes it once its queue is out.
     pub async fn go_away(&self) {
         let last = *self.last_stream.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,17 +149,19 @@ where
     let (frames_tx, frames_rx) = mpsc::channel(OUTGOING_QUEUE);
     let (streams_tx, streams_rx) = mpsc::channel(NEW_STREAMS_QUEUE);
     let last_stream = Arc::new(Mutex::new(0));
+    let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(write_frames(write_half, frames_rx));
-    tokio::spawn(read_frames(
-        read_half,
-        frames_tx.clone(),
-        streams_tx,
-        last_stream.clone(),
-    ));
+    let frames = frames_tx.clone();
+    let last = last_stream.clone();
+    tokio::spawn(async move {
+        read_frames(read_half, frames, streams_tx, last).await;
+        let _ = ended_tx.send(true);
+    });
     (
         Session {
             frames: frames_tx,
             last_stream,
+            ended: ended_rx,
         },
         streams_rx,
     )

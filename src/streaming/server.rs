@@ -1,0 +1,216 @@
+//! The streaming HTTP server: `/{exec,attach,portforward}/<token>` upgraded to SPDY/3.1
+//! after protocol negotiation, as the kubelet's own server does (docs/streaming-protocol.md
+//! §2). The request behind the token is taken (once) and handed with the live
+//! connection to the [`Serve`] callback.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::spdy::session::{Session, Stream};
+use super::tokens::Tokens;
+use super::{Kind, StreamRequest};
+
+/// The exec and attach protocols, newest first.
+pub const REMOTECOMMAND_PROTOCOLS: [&str; 5] = [
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+/// The port-forward protocol over SPDY.
+pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
+
+/// An upgraded connection and what it carries.
+pub struct Connection {
+    /// The negotiated `X-Stream-Protocol-Version`.
+    pub protocol: String,
+    pub session: Session,
+    /// The streams the client opens, in order.
+    pub streams: tokio::sync::mpsc::Receiver<Stream>,
+}
+
+/// Serves one upgraded connection for its request.
+pub type Serve = Arc<
+    dyn Fn(StreamRequest, Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// The first protocol the client offers that the server supports (the client's order
+/// wins). Offers may be repeated headers or comma-separated lists.
+pub fn negotiate(offered: &[String], supported: &[&'static str]) -> Option<&'static str> {
+    offered
+        .iter()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .find_map(|p| supported.iter().copied().find(|s| *s == p))
+}
+
+fn text(status: StatusCode, message: String) -> Response<String> {
+    let mut response = Response::new(message);
+    *response.status_mut() = status;
+    response
+}
+
+fn header_has(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    request.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Answers one HTTP request: an upgrade, or why not.
+fn handle(
+    mut request: Request<Incoming>,
+    tokens: &Tokens<StreamRequest>,
+    serve: &Serve,
+) -> Response<String> {
+    let path = request.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let kind = match parts.next() {
+        Some("exec") => Kind::Exec,
+        Some("attach") => Kind::Attach,
+        Some("portforward") => Kind::PortForward,
+        _ => return text(StatusCode::NOT_FOUND, format!("no such path {path}\n")),
+    };
+    let token = parts.next().unwrap_or("");
+    let Some(pending) = tokens.take(token).filter(|p| p.kind() == kind) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "unknown or expired streaming token\n".to_string(),
+        );
+    };
+    let supported: &[&'static str] = match kind {
+        Kind::PortForward => &PORTFORWARD_PROTOCOLS,
+        Kind::Exec | Kind::Attach => &REMOTECOMMAND_PROTOCOLS,
+    };
+    let offered: Vec<String> = request
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let Some(protocol) = negotiate(&offered, supported) else {
+        let mut response = text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, \
+                 server accepts {supported:?}\n"
+            ),
+        );
+        for p in supported {
+            response.headers_mut().append(
+                "x-accepted-stream-protocol-versions",
+                header::HeaderValue::from_static(p),
+            );
+        }
+        return response;
+    };
+    if !header_has(&request, header::CONNECTION, "upgrade")
+        || !header_has(&request, header::UPGRADE, "spdy/3.1")
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: missing upgrade headers in request (SPDY/3.1 expected)\n"
+                .to_string(),
+        );
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    let serve = serve.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%err, "streaming upgrade failed");
+                return;
+            }
+        };
+        let (session, streams) = super::spdy::session::serve(TokioIo::new(upgraded));
+        serve(
+            pending,
+            Connection {
+                protocol: protocol.to_string(),
+                session,
+                streams,
+            },
+        )
+        .await;
+    });
+    let mut response = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("SPDY/3.1"),
+    );
+    headers.insert(
+        "x-stream-protocol-version",
+        header::HeaderValue::from_static(protocol),
+    );
+    response
+}
+
+/// Binds the streaming server's address (port 0 picks one).
+pub async fn bind(address: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn run(listener: TcpListener, tokens: Arc<Tokens<StreamRequest>>, serve: Serve) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let tokens = tokens.clone();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = handle(request, &tokens, &serve);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clients_order_wins() {
+        let offered = vec![
+            "v5.channel.k8s.io".to_string(),
+            "v4.channel.k8s.io, channel.k8s.io".to_string(),
+        ];
+        assert_eq!(
+            negotiate(&offered, &REMOTECOMMAND_PROTOCOLS),
+            Some("v5.channel.k8s.io")
+        );
+        let older = vec!["v9.channel.k8s.io, v3.channel.k8s.io".to_string()];
+        assert_eq!(
+            negotiate(&older, &REMOTECOMMAND_PROTOCOLS),
+            Some("v3.channel.k8s.io")
+        );
+        assert_eq!(negotiate(&[], &REMOTECOMMAND_PROTOCOLS), None);
+        assert_eq!(
+            negotiate(&["channel.k8s.io".to_string()], &PORTFORWARD_PROTOCOLS),
+            None
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The streaming server against a client we did not write the protocol library of:
+//! `tests/go/streamclient` speaks remotecommand over moby/spdystream as client-go does.
+
+mod common;
+
+use std::time::Duration;
+
+use berth::proto::{AttachRequest, ContainerState};
+use common::world::{container, records, world};
+
+/// What the Go client saw.
+#[derive(Debug, serde::Deserialize)]
+struct Seen {
+    status: u16,
+    protocol: String,
+    stdout: String,
+    stderr: String,
+    error: String,
+    #[serde(default)]
+    failure: Option<String>,
+}
+
+async fn client(args: &[String]) -> Seen {
+    let program = common::go_program("streamclient");
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(program).args(args).output(),
+    )
+    .await
+    .expect("the stream client finished in time")
+    .expect("run the stream client");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} / {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn args(url: &str, extra: &[&str]) -> Vec<String> {
+    let mut all = vec!["-url".to_string(), url.to_string()];
+    all.extend(extra.iter().map(|s| s.to_string()));
+    all
+}
+
+#[tokio::test]
+async fn attach_over_spdy_like_critest() {
+    let mut w = world().await;
+    // As critest's attach spec: a shell reading stdin, closed after the first attach.
+    let mut shell = container("shell", "");
+    shell.command = vec!["/bin/sh".into()];
+    shell.stdin = true;
+    shell.stdin_once = true;
+    let id = w.create(shell).await;
+    w.start(&id).await;
+    let attach = |stdin, tty, stderr| AttachRequest {
+        container_id: id.clone(),
+        stdin,
+        tty,
+        stdout: true,
+        stderr,
+        ..Default::default()
+    };
+    let url = w
+        .client
+        .attach(attach(true, false, true))
+        .await
+        .expect("attach")
+        .into_inner()
+        .url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let seen = client(&args(
+        &url,
+        &[
+            "-stdin",
+            "-stderr",
+            "-input",
+            "echo -n hello; echo oops >&2\n",
+            "-close-after",
+            "1s",
+        ],
+    ))
+    .await;
+    assert_eq!(seen.failure, None, "{seen:?}");
+    assert_eq!(seen.status, 101);
+    assert_eq!(seen.protocol, "v5.channel.k8s.io");
+    assert_eq!(seen.stdout, "hello");
+    assert_eq!(seen.stderr, "oops\n");
+    let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
+    assert_eq!(status["status"], "Success");
+    let s = w.wait_exited(&id).await.status.unwrap();
+    assert_eq!(s.exit_code, 0, "stdin_once ended the shell");
+    assert!(
+        records(&w.log_path("shell")).iter().any(|r| r.2 == "hello"),
+        "attached output is logged too"
+    );
+
+    // A token is good once.
+    let again = client(&args(&url, &["-stdin"])).await;
+    assert_eq!(again.status, 404, "{again:?}");
+
+    // Bad requests.
+    let err = w
+        .client
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("an exited container");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let err = w
+        .client
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            tty: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("tty with stderr");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn attach_to_a_terminal_with_resize_and_detach() {
+    let mut w = world().await;
+    let mut term = container("term", "");
+    term.command = vec!["/bin/sh".into()];
+    term.tty = true;
+    term.stdin = true;
+    let id = w.create(term).await;
+    w.start(&id).await;
+    let url = |w: &mut common::world::World| {
+        let mut client = w.client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .attach(AttachRequest {
+                    container_id: id,
+                    stdin: true,
+                    stdout: true,
+                    tty: true,
+                    stderr: false,
+                    ..Default::default()
+                })
+                .await
+                .expect("attach")
+                .into_inner()
+                .url
+        }
+    };
+    // A client that drops the connection: the container keeps running.
+    let first = url(&mut w).await;
+    let gone = client(&args(&first, &["-stdin", "-tty", "-hangup", "500ms"])).await;
+    assert_eq!(gone.status, 101);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        w.status(&id).await.status.unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    // An older protocol, a resize, and a command that ends the shell.
+    let second = url(&mut w).await;
+    let seen = client(&args(
+        &second,
+        &[
+            "-stdin",
+            "-tty",
+            "-protocols",
+            "v4.channel.k8s.io",
+            "-width",
+            "123",
+            "-height",
+            "45",
+            "-input",
+            "stty size; exit 5\n",
+            "-close-after",
+            "2s",
+        ],
+    ))
+    .await;
+    assert_eq!(seen.failure, None, "{seen:?}");
+    assert_eq!(seen.protocol, "v4.channel.k8s.io");
+    assert!(seen.stdout.contains("45 123"), "{seen:?}");
+    let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
+    assert_eq!(
+        status["status"], "Success",
+        "attach reports success: {seen:?}"
+    );
+    assert_eq!(w.wait_exited(&id).await.status.unwrap().exit_code, 5);
+}
