@@ -77,6 +77,8 @@ enum Command {
         stdin: bool,
         #[arg(long)]
         stdin_once: bool,
+        #[arg(long)]
+        exec_process: Option<PathBuf>,
     },
     /// Manage images through the running daemon.
     Image {
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
             tty,
             stdin,
             stdin_once,
+            exec_process,
         } => berth::monitor::run(berth::monitor::MonitorArgs {
             id,
             bundle,
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
             tty,
             stdin,
             stdin_once,
+            exec_process,
         })
         .map_err(anyhow::Error::from),
         Command::Image {

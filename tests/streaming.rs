@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth::proto::{AttachRequest, ContainerState};
+use berth::proto::{AttachRequest, ContainerState, ExecRequest};
 use common::world::{container, records, world};
 
 /// What the Go client saw.
@@ -190,4 +190,123 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
         "attach reports success: {seen:?}"
     );
     assert_eq!(w.wait_exited(&id).await.status.unwrap().exit_code, 5);
+}
+
+/// The pids in a container's pids cgroup (the world's pod parent is /berth-test).
+fn container_pids(id: &str) -> usize {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/pids/berth-test/{id}/cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[tokio::test]
+async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
+    let mut w = world().await;
+    let id = w.create(container("app", "sleep 3600")).await;
+    w.start(&id).await;
+    let exec = |cmd: &[&str], stdin: bool, tty: bool, stderr: bool| {
+        let mut client = w.client.clone();
+        let request = ExecRequest {
+            container_id: id.clone(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            stdin,
+            tty,
+            stdout: true,
+            stderr,
+            ..Default::default()
+        };
+        async move { client.exec(request).await.expect("exec").into_inner().url }
+    };
+
+    // Pipes, stdout and stderr apart, and the exit code in the status.
+    let url = exec(
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        false,
+        false,
+        true,
+    )
+    .await;
+    let seen = client(&args(&url, &["-stderr"])).await;
+    assert_eq!(seen.failure, None, "{seen:?}");
+    assert_eq!(
+        (seen.stdout.as_str(), seen.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // stdin into cat, then end-of-file.
+    let url = exec(&["cat"], true, false, false).await;
+    let seen = client(&args(&url, &["-stdin", "-input", "ping\n"])).await;
+    assert_eq!(seen.stdout, "ping\n", "{seen:?}");
+    let status: serde_json::Value = serde_json::from_str(&seen.error).unwrap();
+    assert_eq!(status["status"], "Success");
+
+    // An interactive terminal with a resize.
+    let url = exec(&["sh"], true, true, false).await;
+    let seen = client(&args(
+        &url,
+        &[
+            "-stdin",
+            "-tty",
+            "-width",
+            "100",
+            "-height",
+            "40",
+            "-input",
+            "tty; stty size; exit\n",
+            "-close-after",
+            "2s",
+        ],
+    ))
+    .await;
+    assert!(seen.stdout.contains("40 100"), "{seen:?}");
+    assert!(seen.stdout.contains("/dev/pts/"), "{seen:?}");
+
+    // A command that does not exist: the status says why.
+    let url = exec(&["/no/such/binary"], false, false, false).await;
+    let seen = client(&args(&url, &[])).await;
+    let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a status");
+    assert_eq!(status["status"], "Failure", "{seen:?}");
+
+    // A client that goes away mid-exec: its process is killed.
+    assert_eq!(container_pids(&id), 1);
+    let url = exec(&["sleep", "1000"], false, false, false).await;
+    let gone = client(&args(&url, &["-hangup", "1s"])).await;
+    assert_eq!(gone.status, 101);
+    common::wait_for(
+        "the abandoned exec to be killed",
+        Duration::from_secs(10),
+        || async { (container_pids(&id) == 1).then_some(()) },
+    )
+    .await;
+
+    // Bad requests.
+    let mut client_rpc = w.client.clone();
+    let err = client_rpc
+        .exec(ExecRequest {
+            container_id: id.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no command");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = client_rpc
+        .exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("no stream");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let leftovers: Vec<_> = std::fs::read_dir(w.daemon.paths().state.join("containers").join(&id))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -66,6 +66,16 @@ impl Containers {
         MonitorPaths::of(self.state.parent().unwrap_or(&self.state), id)
     }
 
+    /// The files of one streaming exec (`token`) in container `id`: its own directory
+    /// in the container's, and a short socket path next to the monitors'.
+    pub fn exec_paths(&self, id: &str, token: &str) -> MonitorPaths {
+        let root = self.state.parent().unwrap_or(&self.state);
+        MonitorPaths {
+            dir: self.state_dir(id).join(format!("exec-{token}")),
+            socket: root.join("m").join(format!("x{token}.sock")),
+        }
+    }
+
     /// The container with this id or unique id prefix, its state brought up to date.
     pub fn find(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         self.records.get(id).map(|r| self.refresh(r)).transpose()

@@ -61,8 +61,9 @@ impl RuntimeService for RuntimeApi {
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
-    async fn exec(&self, _request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
-        Err(unimplemented("Exec"))
+    async fn exec(&self, request: Request<ExecRequest>) -> RpcResult<ExecResponse> {
+        let url = self.service.exec(request.into_inner())?;
+        Ok(Response::new(ExecResponse { url }))
     }
 
     async fn attach(&self, request: Request<AttachRequest>) -> RpcResult<AttachResponse> {

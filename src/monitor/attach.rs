@@ -13,7 +13,8 @@
 //!   [`Kind::Resize`] (`u16` columns, `u16` rows, big-endian);
 //! - monitor → client: [`Kind::Stdout`] / [`Kind::Stderr`] data, then [`Kind::Exit`]
 //!   (`i32` exit code, big-endian) when the container's init has exited, after which the
-//!   monitor closes the connection.
+//!   monitor closes the connection; or [`Kind::Error`] (a message) when an exec'd
+//!   process could not be started.
 //!
 //! A client only receives output written after it attached; a client that cannot keep
 //! up is dropped rather than slowing the container down. Any number of clients may be
@@ -40,6 +41,8 @@ pub enum Kind {
     CloseStdin = 3,
     Resize = 4,
     Exit = 5,
+    /// The process could not be started (exec); the payload says why.
+    Error = 6,
 }
 
 impl Kind {
@@ -51,6 +54,7 @@ impl Kind {
             3 => Kind::CloseStdin,
             4 => Kind::Resize,
             5 => Kind::Exit,
+            6 => Kind::Error,
             _ => return None,
         })
     }

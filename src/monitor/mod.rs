@@ -122,6 +122,10 @@ pub struct MonitorArgs {
     pub stdin: bool,
     /// Close stdin when the first client attached to it lets go.
     pub stdin_once: bool,
+    /// Exec mode: run this process spec in the (running) container `id` with `runc exec`
+    /// once the first client has attached, relay its stdio to that client, kill it when
+    /// the client goes away, and exit with it. No log, no exit file.
+    pub exec_process: Option<PathBuf>,
 }
 
 /// Runs the monitor; returns when the container has exited and its exit is recorded.
@@ -149,6 +153,9 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     mask.thread_block()?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
 
+    if args.exec_process.is_some() {
+        return exec_monitor(args, paths, &signals);
+    }
     let created = create(args, paths);
     let mut to_daemon = std::io::stdout();
     let (pid, stdio) = match created {
@@ -174,11 +181,7 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     let mut log = LogFile::open(&args.log_path)?;
     let mut pump = pump::Loop::new(stdio, &control, &mut log);
     let status = pump.run(pid, &signals)?;
-    let (exit_code, signal) = match status {
-        WaitStatus::Exited(_, code) => (code, None),
-        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
-        _ => (255, None),
-    };
+    let (exit_code, signal) = exit_code(&status);
     let record = ExitRecord {
         exit_code,
         signal,
@@ -191,6 +194,57 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     let _ = std::fs::remove_file(paths.control_socket());
     pump.farewell(exit_code);
     Ok(())
+}
+
+/// How long an exec waits for its client to attach.
+const EXEC_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Exec mode (see [`MonitorArgs::exec_process`]): says `ready` once its socket listens,
+/// then serves one client for the life of the process.
+fn exec_monitor(args: &MonitorArgs, paths: &MonitorPaths, signals: &SignalFd) -> io::Result<()> {
+    if let Some(parent) = paths.socket.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    let control = UnixListener::bind(&paths.socket)?;
+    control.set_nonblocking(true)?;
+    let mut to_daemon = std::io::stdout();
+    writeln!(to_daemon, "ready")?;
+    to_daemon.flush()?;
+    let null = File::open("/dev/null")?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
+    let result = (|| {
+        let (client, streams) = pump::first_client(&control, EXEC_ATTACH_TIMEOUT)?;
+        let (pid, stdio) = match create(args, paths) {
+            Ok(created) => created,
+            Err(message) => {
+                let mut frame = Vec::new();
+                attach::encode(attach::Kind::Error, message.as_bytes(), &mut frame);
+                let mut client = client;
+                let _ = client.write_all(&frame);
+                return Ok(());
+            }
+        };
+        let mut log = LogFile::open(Path::new("/dev/null"))?;
+        let mut pump = pump::Loop::new(stdio, &control, &mut log);
+        pump.add_client(client, streams)?;
+        pump.kill_when_alone(pid);
+        let status = pump.run(pid, signals)?;
+        pump.farewell(exit_code(&status).0);
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&paths.socket);
+    result
+}
+
+/// The exit code (128 + the signal for a killed process) and the signal of a status.
+fn exit_code(status: &WaitStatus) -> (i32, Option<i32>) {
+    match status {
+        WaitStatus::Exited(_, code) => (*code, None),
+        WaitStatus::Signaled(_, sig, _) => (128 + *sig as i32, Some(*sig as i32)),
+        _ => (255, None),
+    }
 }
 
 /// A pipe whose ends are not inherited by anything the monitor runs.
@@ -210,12 +264,16 @@ fn create(args: &MonitorArgs, paths: &MonitorPaths) -> Result<(Pid, pump::Stdio)
         .arg("--log")
         .arg(&runc_log)
         .arg("--log-format")
-        .arg("json")
-        .arg("create")
-        .arg("--bundle")
-        .arg(&args.bundle)
-        .arg("--pid-file")
-        .arg(paths.pid_file());
+        .arg("json");
+    match &args.exec_process {
+        Some(process) => command
+            .arg("exec")
+            .arg("--detach")
+            .arg("--process")
+            .arg(process),
+        None => command.arg("create").arg("--bundle").arg(&args.bundle),
+    };
+    command.arg("--pid-file").arg(paths.pid_file());
     let mut stdio = pump::Stdio {
         outputs: Vec::new(),
         stdin: None,

@@ -75,6 +75,8 @@ pub struct Loop<'a> {
     clients: Vec<Client>,
     control: &'a UnixListener,
     log: &'a mut LogFile,
+    /// An exec'd process, killed when its last client goes away.
+    kill_when_alone: Option<Pid>,
 }
 
 fn nonblocking(fd: &impl AsFd) {
@@ -119,7 +121,26 @@ impl<'a> Loop<'a> {
             clients: Vec::new(),
             control,
             log,
+            kill_when_alone: None,
         }
+    }
+
+    /// Adds a client that attached before the process started (exec).
+    pub fn add_client(&mut self, stream: UnixStream, streams: Streams) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        self.clients.push(Client {
+            stream,
+            streams,
+            decoder: Decoder::default(),
+            out: Vec::new(),
+            stdin_done: false,
+        });
+        Ok(())
+    }
+
+    /// Kills `pid` once no client is left (an exec whose caller went away).
+    pub fn kill_when_alone(&mut self, pid: Pid) {
+        self.kill_when_alone = Some(pid);
     }
 
     /// Runs until the container's init (`pid`) has exited and its output is drained;
@@ -375,6 +396,11 @@ impl<'a> Loop<'a> {
         if client.streams.stdin && !client.stdin_done {
             self.stdin_released();
         }
+        if self.clients.is_empty()
+            && let Some(pid) = self.kill_when_alone.take()
+        {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
     }
 
     /// A client let go of stdin: with `stdin_once`, the container's stdin ends.
@@ -411,17 +437,9 @@ impl<'a> Loop<'a> {
                     }
                     Some(streams) => {
                         let mut stream = stream;
-                        if writeln!(stream, "ok").is_err() || stream.set_nonblocking(true).is_err()
-                        {
-                            continue;
+                        if writeln!(stream, "ok").is_ok() {
+                            let _ = self.add_client(stream, streams);
                         }
-                        self.clients.push(Client {
-                            stream,
-                            streams,
-                            decoder: Decoder::default(),
-                            out: Vec::new(),
-                            stdin_done: false,
-                        });
                         continue;
                     }
                     None => format!("error bad streams {wanted:?}"),
@@ -430,6 +448,50 @@ impl<'a> Loop<'a> {
             };
             let mut stream = stream;
             let _ = writeln!(stream, "{answer}");
+        }
+    }
+}
+
+/// Waits for the first attach client of an exec (until `timeout`), and answers it.
+pub fn first_client(
+    control: &UnixListener,
+    timeout: Duration,
+) -> io::Result<(UnixStream, Streams)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match control.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                let line = attach::read_request(&stream)?;
+                let streams = line
+                    .strip_prefix("attach ")
+                    .and_then(|wanted| Streams::parse(wanted.trim()));
+                let mut stream = stream;
+                match streams {
+                    Some(streams) => {
+                        writeln!(stream, "ok")?;
+                        return Ok((stream, streams));
+                    }
+                    None => {
+                        let _ = writeln!(stream, "error an exec takes one attach request");
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no client attached to the exec",
+                    ));
+                }
+                let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+                let wait = PollTimeout::try_from(left.min(Duration::from_millis(500)))
+                    .unwrap_or(PollTimeout::from(500u16));
+                let _ = poll(&mut fds, wait);
+            }
+            Err(e) => return Err(e),
         }
     }
 }

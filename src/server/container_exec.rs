@@ -67,7 +67,7 @@ impl CriService {
         let runtime = self.runtime_of(&record)?;
         let dir = self.containers.state_dir(&record.id);
         let files = exec_files(&dir)?;
-        write_process(&dir.join("config.json"), &files.process, args)?;
+        write_process(&dir.join("config.json"), &files.process, args, false)?;
         // The exec runs as its own task: a caller that goes away drops `cancel`, and the
         // task kills the process and cleans up.
         let (_cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
@@ -91,8 +91,14 @@ fn exec_files(dir: &Path) -> Result<ExecFiles> {
     })
 }
 
-/// The container's process from its bundle spec, with `args` and no terminal.
-fn write_process(spec: &Path, target: &Path, args: Vec<String>) -> Result<()> {
+/// The container's process from its bundle spec, with `args`, with or without a
+/// terminal.
+pub(super) fn write_process(
+    spec: &Path,
+    target: &Path,
+    args: Vec<String>,
+    terminal: bool,
+) -> Result<()> {
     let bytes = std::fs::read(spec).map_err(Error::io("reading the spec", spec))?;
     let mut spec: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Task(format!("the container's spec is unreadable: {e}")))?;
@@ -103,7 +109,7 @@ fn write_process(spec: &Path, target: &Path, args: Vec<String>) -> Result<()> {
         ));
     };
     object.insert("args".into(), args.into());
-    object.insert("terminal".into(), false.into());
+    object.insert("terminal".into(), terminal.into());
     object.remove("consoleSize");
     let json = serde_json::to_vec(&process)
         .map_err(|e| Error::Task(format!("encoding the exec process: {e}")))?;

@@ -10,7 +10,8 @@
 //! - [`remotecommand`]: the `channel.k8s.io` stream set over SPDY (error, stdin, stdout,
 //!   stderr, resize) and its exit status.
 //!
-//! Still to come: WebSocket, exec (through the OCI runtime), port-forward.
+//! Exec and attach themselves are served by `server::streams` through the container
+//! monitors. Still to come: WebSocket, port-forward.
 
 pub mod remotecommand;
 pub mod server;
