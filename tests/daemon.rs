@@ -8,9 +8,8 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use berth::proto::{
-    CgroupDriver, CheckpointContainerRequest, NetworkConfig, PortForwardRequest, RuntimeConfig,
-    RuntimeConfigRequest, StatusRequest, StatusResponse, UpdateRuntimeConfigRequest,
-    VersionRequest,
+    CgroupDriver, CheckpointContainerRequest, NetworkConfig, RuntimeConfig, RuntimeConfigRequest,
+    StatusRequest, StatusResponse, UpdateRuntimeConfigRequest, VersionRequest,
 };
 use common::{Daemon, Setup, criprobe};
 
@@ -195,14 +194,6 @@ async fn pod_cidr_is_validated_and_survives_a_restart() {
 #[tokio::test]
 async fn unimplemented_rpcs_name_themselves() {
     let daemon = Setup::new().start().await;
-    let err = daemon
-        .runtime()
-        .await
-        .port_forward(PortForwardRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("PortForward"), "{}", err.message());
     let err = daemon
         .runtime()
         .await

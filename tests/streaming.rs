@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth::proto::{AttachRequest, ContainerState, ExecRequest};
+use berth::proto::{AttachRequest, ContainerState, ExecRequest, PortForwardRequest};
 use common::world::{container, records, world};
 
 /// What the Go client saw.
@@ -309,4 +309,110 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// What the Go port-forward client saw.
+#[derive(Debug, serde::Deserialize)]
+struct Forwarded {
+    status: u16,
+    protocol: String,
+    replies: Option<Vec<Reply>>,
+    #[serde(default)]
+    failure: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Reply {
+    data: String,
+    error: String,
+}
+
+async fn forward(w: &common::world::World, port: u16, connections: usize) -> Forwarded {
+    let url = w
+        .client
+        .clone()
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+            port: vec![],
+        })
+        .await
+        .expect("port forward")
+        .into_inner()
+        .url;
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(common::go_program("pfclient"))
+            .args([
+                "-url",
+                &url,
+                "-port",
+                &port.to_string(),
+                "-connections",
+                &connections.to_string(),
+            ])
+            .output(),
+    )
+    .await
+    .expect("the port-forward client finished in time")
+    .expect("run the port-forward client");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[tokio::test]
+async fn port_forward_over_spdy_to_an_http_server_in_the_pod() {
+    let mut w = world().await;
+    let server = w
+        .create(container(
+            "web",
+            "mkdir -p /www && echo hello-from-pod > /www/index.html && httpd -f -p 8080 -h /www",
+        ))
+        .await;
+    w.start(&server).await;
+    let first = common::wait_for("httpd to answer", Duration::from_secs(20), || async {
+        let seen = forward(&w, 8080, 1).await;
+        let replies = seen.replies.as_ref()?;
+        replies[0].data.contains("hello-from-pod").then_some(seen)
+    })
+    .await;
+    assert_eq!(
+        (first.status, first.protocol.as_str()),
+        (101, "portforward.k8s.io")
+    );
+
+    // Several connections at once over one SPDY connection.
+    let seen = forward(&w, 8080, 6).await;
+    assert_eq!(seen.failure, None, "{seen:?}");
+    let replies = seen.replies.unwrap();
+    assert_eq!(replies.len(), 6);
+    for reply in &replies {
+        assert!(reply.data.starts_with("HTTP/1."), "{reply:?}");
+        assert!(reply.data.contains("hello-from-pod"), "{reply:?}");
+        assert_eq!(reply.error, "");
+    }
+
+    // Nothing listens on port 9: the error stream says so.
+    let seen = forward(&w, 9, 1).await;
+    let reply = &seen.replies.unwrap()[0];
+    assert!(reply.error.contains("error forwarding port 9"), "{reply:?}");
+    assert_eq!(reply.data, "");
+
+    // Bad requests.
+    let mut rpc = w.client.clone();
+    let err = rpc
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: "no-such-pod".into(),
+            port: vec![],
+        })
+        .await
+        .expect_err("an unknown pod");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = rpc
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+            port: vec![70000],
+        })
+        .await
+        .expect_err("a bad port");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }

@@ -224,9 +224,10 @@ impl RuntimeService for RuntimeApi {
     }
     async fn port_forward(
         &self,
-        _request: Request<PortForwardRequest>,
+        request: Request<PortForwardRequest>,
     ) -> RpcResult<PortForwardResponse> {
-        Err(unimplemented("PortForward"))
+        let url = self.service.port_forward(request.into_inner())?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
     async fn container_stats(
         &self,

@@ -10,6 +10,10 @@
 //! the same way, and only then has it run the process (`runc exec --detach`, pipes or a
 //! terminal): no output is lost, the process is the monitor's child (reaped by it), and
 //! it is killed when the client goes away.
+//!
+//! PortForward pairs the client's error and data streams by `requestid`; each pair is one
+//! TCP connection to 127.0.0.1:PORT made inside the pod's network namespace, ended when
+//! the pod's side ends; a failure is written on the error stream.
 
 use std::sync::Arc;
 
@@ -18,8 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::attach::{self, Kind as Frame};
-use crate::proto::{AttachRequest, ExecRequest};
+use crate::proto::{AttachRequest, ExecRequest, PortForwardRequest};
 use crate::store::ContainerState;
+use crate::store::SandboxState;
 use crate::streaming::StreamRequest;
 use crate::streaming::remotecommand::{self, Options, Outcome, ResizeDecoder, Streams};
 use crate::streaming::server::Connection;
@@ -77,13 +82,41 @@ impl CriService {
         self.stream_url(StreamRequest::Exec(request))
     }
 
+    /// PortForward: the URL where the client forwards connections to the pod's ports.
+    pub fn port_forward(&self, request: PortForwardRequest) -> Result<String> {
+        if request.pod_sandbox_id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let sandbox = self
+            .sandboxes
+            .find(&request.pod_sandbox_id)
+            .ok_or_else(|| Error::NotFound {
+                kind: "pod sandbox",
+                id: request.pod_sandbox_id.clone(),
+            })?;
+        let sandbox = self.sandboxes.refresh(sandbox)?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(Error::WrongState {
+                kind: "pod sandbox",
+                id: sandbox.id,
+                reason: "it is not ready".to_string(),
+            });
+        }
+        if let Some(bad) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Error::invalid("port", format!("{bad} is not a TCP port")));
+        }
+        let mut request = request;
+        request.pod_sandbox_id = sandbox.id;
+        self.stream_url(StreamRequest::PortForward(request))
+    }
+
     /// Serves one upgraded streaming connection.
     pub async fn serve_stream(self: Arc<Self>, request: StreamRequest, connection: Connection) {
         match request {
             StreamRequest::Attach(request) => self.serve_attach(request, connection).await,
             StreamRequest::Exec(request) => self.serve_exec(request, connection).await,
-            StreamRequest::PortForward(_) => {
-                connection.session.go_away().await;
+            StreamRequest::PortForward(request) => {
+                self.serve_port_forward(request, connection).await
             }
         }
     }
@@ -355,4 +388,129 @@ async fn bridge(
             () = connection.session.closed() => return None,
         }
     }
+}
+
+/// One port-forward request's streams, as they arrive.
+#[derive(Default)]
+struct Pair {
+    error: Option<crate::streaming::spdy::session::Stream>,
+    data: Option<crate::streaming::spdy::session::Stream>,
+}
+
+impl CriService {
+    /// `portforward.k8s.io`: every pair of error and data streams (keyed by `requestid`)
+    /// is one TCP connection to `127.0.0.1:port` inside the pod's network namespace.
+    async fn serve_port_forward(&self, request: PortForwardRequest, mut connection: Connection) {
+        let netns = self
+            .sandboxes
+            .find(&request.pod_sandbox_id)
+            .and_then(|s| s.netns.map(std::path::PathBuf::from));
+        let pod = request.pod_sandbox_id.clone();
+        let mut pairs: std::collections::HashMap<String, Pair> = std::collections::HashMap::new();
+        while let Some(stream) = connection.streams.recv().await {
+            let port = stream
+                .header("port")
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p > 0);
+            let kind = stream.header("streamtype").unwrap_or("").to_string();
+            let (Some(port), "error" | "data") = (port, kind.as_str()) else {
+                tracing::debug!(
+                    stream = stream.id,
+                    "port-forward stream without a port or type"
+                );
+                stream.writer().close().await;
+                continue;
+            };
+            // Old clients send no request id: the pair's error stream is the data's - 2.
+            let key = match stream.header("requestid") {
+                Some(id) => id.to_string(),
+                None if kind == "error" => stream.id.to_string(),
+                None => stream.id.saturating_sub(2).to_string(),
+            };
+            let pair = pairs.entry(key.clone()).or_default();
+            let slot = if kind == "error" {
+                &mut pair.error
+            } else {
+                &mut pair.data
+            };
+            if slot.is_some() {
+                if let Some(error) = &pair.error {
+                    let message =
+                        format!("error processing stream for request {key}: two {kind} streams");
+                    error.writer().send(message.into_bytes()).await;
+                }
+                continue;
+            }
+            *slot = Some(stream);
+            if pair.error.is_some()
+                && pair.data.is_some()
+                && let Some(Pair {
+                    error: Some(error),
+                    data: Some(data),
+                }) = pairs.remove(&key)
+            {
+                tokio::spawn(forward(netns.clone(), pod.clone(), port, error, data));
+            }
+        }
+    }
+}
+
+/// One forwarded connection: the client's data stream to and from the pod's port. A
+/// failure is written on the error stream; both streams are closed at the end.
+async fn forward(
+    netns: Option<std::path::PathBuf>,
+    pod: String,
+    port: u16,
+    error: crate::streaming::spdy::session::Stream,
+    data: crate::streaming::spdy::session::Stream,
+) {
+    let error_writer = error.writer();
+    let (mut from_client, to_client) = data.split();
+    let dialled = tokio::task::spawn_blocking(move || {
+        let socket = crate::sandbox::netns::connect_inside(netns.as_deref(), port)?;
+        socket.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(socket)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    let socket = match dialled {
+        Ok(socket) => socket,
+        Err(e) => {
+            let message = format!("error forwarding port {port} to pod {pod}: {e}");
+            error_writer.send(message.into_bytes()).await;
+            error_writer.close().await;
+            to_client.close().await;
+            return;
+        }
+    };
+    let (mut from_pod, mut to_pod) = socket.into_split();
+    let upstream = tokio::spawn(async move {
+        while let Some(chunk) = from_client.recv().await {
+            if to_pod.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        // The client's side reached end-of-file: so does the pod's socket.
+        let _ = to_pod.shutdown().await;
+    });
+    // The connection is over when the pod's side is (as the kubelet's runtimes do): the
+    // client may never half-close its data stream.
+    let downstream = async {
+        let mut chunk = vec![0u8; 32 * 1024];
+        loop {
+            match from_pod.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !to_client.send(chunk[..n].to_vec()).await {
+                        break;
+                    }
+                }
+            }
+        }
+        to_client.close().await;
+    };
+    downstream.await;
+    upstream.abort();
+    error_writer.close().await;
 }

@@ -11,7 +11,8 @@
 //!   stderr, resize) and its exit status.
 //!
 //! Exec and attach themselves are served by `server::streams` through the container
-//! monitors. Still to come: WebSocket, port-forward.
+//! monitors, port-forward there too (a connection per stream pair, made inside the pod's
+//! network namespace). Still to come: WebSocket.
 
 pub mod remotecommand;
 pub mod server;
