@@ -14,6 +14,8 @@
 //!
 //! [streaming]
 //! address = "127.0.0.1:0"
+//! idle_timeout_seconds = 14400     # connections idle this long are closed
+//! token_ttl_seconds = 60           # how long a streaming URL stays usable
 //!
 //! [network]
 //! conf_dir = "/etc/cni/net.d"
@@ -152,12 +154,19 @@ pub struct StreamingConfig {
     /// Listen address; port 0 picks a free port. Loopback by default, as kubelet expects
     /// streaming to go through the API server's proxy.
     pub address: SocketAddr,
+    /// A connection with no traffic (not even a PING) for this long is closed; the
+    /// kubelet's default is 4 hours.
+    pub idle_timeout_seconds: u64,
+    /// How long the URL an Exec, Attach or PortForward call returns stays usable.
+    pub token_ttl_seconds: u64,
 }
 
 impl Default for StreamingConfig {
     fn default() -> Self {
         StreamingConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            idle_timeout_seconds: 4 * 60 * 60,
+            token_ttl_seconds: crate::streaming::tokens::TOKEN_TTL.as_secs(),
         }
     }
 }

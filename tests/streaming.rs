@@ -416,3 +416,59 @@ async fn port_forward_over_spdy_to_an_http_server_in_the_pod() {
         .expect_err("a bad port");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let daemon = common::Setup::new()
+        .toml("[streaming]\ntoken_ttl_seconds = 1")
+        .start()
+        .await;
+    let mut client = daemon.runtime().await;
+    let pod = client
+        .run_pod_sandbox(berth::proto::RunPodSandboxRequest {
+            config: Some(berth::proto::PodSandboxConfig {
+                metadata: Some(berth::proto::PodSandboxMetadata {
+                    name: "expiry".into(),
+                    uid: "expiry-uid".into(),
+                    namespace: "berth-test".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let url = client
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![],
+        })
+        .await
+        .expect("port forward")
+        .into_inner()
+        .url;
+    // The wait is the point: the URL's lifetime is one second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let output = tokio::process::Command::new(common::go_program("pfclient"))
+        .args(["-url", &url, "-port", "80"])
+        .output()
+        .await
+        .expect("run the port-forward client");
+    let seen: Forwarded = serde_json::from_slice(&output.stdout).expect("the client's JSON");
+    assert_eq!(seen.status, 404, "{seen:?}");
+    client
+        .stop_pod_sandbox(berth::proto::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .remove_pod_sandbox(berth::proto::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

@@ -130,6 +130,7 @@ async fn start_streaming(
         listener,
         service.stream_tokens(),
         serve,
+        std::time::Duration::from_secs(config.streaming.idle_timeout_seconds),
     )))
 }
 

@@ -82,6 +82,10 @@ impl CriService {
             &config.state,
             store.clone(),
         )?);
+        let stream_tokens = Arc::new(crate::streaming::tokens::Tokens::new(
+            std::time::Duration::from_secs(config.streaming.token_ttl_seconds),
+            crate::streaming::tokens::MAX_TOKENS,
+        ));
         Ok(CriService {
             config,
             store,
@@ -90,10 +94,7 @@ impl CriService {
             containers,
             pod_cidr: RwLock::new(pod_cidr),
             cgroups: crate::stats::Cgroups::default(),
-            stream_tokens: Arc::new(crate::streaming::tokens::Tokens::new(
-                crate::streaming::tokens::TOKEN_TTL,
-                crate::streaming::tokens::MAX_TOKENS,
-            )),
+            stream_tokens,
             streaming_base: std::sync::OnceLock::new(),
             cpu_rates: crate::stats::CpuRates::default(),
         })

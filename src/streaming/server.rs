@@ -71,6 +71,7 @@ fn handle(
     mut request: Request<Incoming>,
     tokens: &Tokens<StreamRequest>,
     serve: &Serve,
+    idle: std::time::Duration,
 ) -> Response<String> {
     let path = request.uri().path().to_string();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
@@ -132,7 +133,7 @@ fn handle(
                 return;
             }
         };
-        let (session, streams) = super::spdy::session::serve(TokioIo::new(upgraded));
+        let (session, streams) = super::spdy::session::serve(TokioIo::new(upgraded), idle);
         serve(
             pending,
             Connection {
@@ -167,8 +168,14 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<(TcpListener, SocketAd
     Ok((listener, bound))
 }
 
-/// Accepts connections until the task is dropped.
-pub async fn run(listener: TcpListener, tokens: Arc<Tokens<StreamRequest>>, serve: Serve) {
+/// Accepts connections until the task is dropped; upgraded connections idle for `idle`
+/// are closed.
+pub async fn run(
+    listener: TcpListener,
+    tokens: Arc<Tokens<StreamRequest>>,
+    serve: Serve,
+    idle: std::time::Duration,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
@@ -177,7 +184,7 @@ pub async fn run(listener: TcpListener, tokens: Arc<Tokens<StreamRequest>>, serv
         let serve = serve.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = handle(request, &tokens, &serve);
+                let response = handle(request, &tokens, &serve, idle);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

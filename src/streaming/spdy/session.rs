@@ -5,8 +5,9 @@
 //! One task reads frames and routes DATA to its stream without ever waiting on a
 //! stream's consumer (a slow reader of one stream must not stall the others, nor PINGs);
 //! a stream with more than [`STREAM_BACKLOG`] bytes unread is reset instead. One task
-//! owns the write half and the header compressor. Streams send through it. PING is echoed; GOAWAY, EOF or a
-//! protocol error ends the session: every stream then reads end-of-stream.
+//! owns the write half and the header compressor; streams send through it. PING is
+//! echoed. GOAWAY, EOF, a protocol error, or no traffic either way for the idle timeout
+//! ends the session: every stream then reads end-of-stream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,8 +141,43 @@ impl Session {
     }
 }
 
-/// Serves SPDY on `io`; returns the session and the streams the client opens, in order.
-pub fn serve<IO>(io: IO) -> (Session, mpsc::Receiver<Stream>)
+/// When a connection last carried a frame either way.
+#[derive(Debug, Clone)]
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            let last =
+                self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Serves SPDY on `io` until it has been idle for `idle`; returns the session and the
+/// streams the client opens, in order.
+pub fn serve<IO>(io: IO, idle: std::time::Duration) -> (Session, mpsc::Receiver<Stream>)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -150,11 +186,19 @@ where
     let (streams_tx, streams_rx) = mpsc::channel(NEW_STREAMS_QUEUE);
     let last_stream = Arc::new(Mutex::new(0));
     let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(write_frames(write_half, frames_rx));
+    let activity = Activity::new();
+    tokio::spawn(write_frames(write_half, frames_rx, activity.clone()));
     let frames = frames_tx.clone();
     let last = last_stream.clone();
     tokio::spawn(async move {
-        read_frames(read_half, frames, streams_tx, last).await;
+        tokio::select! {
+            () = read_frames(read_half, frames.clone(), streams_tx, last.clone(), activity.clone()) => {}
+            () = activity.idle_for(idle) => {
+                tracing::debug!(?idle, "streaming connection idle; closing it");
+                let last = *last.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = frames.send(Frame::GoAway { last_stream: last, status: 0 }).await;
+            }
+        }
         let _ = ended_tx.send(true);
     });
     (
@@ -167,7 +211,11 @@ where
     )
 }
 
-async fn write_frames<W: AsyncWrite + Unpin>(mut out: W, mut frames: mpsc::Receiver<Frame>) {
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut frames: mpsc::Receiver<Frame>,
+    activity: Activity,
+) {
     let mut compressor = HeaderCompressor::default();
     let mut buffer = Vec::new();
     while let Some(frame) = frames.recv().await {
@@ -181,6 +229,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(mut out: W, mut frames: mpsc::Recei
         if out.write_all(&buffer).await.is_err() || out.flush().await.is_err() {
             return;
         }
+        activity.touch();
         if going_away {
             let _ = out.shutdown().await;
             return;
@@ -194,6 +243,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     frames: mpsc::Sender<Frame>,
     new_streams: mpsc::Sender<Stream>,
     last_stream: Arc<Mutex<u32>>,
+    activity: Activity,
 ) {
     let mut decoder = Decoder::default();
     let mut open: HashMap<u32, (mpsc::UnboundedSender<Vec<u8>>, Arc<AtomicUsize>)> = HashMap::new();
@@ -203,6 +253,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        activity.touch();
         decoder.push(&chunk[..n]);
         loop {
             let frame = match decoder.next_frame() {
@@ -355,7 +406,7 @@ mod tests {
     #[tokio::test]
     async fn streams_are_answered_routed_and_closed() {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        let (session, mut streams) = serve(server_io);
+        let (session, mut streams) = serve(server_io, std::time::Duration::from_secs(3600));
         let mut client = Client {
             io: client_io,
             compressor: HeaderCompressor::default(),
@@ -464,5 +515,25 @@ mod tests {
             Some(Frame::GoAway { last_stream: 3, .. })
         ));
         assert_eq!(client.next().await, None, "the connection is closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let (session, _streams) = serve(server_io, std::time::Duration::from_secs(60));
+        let mut client = Client {
+            io: client_io,
+            compressor: HeaderCompressor::default(),
+            decoder: Decoder::default(),
+        };
+        // Traffic keeps it open past the timeout.
+        for id in 1..=3 {
+            tokio::time::sleep(std::time::Duration::from_secs(40)).await;
+            client.send(Frame::Ping { id }).await;
+            assert_eq!(client.next().await, Some(Frame::Ping { id }));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+        assert!(matches!(client.next().await, Some(Frame::GoAway { .. })));
+        session.closed().await;
     }
 }
