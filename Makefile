@@ -9,11 +9,11 @@ CARGO ?= cargo
 # linked statically).
 RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certificates \
   gcc libc6-dev
-# What the test suite adds: busybox for test images, Go with grpc-go and spdystream for
-# the clients we did not write (tests/go), a real registry (with htpasswd and TLS) and
-# skopeo.
+# What the test suite adds: busybox for test images, Go with grpc-go, spdystream and
+# gorilla/websocket for the clients we did not write (tests/go), a real registry (with
+# htpasswd and TLS) and skopeo.
 TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev \
-  golang-github-docker-spdystream-dev \
+  golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
   docker-registry apache2-utils skopeo openssl
 
 .PHONY: all build run test deps test-deps fmt-check clippy unit clean

@@ -472,3 +472,169 @@ async fn an_expired_token_is_refused() {
         .await
         .unwrap();
 }
+
+/// What the gorilla/websocket client saw.
+#[derive(Debug, serde::Deserialize)]
+struct OverWebSocket {
+    status: u16,
+    protocol: String,
+    first: String,
+    stdout: String,
+    stderr: String,
+    error: String,
+    closed: u16,
+    #[serde(default)]
+    failure: Option<String>,
+}
+
+async fn ws_client(args: &[&str]) -> OverWebSocket {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(common::go_program("wsclient"))
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("the websocket client finished in time")
+    .expect("run the websocket client");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[tokio::test]
+async fn exec_and_port_forward_over_websocket() {
+    let mut w = world().await;
+    let id = w
+        .create(container(
+            "web",
+            "mkdir -p /www && echo hello-over-ws > /www/index.html && httpd -f -p 8080 -h /www",
+        ))
+        .await;
+    w.start(&id).await;
+    let exec = |cmd: &[&str], stdin: bool, tty: bool, stderr: bool| {
+        let mut client = w.client.clone();
+        let request = ExecRequest {
+            container_id: id.clone(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            stdin,
+            tty,
+            stdout: true,
+            stderr,
+            ..Default::default()
+        };
+        async move { client.exec(request).await.expect("exec").into_inner().url }
+    };
+
+    // v5, binary: stdin closed with the v5 signal, the exit code in the status.
+    let url = exec(
+        &["sh", "-c", "cat; echo done >&2; exit 2"],
+        true,
+        false,
+        true,
+    )
+    .await;
+    let seen = ws_client(&["-url", &url, "-input", "abc", "-close-stdin"]).await;
+    assert_eq!(seen.failure, None, "{seen:?}");
+    assert_eq!(
+        (seen.status, seen.protocol.as_str()),
+        (101, "v5.channel.k8s.io")
+    );
+    assert_eq!(
+        seen.first, "01",
+        "the ready signal: an empty stdout message"
+    );
+    assert_eq!(
+        (seen.stdout.as_str(), seen.stderr.as_str()),
+        ("abc", "done\n")
+    );
+    let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
+    assert_eq!(status["details"]["causes"][0]["message"], "2");
+    assert_eq!(seen.closed, 1000, "a normal close ends the session");
+
+    // v4 in base64.
+    let url = exec(&["echo", "hi"], false, false, false).await;
+    let seen = ws_client(&["-url", &url, "-protocols", "v4.base64.channel.k8s.io"]).await;
+    assert_eq!(seen.protocol, "v4.base64.channel.k8s.io", "{seen:?}");
+    assert_eq!(seen.stdout, "hi\n");
+
+    // A terminal with a resize.
+    let url = exec(&["sh", "-c", "sleep 0.5; stty size"], false, true, false).await;
+    let seen = ws_client(&["-url", &url, "-width", "77", "-height", "22"]).await;
+    assert!(seen.stdout.contains("22 77"), "{seen:?}");
+
+    // An unknown subprotocol is refused.
+    let url = exec(&["true"], false, false, false).await;
+    let seen = ws_client(&["-url", &url, "-protocols", "v9.channel.k8s.io"]).await;
+    assert_eq!(seen.status, 403, "{seen:?}");
+
+    // Port-forward over WebSocket with tokio-tungstenite: the port first on both
+    // channels, then the data.
+    let reply = common::wait_for("httpd to listen", Duration::from_secs(20), || {
+        let mut client = w.client.clone();
+        let sandbox = w.sandbox.clone();
+        async move {
+            let url = client
+                .port_forward(PortForwardRequest {
+                    pod_sandbox_id: sandbox,
+                    port: vec![8080],
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .url;
+            let reply = forward_over_websocket(&url).await;
+            reply.contains("hello-over-ws").then_some(reply)
+        }
+    })
+    .await;
+    assert!(reply.starts_with("HTTP/1."), "{reply}");
+}
+
+/// One request through a port-forward WebSocket; returns what came back on the data
+/// channel.
+async fn forward_over_websocket(url: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = url.replacen("http", "ws", 1);
+    let mut request = ws_url.into_client_request().expect("a websocket request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+    let mut data = Vec::new();
+    let mut prefixes = 0;
+    let mut sent = false;
+    while let Some(Ok(message)) = socket.next().await {
+        let bytes = match message {
+            tokio_tungstenite::tungstenite::Message::Binary(bytes) => bytes,
+            tokio_tungstenite::tungstenite::Message::Close(_) => break,
+            _ => continue,
+        };
+        let (channel, payload) = bytes.split_first().expect("a channel byte");
+        if prefixes < 2 {
+            assert_eq!(payload, 8080u16.to_le_bytes(), "the port prefix");
+            prefixes += 1;
+            if prefixes == 2 && !sent {
+                socket
+                    .send(tokio_tungstenite::tungstenite::Message::binary(
+                        [&[0u8][..], b"GET / HTTP/1.0\r\n\r\n"].concat(),
+                    ))
+                    .await
+                    .expect("send the request");
+                sent = true;
+            }
+            continue;
+        }
+        if *channel == 0 {
+            data.extend_from_slice(payload);
+        }
+    }
+    String::from_utf8_lossy(&data).into_owned()
+}

@@ -407,6 +407,7 @@ impl CriService {
             .and_then(|s| s.netns.map(std::path::PathBuf::from));
         let pod = request.pod_sandbox_id.clone();
         let mut pairs: std::collections::HashMap<String, Pair> = std::collections::HashMap::new();
+        let mut forwards = tokio::task::JoinSet::new();
         while let Some(stream) = connection.streams.recv().await {
             let port = stream
                 .header("port")
@@ -449,9 +450,13 @@ impl CriService {
                     data: Some(data),
                 }) = pairs.remove(&key)
             {
-                tokio::spawn(forward(netns.clone(), pod.clone(), port, error, data));
+                forwards.spawn(forward(netns.clone(), pod.clone(), port, error, data));
             }
         }
+        // No more streams (a WebSocket carries them all up front): end the connection
+        // once every forwarded connection has.
+        while forwards.join_next().await.is_some() {}
+        connection.session.go_away().await;
     }
 }
 

@@ -12,12 +12,13 @@
 //!
 //! Exec and attach themselves are served by `server::streams` through the container
 //! monitors, port-forward there too (a connection per stream pair, made inside the pod's
-//! network namespace). Still to come: WebSocket.
+//! network namespace). [`websocket`] carries the same streams as WebSocket channels.
 
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;
 pub mod tokens;
+pub mod websocket;
 
 use crate::proto::{AttachRequest, ExecRequest, PortForwardRequest};
 

@@ -88,6 +88,9 @@ fn handle(
             "unknown or expired streaming token\n".to_string(),
         );
     };
+    if header_has(&request, header::UPGRADE, "websocket") {
+        return upgrade_websocket(request, pending, serve);
+    }
     let supported: &[&'static str] = match kind {
         Kind::PortForward => &PORTFORWARD_PROTOCOLS,
         Kind::Exec | Kind::Attach => &REMOTECOMMAND_PROTOCOLS,
@@ -158,6 +161,108 @@ fn handle(
         "x-stream-protocol-version",
         header::HeaderValue::from_static(protocol),
     );
+    response
+}
+
+/// The WebSocket handshake (RFC 6455) with the Kubernetes subprotocols; no offer at all
+/// means the plain binary protocol.
+fn upgrade_websocket(
+    mut request: Request<Incoming>,
+    pending: StreamRequest,
+    serve: &Serve,
+) -> Response<String> {
+    use super::websocket::{Channels, PORTFORWARD_PROTOCOLS, REMOTECOMMAND_PROTOCOLS};
+    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: no Sec-WebSocket-Key\n".to_string(),
+        );
+    };
+    let offered: Vec<String> = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let (supported, fallback): (&[&'static str], &'static str) = match pending.kind() {
+        Kind::PortForward => (&PORTFORWARD_PROTOCOLS, ""),
+        Kind::Exec | Kind::Attach => (&REMOTECOMMAND_PROTOCOLS, "channel.k8s.io"),
+    };
+    let chosen = if offered.is_empty() {
+        None
+    } else {
+        match negotiate(&offered, supported) {
+            Some(p) => Some(p),
+            None => {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "unable to upgrade: client offers {offered:?}, server accepts {supported:?}\n"
+                    ),
+                );
+            }
+        }
+    };
+    let channels = match &pending {
+        StreamRequest::Exec(r) => Channels::RemoteCommand(super::remotecommand::Options {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            tty: r.tty,
+        }),
+        StreamRequest::Attach(r) => Channels::RemoteCommand(super::remotecommand::Options {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            tty: r.tty,
+        }),
+        StreamRequest::PortForward(r) => Channels::PortForward(
+            r.port
+                .iter()
+                .filter_map(|p| u16::try_from(*p).ok())
+                .collect(),
+        ),
+    };
+    let protocol = chosen.unwrap_or(fallback);
+    let upgrade = hyper::upgrade::on(&mut request);
+    let serve = serve.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                return;
+            }
+        };
+        let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        let connection = super::websocket::serve(socket, protocol, channels);
+        serve(pending, connection).await;
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&accept) {
+        headers.insert("sec-websocket-accept", value);
+    }
+    if let Some(p) = chosen {
+        headers.insert(
+            "sec-websocket-protocol",
+            header::HeaderValue::from_static(p),
+        );
+    }
     response
 }
 

@@ -113,6 +113,29 @@ impl StreamWriter {
     }
 }
 
+impl Stream {
+    /// A stream made by another transport (a WebSocket channel): its data comes through
+    /// the returned sender, and what is sent on it goes to `frames` as DATA frames with
+    /// `id` as their stream id, for that transport's writer to translate.
+    pub fn carried(
+        id: u32,
+        headers: Headers,
+        frames: mpsc::Sender<Frame>,
+    ) -> (Stream, mpsc::UnboundedSender<Vec<u8>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stream = Stream {
+            id,
+            headers,
+            incoming: Incoming {
+                data: rx,
+                unread: Arc::new(AtomicUsize::new(0)),
+            },
+            out: StreamWriter { id, frames },
+        };
+        (stream, tx)
+    }
+}
+
 /// A live connection's handle: stays usable to end it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -122,6 +145,20 @@ pub struct Session {
 }
 
 impl Session {
+    /// The handle of a connection another transport carries: GOAWAY goes to `frames`
+    /// (its writer ends the connection), and `ended` turns true when the client's side
+    /// is gone.
+    pub fn carried(
+        frames: mpsc::Sender<Frame>,
+        ended: tokio::sync::watch::Receiver<bool>,
+    ) -> Session {
+        Session {
+            frames,
+            last_stream: Arc::new(Mutex::new(0)),
+            ended,
+        }
+    }
+
     /// Resolves once the client's side of the connection has ended (EOF, GOAWAY, error).
     pub async fn closed(&self) {
         let mut ended = self.ended.clone();

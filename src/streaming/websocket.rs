@@ -1,0 +1,225 @@
+//! The WebSocket transports (docs/streaming-protocol.md §4): each message carries one
+//! channel, its number in the first byte (binary protocols) or as an ASCII digit before
+//! base64 text (`base64.` protocols).
+//!
+//! - exec / attach (`v5.channel.k8s.io`, `v4.channel.k8s.io`, `v4.base64.channel.k8s.io`,
+//!   `base64.channel.k8s.io`, `channel.k8s.io`): channels 0 stdin, 1 stdout, 2 stderr,
+//!   3 error, 4 resize; the server first sends an empty message on its lowest writable
+//!   channel; v5 clients half-close stdin with `[255, 0]`; the server ends with a Close
+//!   frame (1000) after the status.
+//! - port-forward (`v4.channel.k8s.io`, `v4.base64.channel.k8s.io`): for the i-th port of
+//!   the request, channel 2i is its data and 2i+1 its error; the server first writes the
+//!   port (2 bytes, little-endian) on both.
+//!
+//! The channels become [`Stream`]s with the headers their SPDY counterparts carry, so
+//! the same exec, attach and port-forward code serves both transports.
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::remotecommand::Options;
+use super::server::Connection;
+use super::spdy::frame::Frame;
+use super::spdy::session::{Session, Stream};
+
+/// Exec and attach subprotocols, newest first.
+pub const REMOTECOMMAND_PROTOCOLS: [&str; 5] = [
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+    "channel.k8s.io",
+];
+/// Port-forward subprotocols.
+pub const PORTFORWARD_PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
+
+/// The v5 signal that half-closes a channel.
+const CLOSE_CHANNEL: u8 = 255;
+
+/// What the connection carries, and so which channels it has.
+#[derive(Debug, Clone)]
+pub enum Channels {
+    RemoteCommand(Options),
+    PortForward(Vec<u16>),
+}
+
+/// A channel's stream and the sender of what the client writes on it.
+type Channel = (Stream, mpsc::UnboundedSender<Vec<u8>>);
+/// Messages the server writes before anything else: (channel, payload).
+type Preamble = Vec<(u8, Vec<u8>)>;
+
+/// The channels' streams, in the order the SPDY client would open them, and the
+/// preamble the server writes first.
+fn layout(channels: &Channels, frames: &mpsc::Sender<Frame>) -> (Vec<Channel>, Preamble) {
+    let header = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    };
+    match channels {
+        Channels::RemoteCommand(o) => {
+            let mut wanted = vec![(3u8, "error")];
+            if o.stdin {
+                wanted.push((0, "stdin"));
+            }
+            if o.stdout {
+                wanted.push((1, "stdout"));
+            }
+            if o.stderr && !o.tty {
+                wanted.push((2, "stderr"));
+            }
+            if o.tty {
+                wanted.push((4, "resize"));
+            }
+            let ready = if o.stdout {
+                1
+            } else if o.stderr && !o.tty {
+                2
+            } else {
+                3
+            };
+            let streams = wanted
+                .into_iter()
+                .map(|(channel, kind)| {
+                    Stream::carried(
+                        channel as u32,
+                        header(&[("streamtype", kind.to_string())]),
+                        frames.clone(),
+                    )
+                })
+                .collect();
+            (streams, vec![(ready, Vec::new())])
+        }
+        Channels::PortForward(ports) => {
+            let mut streams = Vec::new();
+            let mut preamble = Vec::new();
+            for (i, port) in ports.iter().enumerate() {
+                for (number, kind) in [(2 * i, "data"), (2 * i + 1, "error")] {
+                    streams.push(Stream::carried(
+                        number as u32,
+                        header(&[
+                            ("streamtype", kind.to_string()),
+                            ("port", port.to_string()),
+                            ("requestid", i.to_string()),
+                        ]),
+                        frames.clone(),
+                    ));
+                    preamble.push((number as u8, port.to_le_bytes().to_vec()));
+                }
+            }
+            (streams, preamble)
+        }
+    }
+}
+
+/// Serves a WebSocket connection that negotiated `protocol`.
+pub fn serve<S>(socket: WebSocketStream<S>, protocol: &str, channels: Channels) -> Connection
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let base64 = protocol.contains("base64");
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(64);
+    let (ended_tx, ended_rx) = watch::channel(false);
+    let (streams_tx, streams_rx) = mpsc::channel(16);
+    let (streams, preamble) = layout(&channels, &frames_tx);
+    let mut inputs = std::collections::HashMap::new();
+    for (stream, input) in streams {
+        inputs.insert(stream.id as u8, input);
+        // The channel has room for all of them: they are known up front.
+        let _ = streams_tx.try_send(stream);
+    }
+    let (mut sink, mut source) = socket.split();
+    let encode = move |channel: u8, data: &[u8]| -> Message {
+        if base64 {
+            let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+            text.push((b'0' + channel) as char);
+            text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+            Message::text(text)
+        } else {
+            let mut bytes = Vec::with_capacity(1 + data.len());
+            bytes.push(channel);
+            bytes.extend_from_slice(data);
+            Message::binary(bytes)
+        }
+    };
+    tokio::spawn(async move {
+        for (channel, data) in preamble {
+            if sink.send(encode(channel, &data)).await.is_err() {
+                return;
+            }
+        }
+        while let Some(frame) = frames_rx.recv().await {
+            let sent = match frame {
+                Frame::Data { stream, data, .. } if !data.is_empty() => {
+                    sink.send(encode(stream as u8, &data)).await
+                }
+                // A PING from the reader: flush the pongs the socket has queued.
+                Frame::Ping { .. } => sink.flush().await,
+                Frame::GoAway { .. } => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "".into(),
+                        })))
+                        .await;
+                    return;
+                }
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    let pinger = frames_tx.clone();
+    tokio::spawn(async move {
+        while let Some(message) = source.next().await {
+            let Ok(message) = message else { break };
+            let (channel, data) = match message {
+                Message::Binary(bytes) => match bytes.split_first() {
+                    Some((&CLOSE_CHANNEL, rest)) if rest.len() == 1 => {
+                        inputs.remove(&rest[0]);
+                        continue;
+                    }
+                    Some((&channel, rest)) => (channel, rest.to_vec()),
+                    None => continue,
+                },
+                Message::Text(text) => {
+                    let text = text.as_str();
+                    let Some(first) = text.bytes().next() else {
+                        continue;
+                    };
+                    let Ok(data) = base64::engine::general_purpose::STANDARD.decode(&text[1..])
+                    else {
+                        continue;
+                    };
+                    (first.wrapping_sub(b'0'), data)
+                }
+                Message::Ping(_) => {
+                    let _ = pinger.send(Frame::Ping { id: 0 }).await;
+                    continue;
+                }
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if let Some(input) = inputs.get(&channel) {
+                let _ = input.send(data);
+            }
+        }
+        let _ = ended_tx.send(true);
+    });
+    Connection {
+        protocol: protocol.to_string(),
+        session: Session::carried(frames_tx, ended_rx),
+        streams: streams_rx,
+    }
+}
