@@ -638,3 +638,45 @@ async fn forward_over_websocket(url: &str) -> String {
     }
     String::from_utf8_lossy(&data).into_owned()
 }
+
+#[tokio::test]
+async fn idle_streaming_connections_are_closed() {
+    let mut w = common::world::world_with("[streaming]\nidle_timeout_seconds = 1").await;
+    let id = w.create(container("idle", "sleep 3600")).await;
+    w.start(&id).await;
+    let rpc = w.client.clone();
+    let exec = |seconds: &str| {
+        let request = ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), seconds.into()],
+            stdout: true,
+            ..Default::default()
+        };
+        let mut rpc = rpc.clone();
+        async move { rpc.exec(request).await.expect("exec").into_inner().url }
+    };
+    // Over WebSocket: the server closes a silent connection, and the exec goes with it.
+    let url = exec("1000").await;
+    let seen = ws_client(&["-url", &url, "-protocols", "v4.channel.k8s.io"]).await;
+    assert_eq!(seen.closed, 1000, "{seen:?}");
+    common::wait_for(
+        "the idle exec to be killed",
+        Duration::from_secs(10),
+        || async { (container_pids(&id) == 1).then_some(()) },
+    )
+    .await;
+    // Over SPDY as well (the Go client sends no pings of its own here).
+    let url = exec("1001").await;
+    let seen = client(&args(&url, &[])).await;
+    assert_eq!(seen.status, 101);
+    assert_eq!(
+        seen.error, "",
+        "the connection was closed, not the command finished"
+    );
+    common::wait_for(
+        "the idle exec to be killed",
+        Duration::from_secs(10),
+        || async { (container_pids(&id) == 1).then_some(()) },
+    )
+    .await;
+}

@@ -89,7 +89,7 @@ fn handle(
         );
     };
     if header_has(&request, header::UPGRADE, "websocket") {
-        return upgrade_websocket(request, pending, serve);
+        return upgrade_websocket(request, pending, serve, idle);
     }
     let supported: &[&'static str] = match kind {
         Kind::PortForward => &PORTFORWARD_PROTOCOLS,
@@ -170,6 +170,7 @@ fn upgrade_websocket(
     mut request: Request<Incoming>,
     pending: StreamRequest,
     serve: &Serve,
+    idle: std::time::Duration,
 ) -> Response<String> {
     use super::websocket::{Channels, PORTFORWARD_PROTOCOLS, REMOTECOMMAND_PROTOCOLS};
     let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
@@ -240,7 +241,7 @@ fn upgrade_websocket(
             None,
         )
         .await;
-        let connection = super::websocket::serve(socket, protocol, channels);
+        let connection = super::websocket::serve(socket, protocol, channels, idle);
         serve(pending, connection).await;
     });
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

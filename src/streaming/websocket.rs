@@ -118,8 +118,14 @@ fn layout(channels: &Channels, frames: &mpsc::Sender<Frame>) -> (Vec<Channel>, P
     }
 }
 
-/// Serves a WebSocket connection that negotiated `protocol`.
-pub fn serve<S>(socket: WebSocketStream<S>, protocol: &str, channels: Channels) -> Connection
+/// Serves a WebSocket connection that negotiated `protocol`, until the client has sent
+/// nothing (not even a ping) for `idle`.
+pub fn serve<S>(
+    socket: WebSocketStream<S>,
+    protocol: &str,
+    channels: Channels,
+    idle: std::time::Duration,
+) -> Connection
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -179,8 +185,21 @@ where
     });
     let pinger = frames_tx.clone();
     tokio::spawn(async move {
-        while let Some(message) = source.next().await {
-            let Ok(message) = message else { break };
+        loop {
+            let message = match tokio::time::timeout(idle, source.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(_) => break,
+                Err(_) => {
+                    tracing::debug!(?idle, "websocket connection idle; closing it");
+                    let _ = pinger
+                        .send(Frame::GoAway {
+                            last_stream: 0,
+                            status: 0,
+                        })
+                        .await;
+                    break;
+                }
+            };
             let (channel, data) = match message {
                 Message::Binary(bytes) => match bytes.split_first() {
                     Some((&CLOSE_CHANNEL, rest)) if rest.len() == 1 => {

@@ -28,6 +28,11 @@ pub struct World {
 }
 
 pub async fn world() -> World {
+    world_with("").await
+}
+
+/// The same world, with `extra` TOML in the daemon's config (before the registries).
+pub async fn world_with(extra: &str) -> World {
     let registry = Registry::start().await;
     let image = TestImage::new(
         vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
@@ -39,7 +44,7 @@ pub async fn world() -> World {
     registry.push("library/busybox", "latest", &image).await;
     let daemon = Setup::new()
         .toml(&format!(
-            "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
+            "{extra}\n[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
             registry.url()
         ))
         .start()
