@@ -235,6 +235,8 @@ fn exec_monitor(args: &MonitorArgs, paths: &MonitorPaths, signals: &SignalFd) ->
         Ok(())
     })();
     let _ = std::fs::remove_file(&paths.socket);
+    // The exec's files (process spec, pid files) go with it.
+    let _ = std::fs::remove_dir_all(&paths.dir);
     result
 }
 

@@ -27,6 +27,10 @@ const CLIENT_BACKLOG: usize = 4 << 20;
 const STDIN_BACKLOG: usize = 256 << 10;
 /// How long attached clients get to receive their last output and the exit frame.
 const FAREWELL: Duration = Duration::from_secs(1);
+/// An exec's client gets longer: all of the output is its.
+const EXEC_FAREWELL: Duration = Duration::from_secs(30);
+/// An exec's output is not read while its client has this much unsent.
+const EXEC_BACKLOG: usize = 1 << 20;
 /// The end-of-file character a terminal's line discipline turns into EOF.
 const EOT: u8 = 0x04;
 
@@ -77,6 +81,9 @@ pub struct Loop<'a> {
     log: &'a mut LogFile,
     /// An exec'd process, killed when its last client goes away.
     kill_when_alone: Option<Pid>,
+    /// Exec mode: the client gets all the output, at its own pace (the process waits on
+    /// a full pipe), rather than being dropped when it falls behind.
+    exec: bool,
 }
 
 fn nonblocking(fd: &impl AsFd) {
@@ -122,6 +129,7 @@ impl<'a> Loop<'a> {
             control,
             log,
             kill_when_alone: None,
+            exec: false,
         }
     }
 
@@ -141,6 +149,7 @@ impl<'a> Loop<'a> {
     /// Kills `pid` once no client is left (an exec whose caller went away).
     pub fn kill_when_alone(&mut self, pid: Pid) {
         self.kill_when_alone = Some(pid);
+        self.exec = true;
     }
 
     /// Runs until the container's init (`pid`) has exited and its output is drained;
@@ -149,8 +158,11 @@ impl<'a> Loop<'a> {
         let mut exited: Option<(WaitStatus, Instant)> = None;
         let mut chunk = vec![0u8; 32 * 1024];
         loop {
+            // An exec whose client is behind: leave the output in the pipes for now.
+            let hold_output = self.exec && self.clients.iter().any(|c| c.out.len() > EXEC_BACKLOG);
             if let Some((status, at)) = exited
-                && (self.outputs.iter().all(Option::is_none) || at.elapsed() >= DRAIN_AFTER_EXIT)
+                && (self.outputs.iter().all(Option::is_none)
+                    || (at.elapsed() >= DRAIN_AFTER_EXIT && !hold_output))
             {
                 self.finish_outputs();
                 return Ok(status);
@@ -161,10 +173,12 @@ impl<'a> Loop<'a> {
                 PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
             ];
             let open: Vec<usize> = (0..self.outputs.len())
-                .filter(|i| self.outputs[*i].is_some())
+                .filter(|i| self.outputs[*i].is_some() && !hold_output)
                 .collect();
-            for output in self.outputs.iter().flatten() {
-                fds.push(PollFd::new(output.file.as_fd(), PollFlags::POLLIN));
+            for i in &open {
+                if let Some(output) = &self.outputs[*i] {
+                    fds.push(PollFd::new(output.file.as_fd(), PollFlags::POLLIN));
+                }
             }
             let sink_at = fds.len();
             let sink_polled = match &self.input.sink {
@@ -232,6 +246,8 @@ impl<'a> Loop<'a> {
                         Ok(status) => {
                             if status.pid() == Some(pid) && exited.is_none() {
                                 exited = Some((status, Instant::now()));
+                                // Its pid may be reused from now on: never kill it.
+                                self.kill_when_alone = None;
                             }
                         }
                     }
@@ -249,7 +265,8 @@ impl<'a> Loop<'a> {
         for client in &mut self.clients {
             attach::encode(Kind::Exit, &exit_code.to_be_bytes(), &mut client.out);
             let _ = client.stream.set_nonblocking(false);
-            let _ = client.stream.set_write_timeout(Some(FAREWELL));
+            let patience = if self.exec { EXEC_FAREWELL } else { FAREWELL };
+            let _ = client.stream.set_write_timeout(Some(patience));
             let _ = client.stream.write_all(&client.out);
             let _ = client.stream.shutdown(std::net::Shutdown::Both);
         }
@@ -341,7 +358,7 @@ impl<'a> Loop<'a> {
                 Err(_) => return false,
             }
         }
-        if self.clients[index].out.len() > CLIENT_BACKLOG {
+        if !self.exec && self.clients[index].out.len() > CLIENT_BACKLOG {
             return false;
         }
         if !flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {

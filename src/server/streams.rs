@@ -102,6 +102,10 @@ impl CriService {
                 reason: "it is not ready".to_string(),
             });
         }
+        // Over WebSocket each port takes two one-byte channel numbers.
+        if request.port.len() > 127 {
+            return Err(Error::invalid("port", "at most 127 ports per request"));
+        }
         if let Some(bad) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
             return Err(Error::invalid("port", format!("{bad} is not a TCP port")));
         }
@@ -146,7 +150,11 @@ impl CriService {
         if let Some(outcome) = &outcome {
             remotecommand::finish(&streams, &connection, outcome).await;
         }
-        let _ = std::fs::remove_dir_all(&paths.dir);
+        // A running monitor removes its own directory when it ends; one that never
+        // started leaves it to us.
+        if !paths.monitor_pid_file().exists() {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
     }
 
     /// Starts the exec monitor and attaches to it; the process runs from then on.
@@ -302,92 +310,116 @@ async fn next(stream: &mut Option<Incoming>) -> Option<Vec<u8>> {
 
 /// Copies between the client's streams and a monitor's attach socket until the process
 /// exits (`Some(Exited)`), the monitor fails (`Some(Failed)`), or the client goes away
-/// (`None`).
+/// (`None`). The two directions run apart, so neither can hold the other up.
 async fn bridge(
     socket: tokio::net::UnixStream,
     streams: &mut Streams,
     connection: &Connection,
 ) -> Option<Outcome> {
-    let (mut from_monitor, mut to_monitor) = socket.into_split();
+    let (from_monitor, to_monitor) = socket.into_split();
+    let input = tokio::spawn(feed_monitor(
+        to_monitor,
+        streams.stdin.take(),
+        streams.resize.take(),
+    ));
+    let outcome = tokio::select! {
+        outcome = relay_output(from_monitor, streams) => outcome,
+        () = connection.session.closed() => None,
+    };
+    input.abort();
+    outcome
+}
+
+/// The monitor's output to the client's stdout and stderr, until the exit frame.
+async fn relay_output(
+    mut from_monitor: tokio::net::unix::OwnedReadHalf,
+    streams: &Streams,
+) -> Option<Outcome> {
     let mut decoder = attach::Decoder::default();
-    let mut resizes = ResizeDecoder::default();
-    let mut stdin = streams.stdin.take();
-    let mut resize = streams.resize.take();
     let mut chunk = vec![0u8; 32 * 1024];
-    let mut frame = Vec::new();
     loop {
-        frame.clear();
-        tokio::select! {
-            read = from_monitor.read(&mut chunk) => {
-                let n = match read {
-                    Ok(0) | Err(_) => {
-                        return Some(Outcome::Failed("the container's monitor went away".into()))
-                    }
-                    Ok(n) => n,
-                };
-                decoder.push(&chunk[..n]);
-                loop {
-                    let (kind, payload) = match decoder.next_frame() {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => return Some(Outcome::Failed(e.to_string())),
-                    };
-                    let writer = match kind {
-                        Frame::Stdout => &streams.stdout,
-                        Frame::Stderr => &streams.stderr,
-                        Frame::Exit => {
-                            let code = payload
-                                .as_slice()
-                                .try_into()
-                                .map(i32::from_be_bytes)
-                                .unwrap_or(255);
-                            return Some(Outcome::Exited(code));
-                        }
-                        Frame::Error => {
-                            return Some(Outcome::Failed(
-                                String::from_utf8_lossy(&payload).into_owned(),
-                            ));
-                        }
-                        _ => continue,
-                    };
-                    if let Some(writer) = writer
-                        && !writer.send(payload).await
-                    {
-                        return None;
-                    }
-                }
+        let n = match from_monitor.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                return Some(Outcome::Failed("the container's monitor went away".into()));
             }
-            data = next(&mut stdin) => {
-                match data {
-                    Some(data) => attach::encode(Frame::Stdin, &data, &mut frame),
-                    None => {
-                        attach::encode(Frame::CloseStdin, &[], &mut frame);
-                        stdin = None;
-                    }
+            Ok(n) => n,
+        };
+        decoder.push(&chunk[..n]);
+        loop {
+            let (kind, payload) = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Some(Outcome::Failed(e.to_string())),
+            };
+            let writer = match kind {
+                Frame::Stdout => &streams.stdout,
+                Frame::Stderr => &streams.stderr,
+                Frame::Exit => {
+                    let code = payload
+                        .as_slice()
+                        .try_into()
+                        .map(i32::from_be_bytes)
+                        .unwrap_or(255);
+                    return Some(Outcome::Exited(code));
                 }
-                if to_monitor.write_all(&frame).await.is_err() {
-                    return Some(Outcome::Failed("the container's monitor went away".into()));
+                Frame::Error => {
+                    return Some(Outcome::Failed(
+                        String::from_utf8_lossy(&payload).into_owned(),
+                    ));
                 }
+                _ => continue,
+            };
+            if let Some(writer) = writer
+                && !writer.send(payload).await
+            {
+                return None;
             }
-            data = next(&mut resize) => {
-                let Some(data) = data else {
-                    resize = None;
-                    continue;
-                };
-                for size in resizes.push(&data) {
-                    attach::encode(
-                        Frame::Resize,
-                        &attach::resize_payload(size.width, size.height),
-                        &mut frame,
-                    );
-                }
-                if !frame.is_empty() && to_monitor.write_all(&frame).await.is_err() {
-                    return Some(Outcome::Failed("the container's monitor went away".into()));
-                }
-            }
-            () = connection.session.closed() => return None,
         }
     }
+}
+
+/// The client's stdin and terminal sizes to the monitor, in frames it accepts. Holds
+/// the socket's write half until aborted: dropping it would tell the monitor the client
+/// left.
+async fn feed_monitor(
+    mut to_monitor: tokio::net::unix::OwnedWriteHalf,
+    mut stdin: Option<Incoming>,
+    mut resize: Option<Incoming>,
+) {
+    let mut resizes = ResizeDecoder::default();
+    let mut frame = Vec::new();
+    while stdin.is_some() || resize.is_some() {
+        frame.clear();
+        tokio::select! {
+            data = next(&mut stdin) => match data {
+                Some(data) => {
+                    for piece in data.chunks(attach::MAX_FRAME) {
+                        attach::encode(Frame::Stdin, piece, &mut frame);
+                    }
+                }
+                None => {
+                    attach::encode(Frame::CloseStdin, &[], &mut frame);
+                    stdin = None;
+                }
+            },
+            data = next(&mut resize) => match data {
+                Some(data) => {
+                    for size in resizes.push(&data) {
+                        attach::encode(
+                            Frame::Resize,
+                            &attach::resize_payload(size.width, size.height),
+                            &mut frame,
+                        );
+                    }
+                }
+                None => resize = None,
+            },
+        }
+        if !frame.is_empty() && to_monitor.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// One port-forward request's streams, as they arrive.
@@ -401,10 +433,22 @@ impl CriService {
     /// `portforward.k8s.io`: every pair of error and data streams (keyed by `requestid`)
     /// is one TCP connection to `127.0.0.1:port` inside the pod's network namespace.
     async fn serve_port_forward(&self, request: PortForwardRequest, mut connection: Connection) {
-        let netns = self
+        // The pod may have stopped since the RPC: its namespace is checked again now,
+        // and only a host-network pod is reached on the host's loopback.
+        let sandbox = self
             .sandboxes
             .find(&request.pod_sandbox_id)
-            .and_then(|s| s.netns.map(std::path::PathBuf::from));
+            .and_then(|s| self.sandboxes.refresh(s).ok())
+            .filter(|s| s.state == SandboxState::Ready);
+        let netns = match sandbox {
+            Some(s) if host_network(&s) => None,
+            Some(s) if s.netns.is_some() => s.netns.map(std::path::PathBuf::from),
+            _ => {
+                tracing::debug!(sandbox = %request.pod_sandbox_id, "port-forward to a pod that is gone");
+                connection.session.go_away().await;
+                return;
+            }
+        };
         let pod = request.pod_sandbox_id.clone();
         let mut pairs: std::collections::HashMap<String, Pair> = std::collections::HashMap::new();
         let mut forwards = tokio::task::JoinSet::new();
@@ -450,7 +494,15 @@ impl CriService {
                     data: Some(data),
                 }) = pairs.remove(&key)
             {
-                forwards.spawn(forward(netns.clone(), pod.clone(), port, error, data));
+                let session = connection.session.clone();
+                let one = forward(netns.clone(), pod.clone(), port, error, data);
+                // A client that goes away takes its connections with it.
+                forwards.spawn(async move {
+                    tokio::select! {
+                        () = one => {}
+                        () = session.closed() => {}
+                    }
+                });
             }
         }
         // No more streams (a WebSocket carries them all up front): end the connection
@@ -518,4 +570,13 @@ async fn forward(
     downstream.await;
     upstream.abort();
     error_writer.close().await;
+}
+
+/// Whether the pod shares the node's network namespace.
+fn host_network(sandbox: &crate::store::SandboxRecord) -> bool {
+    super::sandbox_status::decode_config(sandbox)
+        .linux
+        .and_then(|l| l.security_context)
+        .and_then(|c| c.namespace_options)
+        .is_some_and(|o| o.network == crate::proto::NamespaceMode::Node as i32)
 }

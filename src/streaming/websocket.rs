@@ -55,7 +55,11 @@ type Preamble = Vec<(u8, Vec<u8>)>;
 
 /// The channels' streams, in the order the SPDY client would open them, and the
 /// preamble the server writes first.
-fn layout(channels: &Channels, frames: &mpsc::Sender<Frame>) -> (Vec<Channel>, Preamble) {
+fn layout(
+    channels: &Channels,
+    protocol: &str,
+    frames: &mpsc::Sender<Frame>,
+) -> (Vec<Channel>, Preamble) {
     let header = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
         pairs
             .iter()
@@ -74,7 +78,8 @@ fn layout(channels: &Channels, frames: &mpsc::Sender<Frame>) -> (Vec<Channel>, P
             if o.stderr && !o.tty {
                 wanted.push((2, "stderr"));
             }
-            if o.tty {
+            // Resizing came with v3; older protocols have no such channel.
+            if o.tty && super::remotecommand::version(protocol) >= 3 {
                 wanted.push((4, "resize"));
             }
             let ready = if o.stdout {
@@ -133,7 +138,7 @@ where
     let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(64);
     let (ended_tx, ended_rx) = watch::channel(false);
     let (streams_tx, streams_rx) = mpsc::channel(16);
-    let (streams, preamble) = layout(&channels, &frames_tx);
+    let (streams, preamble) = layout(&channels, protocol, &frames_tx);
     let mut inputs = std::collections::HashMap::new();
     for (stream, input) in streams {
         inputs.insert(stream.id as u8, input);
@@ -214,7 +219,9 @@ where
                     let Some(first) = text.bytes().next() else {
                         continue;
                     };
-                    let Ok(data) = base64::engine::general_purpose::STANDARD.decode(&text[1..])
+                    let Some(Ok(data)) = text
+                        .get(1..)
+                        .map(|rest| base64::engine::general_purpose::STANDARD.decode(rest))
                     else {
                         continue;
                     };

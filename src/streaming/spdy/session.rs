@@ -2,9 +2,10 @@
 //! answers each SYN_STREAM with a SYN_REPLY at once (spdystream's `CreateStream` waits
 //! for it) and hands the stream to whoever serves the connection.
 //!
-//! One task reads frames and routes DATA to its stream without ever waiting on a
-//! stream's consumer (a slow reader of one stream must not stall the others, nor PINGs);
-//! a stream with more than [`STREAM_BACKLOG`] bytes unread is reset instead. One task
+//! One task reads frames and routes DATA to its stream. A stream may hold up to
+//! [`STREAM_BACKLOG`] unread bytes; past that the reader waits for its consumer (the
+//! connection stalls rather than losing or cutting data: spdystream has no flow control,
+//! so TCP is the only backpressure there is). One task
 //! owns the write half and the header compressor; streams send through it. PING is
 //! echoed. GOAWAY, EOF, a protocol error, or no traffic either way for the idle timeout
 //! ends the session: every stream then reads end-of-stream.
@@ -42,7 +43,14 @@ pub struct Stream {
 #[derive(Debug)]
 pub struct Incoming {
     data: mpsc::UnboundedReceiver<Vec<u8>>,
-    unread: Arc<AtomicUsize>,
+    unread: Arc<Backlog>,
+}
+
+/// What a stream holds unread, and a wake-up for the reader waiting on it.
+#[derive(Debug, Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    drained: tokio::sync::Notify,
 }
 
 impl Incoming {
@@ -50,8 +58,16 @@ impl Incoming {
     /// reset it, or the connection ended).
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
         let data = self.data.recv().await?;
-        self.unread.fetch_sub(data.len(), Ordering::Relaxed);
+        self.unread.bytes.fetch_sub(data.len(), Ordering::Relaxed);
+        self.unread.drained.notify_one();
         Some(data)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // A reader waiting for this consumer must not wait for ever.
+        self.unread.drained.notify_one();
     }
 }
 
@@ -128,7 +144,7 @@ impl Stream {
             headers,
             incoming: Incoming {
                 data: rx,
-                unread: Arc::new(AtomicUsize::new(0)),
+                unread: Arc::new(Backlog::default()),
             },
             out: StreamWriter { id, frames },
         };
@@ -257,10 +273,11 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     let mut buffer = Vec::new();
     while let Some(frame) = frames.recv().await {
         buffer.clear();
-        let going_away = matches!(frame, Frame::GoAway { .. });
+        let mut going_away = matches!(frame, Frame::GoAway { .. });
         encode(&frame, &mut compressor, &mut buffer);
-        // Whatever else is queued goes out in the same write.
-        while let Ok(more) = frames.try_recv() {
+        // Whatever else is queued goes out in the same write, up to a GOAWAY.
+        while !going_away && let Ok(more) = frames.try_recv() {
+            going_away = matches!(more, Frame::GoAway { .. });
             encode(&more, &mut compressor, &mut buffer);
         }
         if out.write_all(&buffer).await.is_err() || out.flush().await.is_err() {
@@ -283,7 +300,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     activity: Activity,
 ) {
     let mut decoder = Decoder::default();
-    let mut open: HashMap<u32, (mpsc::UnboundedSender<Vec<u8>>, Arc<AtomicUsize>)> = HashMap::new();
+    let mut open: HashMap<u32, (mpsc::UnboundedSender<Vec<u8>>, Arc<Backlog>)> = HashMap::new();
     let mut chunk = vec![0u8; 32 * 1024];
     loop {
         let n = match input.read(&mut chunk).await {
@@ -328,7 +345,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     }
                     *last_stream.lock().unwrap_or_else(|p| p.into_inner()) = stream;
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let unread = Arc::new(AtomicUsize::new(0));
+                    let unread = Arc::new(Backlog::default());
                     if flags & FLAG_FIN == 0 {
                         open.insert(stream, (tx, unread.clone()));
                     }
@@ -371,19 +388,18 @@ async fn read_frames<R: AsyncRead + Unpin>(
                             .await;
                         continue;
                     };
-                    if unread.load(Ordering::Relaxed) + data.len() > STREAM_BACKLOG {
-                        open.remove(&stream);
-                        let _ = frames
-                            .send(Frame::RstStream {
-                                stream,
-                                status: super::frame::RST_CANCEL,
-                            })
-                            .await;
-                        continue;
+                    // Wait for the consumer to catch up (one oversized frame still passes).
+                    loop {
+                        let drained = unread.drained.notified();
+                        let held = unread.bytes.load(Ordering::Relaxed);
+                        if held == 0 || held + data.len() <= STREAM_BACKLOG || tx.is_closed() {
+                            break;
+                        }
+                        drained.await;
                     }
                     // A consumer that went away just drops what comes.
                     if !data.is_empty() {
-                        unread.fetch_add(data.len(), Ordering::Relaxed);
+                        unread.bytes.fetch_add(data.len(), Ordering::Relaxed);
                         let _ = tx.send(data);
                     }
                     if flags & FLAG_FIN != 0 {
@@ -512,8 +528,8 @@ mod tests {
             client.next().await,
             Some(Frame::RstStream { stream: 2, .. })
         ));
-        // A stream nobody reads does not stall the connection: PINGs are still answered,
-        // and past its backlog the stream is reset.
+        // A stream read slowly holds the connection back, but loses nothing: 5 MiB go
+        // through a 4 MiB backlog, and the PING behind them is answered once they are.
         client
             .send(Frame::SynStream {
                 stream: 3,
@@ -527,7 +543,17 @@ mod tests {
             client.next().await,
             Some(Frame::SynReply { stream: 3, .. })
         ));
-        let _unread = streams.recv().await.unwrap();
+        let mut slow = streams.recv().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            while let Some(chunk) = slow.recv().await {
+                total += chunk.len();
+                if total == 5 << 20 {
+                    break;
+                }
+            }
+            total
+        });
         for _ in 0..5 {
             client
                 .send(Frame::Data {
@@ -538,14 +564,8 @@ mod tests {
                 .await;
         }
         client.send(Frame::Ping { id: 7 }).await;
-        assert_eq!(
-            client.next().await,
-            Some(Frame::RstStream {
-                stream: 3,
-                status: super::super::frame::RST_CANCEL
-            })
-        );
         assert_eq!(client.next().await, Some(Frame::Ping { id: 7 }));
+        assert_eq!(reader.await.unwrap(), 5 << 20);
         session.go_away().await;
         assert!(matches!(
             client.next().await,

@@ -30,7 +30,9 @@ type result struct {
 	Stdout   string `json:"stdout"`
 	Stderr   string `json:"stderr"`
 	Error    string `json:"error"`
-	Failure  string `json:"failure,omitempty"`
+	// Byte counts, for outputs too large to print.
+	StdoutLen int    `json:"stdout_len"`
+	Failure   string `json:"failure,omitempty"`
 }
 
 func main() {
@@ -45,6 +47,8 @@ func main() {
 	width := flag.Int("width", 0, "terminal width to send on the resize stream")
 	height := flag.Int("height", 0, "terminal height to send on the resize stream")
 	hangup := flag.Duration("hangup", 0, "drop the connection after this long instead of waiting for the end")
+	inputSize := flag.Int("input-size", 0, "write this many bytes of 'x' on stdin (after -input)")
+	quiet := flag.Bool("quiet", false, "report stdout's length only")
 	flag.Parse()
 
 	out := result{}
@@ -149,12 +153,26 @@ func main() {
 		if *input != "" {
 			in.Write([]byte(*input))
 		}
+		chunk := []byte(strings.Repeat("x", 64*1024))
+		for left := *inputSize; left > 0; left -= len(chunk) {
+			if left < len(chunk) {
+				chunk = chunk[:left]
+			}
+			if _, err := in.Write(chunk); err != nil {
+				out.Failure = fmt.Sprintf("writing stdin: %v", err)
+				break
+			}
+		}
 		time.Sleep(*closeAfter)
 		in.Close()
 	}
 	wg.Wait()
 	data, _ := io.ReadAll(errorStream)
 	out.Error = string(data)
+	out.StdoutLen = len(out.Stdout)
+	if *quiet {
+		out.Stdout = ""
+	}
 	session.Close()
 	finish()
 }
