@@ -78,6 +78,11 @@ pub async fn accept(connection: &mut Connection, options: Options) -> Result<Str
         }
         received += 1;
     }
+    // Streams opened after these are refused (dropped unread), so that they cannot fill
+    // the connection's queue and stall its reader.
+    let (_, none) = tokio::sync::mpsc::channel(1);
+    let mut rest = std::mem::replace(&mut connection.streams, none);
+    tokio::spawn(async move { while rest.recv().await.is_some() {} });
     Ok(Streams {
         version,
         error: error.ok_or("the client opened no error stream")?,
@@ -151,6 +156,9 @@ pub struct TerminalSize {
     pub height: u16,
 }
 
+/// The longest unfinished resize message kept.
+const MAX_RESIZE_MESSAGE: usize = 4096;
+
 /// Cuts the resize stream (JSON objects one after another) into sizes.
 #[derive(Debug, Default)]
 pub struct ResizeDecoder {
@@ -162,6 +170,11 @@ impl ResizeDecoder {
     /// skipped.
     pub fn push(&mut self, data: &[u8]) -> Vec<TerminalSize> {
         self.buffer.extend_from_slice(data);
+        // A size is a few dozen bytes: anything this long is not one.
+        if self.buffer.len() > MAX_RESIZE_MESSAGE {
+            self.buffer.clear();
+            return Vec::new();
+        }
         let mut sizes = Vec::new();
         let mut consumed = 0;
         {
@@ -239,6 +252,7 @@ mod tests {
             ]
         );
         assert!(decoder.push(b"not json").is_empty());
+        assert!(decoder.push(&[b'{'; 5000]).is_empty(), "an endless object is dropped");
         assert_eq!(
             decoder.push(br#"{"Width":1,"Height":2}"#),
             vec![TerminalSize {
