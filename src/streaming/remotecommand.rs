@@ -252,7 +252,10 @@ mod tests {
             ]
         );
         assert!(decoder.push(b"not json").is_empty());
-        assert!(decoder.push(&[b'{'; 5000]).is_empty(), "an endless object is dropped");
+        assert!(
+            decoder.push(&[b'{'; 5000]).is_empty(),
+            "an endless object is dropped"
+        );
         assert_eq!(
             decoder.push(br#"{"Width":1,"Height":2}"#),
             vec![TerminalSize {
