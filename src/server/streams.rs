@@ -427,6 +427,22 @@ async fn feed_monitor(
 struct Pair {
     error: Option<crate::streaming::spdy::session::Stream>,
     data: Option<crate::streaming::spdy::session::Stream>,
+    /// When its first stream came: the other must follow within the creation timeout.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Pair {
+    /// Gives up on a pair whose other stream never came, telling the client why.
+    async fn expire(self, key: &str) {
+        if let Some(error) = &self.error {
+            let message = format!("(request={key}) timed out waiting for streams");
+            error.writer().send(message.into_bytes()).await;
+            error.writer().close().await;
+        }
+        if let Some(data) = &self.data {
+            data.writer().close().await;
+        }
+    }
 }
 
 impl CriService {
@@ -452,7 +468,37 @@ impl CriService {
         let pod = request.pod_sandbox_id.clone();
         let mut pairs: std::collections::HashMap<String, Pair> = std::collections::HashMap::new();
         let mut forwards = tokio::task::JoinSet::new();
-        while let Some(stream) = connection.streams.recv().await {
+        loop {
+            // Pairs still waiting for their second stream expire after the timeout.
+            let oldest = pairs.values().filter_map(|p| p.since).min();
+            let next = match oldest {
+                Some(since) => {
+                    let deadline = since + remotecommand::STREAM_CREATION_TIMEOUT;
+                    match tokio::time::timeout_at(deadline, connection.streams.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let now = tokio::time::Instant::now();
+                            let stale: Vec<String> = pairs
+                                .iter()
+                                .filter(|(_, p)| {
+                                    p.since.is_some_and(|s| {
+                                        now >= s + remotecommand::STREAM_CREATION_TIMEOUT
+                                    })
+                                })
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            for key in stale {
+                                if let Some(pair) = pairs.remove(&key) {
+                                    pair.expire(&key).await;
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+                None => connection.streams.recv().await,
+            };
+            let Some(stream) = next else { break };
             let port = stream
                 .header("port")
                 .and_then(|p| p.parse::<u16>().ok())
@@ -473,6 +519,7 @@ impl CriService {
                 None => stream.id.saturating_sub(2).to_string(),
             };
             let pair = pairs.entry(key.clone()).or_default();
+            pair.since.get_or_insert_with(tokio::time::Instant::now);
             let slot = if kind == "error" {
                 &mut pair.error
             } else {
@@ -492,6 +539,7 @@ impl CriService {
                 && let Some(Pair {
                     error: Some(error),
                     data: Some(data),
+                    ..
                 }) = pairs.remove(&key)
             {
                 let session = connection.session.clone();

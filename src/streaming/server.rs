@@ -29,6 +29,11 @@ pub const REMOTECOMMAND_PROTOCOLS: [&str; 5] = [
 /// The port-forward protocol over SPDY.
 pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// An upgraded connection and what it carries.
 pub struct Connection {
     /// The negotiated `X-Stream-Protocol-Version`.
@@ -283,8 +288,15 @@ pub async fn run(
     idle: std::time::Duration,
 ) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                // Out of descriptors, most likely: wait for some to be freed rather than
+                // spinning.
+                tracing::warn!(%err, "streaming server cannot accept");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let tokens = tokens.clone();
         let serve = serve.clone();
@@ -294,6 +306,8 @@ pub async fn run(
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades()
                 .await;
