@@ -31,6 +31,8 @@ const FAREWELL: Duration = Duration::from_secs(1);
 const EXEC_FAREWELL: Duration = Duration::from_secs(30);
 /// An exec's output is not read while its client has this much unsent.
 const EXEC_BACKLOG: usize = 1 << 20;
+/// How long a new control connection may take to send its request line.
+const REQUEST_LINE_WAIT: Duration = Duration::from_millis(200);
 /// The end-of-file character a terminal's line discipline turns into EOF.
 const EOT: u8 = 0x04;
 
@@ -438,7 +440,9 @@ impl<'a> Loop<'a> {
     fn accept_control(&mut self) {
         while let Ok((stream, _)) = self.control.accept() {
             let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            // The daemon sends its request line at once; a silent connection must not
+            // hold the container's output up for long.
+            let _ = stream.set_read_timeout(Some(REQUEST_LINE_WAIT));
             let Ok(line) = attach::read_request(&stream) else {
                 continue;
             };
