@@ -78,24 +78,7 @@ impl CriService {
     }
 
     fn validate_container(&self, request: CreateContainerRequest) -> Result<ContainerRequest> {
-        if request.pod_sandbox_id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
-        }
-        let sandbox = self
-            .sandboxes
-            .find(&request.pod_sandbox_id)
-            .ok_or_else(|| Error::NotFound {
-                kind: "pod sandbox",
-                id: request.pod_sandbox_id.clone(),
-            })?;
-        let sandbox = self.sandboxes.refresh(sandbox)?;
-        if !sandbox.state.can_create_containers() {
-            return Err(Error::WrongState {
-                kind: "pod sandbox",
-                id: sandbox.id,
-                reason: "it is not ready".to_string(),
-            });
-        }
+        let sandbox = self.ready_sandbox(&request.pod_sandbox_id)?;
         let config = request
             .config
             .ok_or_else(|| Error::invalid("config", "missing"))?;

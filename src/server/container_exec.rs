@@ -11,7 +11,6 @@ use super::CriService;
 use crate::error::{Error, Result};
 use crate::oci::exec::{ExecFiles, ExecOutput, exec};
 use crate::proto::{ExecSyncRequest, ExecSyncResponse};
-use crate::store::ContainerState;
 
 /// The most output an ExecSync returns, stdout and stderr together: the kubelet accepts
 /// gRPC messages up to 16 MiB, and the response must fit in one (less room for its
@@ -56,14 +55,7 @@ impl CriService {
         args: Vec<String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
-        let record = self.container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::WrongState {
-                kind: "container",
-                id: record.id,
-                reason: "it is not running".to_string(),
-            });
-        }
+        let record = self.running_container(id)?;
         let runtime = self.runtime_of(&record)?;
         let dir = self.containers.state_dir(&record.id);
         let files = exec_files(&dir)?;
@@ -100,13 +92,14 @@ pub(super) fn write_process(
     terminal: bool,
 ) -> Result<()> {
     let bytes = std::fs::read(spec).map_err(Error::io("reading the spec", spec))?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Task(format!("the container's spec is unreadable: {e}")))?;
-    let mut process = spec["process"].take();
+    let mut parsed: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Task(format!("the spec {} is unreadable: {e}", spec.display())))?;
+    let mut process = parsed["process"].take();
     let Some(object) = process.as_object_mut() else {
-        return Err(Error::Task(
-            "the container's spec has no process".to_string(),
-        ));
+        return Err(Error::Task(format!(
+            "the spec {} has no process",
+            spec.display()
+        )));
     };
     object.insert("args".into(), args.into());
     object.insert("terminal".into(), terminal.into());

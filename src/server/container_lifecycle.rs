@@ -137,14 +137,7 @@ impl CriService {
     /// Makes the monitor reopen the log file after the kubelet rotated it; an error when
     /// the container is not running (api.proto: then no new file may be created).
     pub async fn reopen_container_log(self: &Arc<Self>, id: &str) -> Result<()> {
-        let record = self.container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::WrongState {
-                kind: "container",
-                id: record.id,
-                reason: "it is not running".to_string(),
-            });
-        }
+        let record = self.running_container(id)?;
         let paths = self.containers.monitor_paths(&record.id);
         tokio::task::spawn_blocking(move || request_reopen(&paths))
             .await
@@ -178,6 +171,19 @@ impl CriService {
             }
         }
         Ok(())
+    }
+
+    /// The container, and an error unless it runs.
+    pub(crate) fn running_container(&self, id: &str) -> Result<ContainerRecord> {
+        let record = self.container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(Error::WrongState {
+                kind: "container",
+                id: record.id,
+                reason: "it is not running".to_string(),
+            });
+        }
+        Ok(record)
     }
 
     pub(crate) fn container(&self, id: &str) -> Result<ContainerRecord> {

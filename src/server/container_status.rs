@@ -82,24 +82,35 @@ impl CriService {
             .containers
             .list()?
             .into_iter()
-            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
             .filter(|r| {
-                filter.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.pod_sandbox_id)
+                selected(
+                    r,
+                    &filter.id,
+                    &filter.pod_sandbox_id,
+                    &filter.label_selector,
+                )
             })
             .filter(|r| {
                 filter
                     .state
                     .is_none_or(|s| s.state == state(r.state) as i32)
             })
-            .filter(|r| {
-                filter
-                    .label_selector
-                    .iter()
-                    .all(|(k, v)| r.labels.get(k) == Some(v))
-            })
             .map(|r| to_cri(&r))
             .collect())
     }
+}
+
+/// Whether a container passes the filters ListContainers and ListContainerStats share:
+/// id prefix, pod id prefix and labels (empty filters pass everything).
+pub(crate) fn selected(
+    record: &ContainerRecord,
+    id: &str,
+    pod: &str,
+    labels: &HashMap<String, String>,
+) -> bool {
+    record.id.starts_with(id)
+        && record.sandbox_id.starts_with(pod)
+        && labels.iter().all(|(k, v)| record.labels.get(k) == Some(v))
 }
 
 fn to_cri(record: &ContainerRecord) -> Container {

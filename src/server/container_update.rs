@@ -81,19 +81,13 @@ impl CriService {
         overhead: Option<LinuxContainerResources>,
         resources: Option<LinuxContainerResources>,
     ) -> Result<()> {
-        if id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
-        }
         if overhead.is_none() && resources.is_none() {
             return Err(Error::invalid(
                 "resources",
                 "neither resources nor overhead given",
             ));
         }
-        let sandbox = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: id.to_string(),
-        })?;
+        let sandbox = self.sandbox(id)?;
         let parent = super::sandbox_status::decode_config(&sandbox)
             .linux
             .map(|l| l.cgroup_parent)

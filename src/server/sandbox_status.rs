@@ -15,8 +15,9 @@ use crate::proto::{
 use crate::store::{SandboxRecord, SandboxState};
 
 impl CriService {
-    /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
-    pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
+    /// The sandbox a request's `pod_sandbox_id` names (an id or unique prefix), its state
+    /// brought up to date.
+    pub(crate) fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
         if id.is_empty() {
             return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
         }
@@ -24,7 +25,25 @@ impl CriService {
             kind: "pod sandbox",
             id: id.to_string(),
         })?;
-        let record = self.sandboxes.refresh(record)?;
+        Ok(self.sandboxes.refresh(record)?)
+    }
+
+    /// The same, and an error unless it is ready.
+    pub(crate) fn ready_sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        let sandbox = self.sandbox(id)?;
+        if !sandbox.state.can_create_containers() {
+            return Err(Error::WrongState {
+                kind: "pod sandbox",
+                id: sandbox.id,
+                reason: "it is not ready".to_string(),
+            });
+        }
+        Ok(sandbox)
+    }
+
+    /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
+    pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
+        let record = self.sandbox(id)?;
         let config = decode_config(&record);
         let namespace_options = config
             .linux

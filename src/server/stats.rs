@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::CriService;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proto::{
     ContainerAttributes, ContainerMetadata, ContainerStats, ContainerStatsFilter, CpuUsage,
     FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage,
@@ -47,15 +47,13 @@ impl CriService {
             .containers
             .list()?
             .into_iter()
-            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
             .filter(|r| {
-                filter.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.pod_sandbox_id)
-            })
-            .filter(|r| {
-                filter
-                    .label_selector
-                    .iter()
-                    .all(|(k, v)| r.labels.get(k) == Some(v))
+                super::container_status::selected(
+                    r,
+                    &filter.id,
+                    &filter.pod_sandbox_id,
+                    &filter.label_selector,
+                )
             })
             .map(|r| {
                 let sandbox = self.sandboxes.find(&r.sandbox_id);
@@ -67,13 +65,7 @@ impl CriService {
     }
 
     pub fn pod_sandbox_stats(&self, id: &str) -> Result<PodSandboxStats> {
-        if id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
-        }
-        let sandbox = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: id.to_string(),
-        })?;
+        let sandbox = self.sandbox(id)?;
         self.pod_stats(&sandbox)
     }
 

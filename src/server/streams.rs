@@ -23,7 +23,6 @@ use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::attach::{self, Kind as Frame};
 use crate::proto::{AttachRequest, ExecRequest, PortForwardRequest};
-use crate::store::ContainerState;
 use crate::store::SandboxState;
 use crate::streaming::StreamRequest;
 use crate::streaming::remotecommand::{self, Options, Outcome, ResizeDecoder, Streams};
@@ -49,18 +48,6 @@ impl CriService {
         Ok(format!("{base}/{}/{token}", kind.path()))
     }
 
-    fn running_container(&self, id: &str) -> Result<crate::store::ContainerRecord> {
-        let record = self.container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::WrongState {
-                kind: "container",
-                id: record.id,
-                reason: "it is not running".to_string(),
-            });
-        }
-        Ok(record)
-    }
-
     /// Attach: the URL where the client attaches to the container's stdio.
     pub fn attach(&self, request: AttachRequest) -> Result<String> {
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
@@ -84,24 +71,7 @@ impl CriService {
 
     /// PortForward: the URL where the client forwards connections to the pod's ports.
     pub fn port_forward(&self, request: PortForwardRequest) -> Result<String> {
-        if request.pod_sandbox_id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
-        }
-        let sandbox = self
-            .sandboxes
-            .find(&request.pod_sandbox_id)
-            .ok_or_else(|| Error::NotFound {
-                kind: "pod sandbox",
-                id: request.pod_sandbox_id.clone(),
-            })?;
-        let sandbox = self.sandboxes.refresh(sandbox)?;
-        if sandbox.state != SandboxState::Ready {
-            return Err(Error::WrongState {
-                kind: "pod sandbox",
-                id: sandbox.id,
-                reason: "it is not ready".to_string(),
-            });
-        }
+        let sandbox = self.ready_sandbox(&request.pod_sandbox_id)?;
         // Over WebSocket each port takes two one-byte channel numbers.
         if request.port.len() > 127 {
             return Err(Error::invalid("port", "at most 127 ports per request"));
@@ -116,29 +86,21 @@ impl CriService {
 
     /// Serves one upgraded streaming connection.
     pub async fn serve_stream(self: Arc<Self>, request: StreamRequest, connection: Connection) {
+        let options = request.options().unwrap_or_default();
         match request {
-            StreamRequest::Attach(request) => self.serve_attach(request, connection).await,
-            StreamRequest::Exec(request) => self.serve_exec(request, connection).await,
+            StreamRequest::Attach(request) => self.serve_attach(request, options, connection).await,
+            StreamRequest::Exec(request) => self.serve_exec(request, options, connection).await,
             StreamRequest::PortForward(request) => {
                 self.serve_port_forward(request, connection).await
             }
         }
     }
 
-    async fn serve_exec(&self, request: ExecRequest, mut connection: Connection) {
-        let options = Options {
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr,
-            tty: request.tty,
-        };
-        let mut streams = match remotecommand::accept(&mut connection, options).await {
-            Ok(streams) => streams,
-            Err(why) => {
-                tracing::debug!(container = %request.container_id, %why, "exec abandoned");
-                connection.session.go_away().await;
-                return;
-            }
+    async fn serve_exec(&self, request: ExecRequest, options: Options, mut connection: Connection) {
+        let Some(mut streams) =
+            open_streams("exec", &request.container_id, options, &mut connection).await
+        else {
+            return;
         };
         let token = crate::ids::random_id()[..16].to_string();
         let paths = self.containers.exec_paths(&request.container_id, &token);
@@ -148,7 +110,8 @@ impl CriService {
             Err(why) => Some(Outcome::Failed(why)),
         };
         if let Some(outcome) = &outcome {
-            remotecommand::finish(&streams, &connection, outcome).await;
+            let subject = format!("container {}", request.container_id);
+            remotecommand::finish(&streams, &connection, outcome, &subject).await;
         }
         // A running monitor removes its own directory when it ends; one that never
         // started leaves it to us.
@@ -242,20 +205,16 @@ impl CriService {
         .map_err(|e| format!("cannot attach to the exec: {e}"))
     }
 
-    async fn serve_attach(&self, request: AttachRequest, mut connection: Connection) {
-        let options = Options {
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr,
-            tty: request.tty,
-        };
-        let mut streams = match remotecommand::accept(&mut connection, options).await {
-            Ok(streams) => streams,
-            Err(why) => {
-                tracing::debug!(container = %request.container_id, %why, "attach abandoned");
-                connection.session.go_away().await;
-                return;
-            }
+    async fn serve_attach(
+        &self,
+        request: AttachRequest,
+        options: Options,
+        mut connection: Connection,
+    ) {
+        let Some(mut streams) =
+            open_streams("attach", &request.container_id, options, &mut connection).await
+        else {
+            return;
         };
         let paths = self.containers.monitor_paths(&request.container_id);
         let wanted = attach::Streams {
@@ -280,7 +239,26 @@ impl CriService {
             Ok(Err(e)) => Outcome::Failed(format!("cannot attach to the container: {e}")),
             Err(e) => Outcome::Failed(e.to_string()),
         };
-        remotecommand::finish(&streams, &connection, &outcome).await;
+        let subject = format!("container {}", request.container_id);
+        remotecommand::finish(&streams, &connection, &outcome, &subject).await;
+    }
+}
+
+/// Waits for the streams of an exec or attach; `None` (the connection ended) when the
+/// client does not open them.
+async fn open_streams(
+    what: &str,
+    container: &str,
+    options: Options,
+    connection: &mut Connection,
+) -> Option<Streams> {
+    match remotecommand::accept(connection, options).await {
+        Ok(streams) => Some(streams),
+        Err(why) => {
+            tracing::debug!(%container, %why, "{what} abandoned");
+            connection.session.go_away().await;
+            None
+        }
     }
 }
 

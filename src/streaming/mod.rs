@@ -56,4 +56,19 @@ impl StreamRequest {
             StreamRequest::PortForward(_) => Kind::PortForward,
         }
     }
+
+    /// The streams an exec or attach asked for; `None` for port-forward.
+    pub fn options(&self) -> Option<remotecommand::Options> {
+        let (stdin, stdout, stderr, tty) = match self {
+            StreamRequest::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            StreamRequest::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            StreamRequest::PortForward(_) => return None,
+        };
+        Some(remotecommand::Options {
+            stdin,
+            stdout,
+            stderr,
+            tty,
+        })
+    }
 }

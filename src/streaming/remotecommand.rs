@@ -134,9 +134,18 @@ pub fn status_message(version: u8, outcome: &Outcome) -> Option<String> {
     }
 }
 
-/// Ends the session: output streams half-closed, the outcome on the error stream, then
-/// GOAWAY once everything queued before it is written.
-pub async fn finish(streams: &Streams, connection: &Connection, outcome: &Outcome) {
+/// Ends the session: output streams half-closed, the outcome on the error stream (a
+/// failure named after `subject`, e.g. `container <id>`), then GOAWAY once everything
+/// queued before it is written.
+pub async fn finish(streams: &Streams, connection: &Connection, outcome: &Outcome, subject: &str) {
+    let named;
+    let outcome = match outcome {
+        Outcome::Failed(why) => {
+            named = Outcome::Failed(format!("{subject}: {why}"));
+            &named
+        }
+        exited => exited,
+    };
     for writer in [&streams.stdout, &streams.stderr].into_iter().flatten() {
         writer.close().await;
     }

@@ -210,18 +210,9 @@ fn upgrade_websocket(
         }
     };
     let channels = match &pending {
-        StreamRequest::Exec(r) => Channels::RemoteCommand(super::remotecommand::Options {
-            stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            tty: r.tty,
-        }),
-        StreamRequest::Attach(r) => Channels::RemoteCommand(super::remotecommand::Options {
-            stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            tty: r.tty,
-        }),
+        StreamRequest::Exec(_) | StreamRequest::Attach(_) => {
+            Channels::RemoteCommand(pending.options().unwrap_or_default())
+        }
         StreamRequest::PortForward(r) => Channels::PortForward(
             r.port
                 .iter()
