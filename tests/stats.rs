@@ -8,14 +8,13 @@ mod common;
 use std::time::Duration;
 
 use berth::proto::{
-    ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources, LinuxPodSandboxConfig,
+    ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources,
     ListContainerStatsRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest,
-    ListPodSandboxStatsRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsFilter,
-    PodSandboxStatsRequest, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
+    ListPodSandboxStatsRequest, PodSandboxStatsFilter, PodSandboxStatsRequest,
+    PodSandboxStatusRequest, UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
 };
 use common::wait_for;
-use common::world::{container, world};
+use common::world::{container, pod_config, remove_pod, run_pod, world};
 
 #[tokio::test]
 async fn stats_follow_cpu_memory_disk_and_network() {
@@ -255,28 +254,7 @@ impl Drop for CgroupParent {
 async fn pod_resources_and_metrics() {
     let mut w = world().await;
     let parent = CgroupParent(format!("/berth-test-pod-{}", std::process::id()));
-    let pod = w
-        .client
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "resized-pod".into(),
-                    uid: "resized-pod-uid".into(),
-                    namespace: "berth-test".into(),
-                    attempt: 0,
-                }),
-                linux: Some(LinuxPodSandboxConfig {
-                    cgroup_parent: parent.0.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut w.client, pod_config("resized-pod", &parent.0)).await;
     let update = |overhead, resources| UpdatePodSandboxResourcesRequest {
         pod_sandbox_id: pod.clone(),
         overhead,
@@ -364,17 +342,6 @@ async fn pod_resources_and_metrics() {
     assert_eq!(working_set.label_values, vec!["measured".to_string()]);
     assert!(working_set.value.unwrap().value > 0);
 
-    w.client
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-    w.client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut w.client, &pod).await;
     drop(parent);
 }

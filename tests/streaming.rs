@@ -194,6 +194,28 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
     assert_eq!(w.wait_exited(&id).await.status.unwrap().exit_code, 5);
 }
 
+/// The URL of an Exec (stdout always on) of `cmd` in container `id`.
+fn exec_url(
+    w: &common::world::World,
+    id: &str,
+    cmd: &[&str],
+    stdin: bool,
+    tty: bool,
+    stderr: bool,
+) -> impl std::future::Future<Output = String> + use<> {
+    let mut client = w.client.clone();
+    let request = ExecRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        stdin,
+        tty,
+        stdout: true,
+        stderr,
+        ..Default::default()
+    };
+    async move { client.exec(request).await.expect("exec").into_inner().url }
+}
+
 /// The pids in a container's pids cgroup (the world's pod parent is /berth-test).
 fn container_pids(id: &str) -> usize {
     std::fs::read_to_string(format!("/sys/fs/cgroup/pids/berth-test/{id}/cgroup.procs"))
@@ -208,17 +230,7 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
     let id = w.create(container("app", "sleep 3600")).await;
     w.start(&id).await;
     let exec = |cmd: &[&str], stdin: bool, tty: bool, stderr: bool| {
-        let mut client = w.client.clone();
-        let request = ExecRequest {
-            container_id: id.clone(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            stdin,
-            tty,
-            stdout: true,
-            stderr,
-            ..Default::default()
-        };
-        async move { client.exec(request).await.expect("exec").into_inner().url }
+        exec_url(&w, &id, cmd, stdin, tty, stderr)
     };
 
     // Pipes, stdout and stderr apart, and the exit code in the status.
@@ -451,23 +463,7 @@ async fn an_expired_token_is_refused() {
         .start()
         .await;
     let mut client = daemon.runtime().await;
-    let pod = client
-        .run_pod_sandbox(berth::proto::RunPodSandboxRequest {
-            config: Some(berth::proto::PodSandboxConfig {
-                metadata: Some(berth::proto::PodSandboxMetadata {
-                    name: "expiry".into(),
-                    uid: "expiry-uid".into(),
-                    namespace: "berth-test".into(),
-                    attempt: 0,
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = common::world::run_pod(&mut client, common::world::pod_config("expiry", "")).await;
     let url = client
         .port_forward(PortForwardRequest {
             pod_sandbox_id: pod.clone(),
@@ -486,18 +482,7 @@ async fn an_expired_token_is_refused() {
         .expect("run the port-forward client");
     let seen: Forwarded = serde_json::from_slice(&output.stdout).expect("the client's JSON");
     assert_eq!(seen.status, 404, "{seen:?}");
-    client
-        .stop_pod_sandbox(berth::proto::StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-    client
-        .remove_pod_sandbox(berth::proto::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    common::world::remove_pod(&mut client, &pod).await;
 }
 
 /// What the gorilla/websocket client saw.
@@ -539,17 +524,7 @@ async fn exec_and_port_forward_over_websocket() {
         .await;
     w.start(&id).await;
     let exec = |cmd: &[&str], stdin: bool, tty: bool, stderr: bool| {
-        let mut client = w.client.clone();
-        let request = ExecRequest {
-            container_id: id.clone(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            stdin,
-            tty,
-            stdout: true,
-            stderr,
-            ..Default::default()
-        };
-        async move { client.exec(request).await.expect("exec").into_inner().url }
+        exec_url(&w, &id, cmd, stdin, tty, stderr)
     };
 
     // v5, binary: stdin closed with the v5 signal, the exit code in the status.

@@ -10,8 +10,8 @@ use berth::proto::runtime_service_client::RuntimeServiceClient;
 use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     ContainerStatusResponse, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RunPodSandboxRequest,
-    StartContainerRequest,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -62,29 +62,10 @@ pub async fn world_with(extra: &str) -> World {
         .expect("pull busybox");
     let logs = tempfile::tempdir().unwrap();
     let mut client = daemon.runtime().await;
-    let sandbox = client
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata {
-                    name: "ctr-pod".into(),
-                    uid: "ctr-pod-uid".into(),
-                    namespace: "berth-test".into(),
-                    attempt: 0,
-                }),
-                hostname: "ctr-pod".into(),
-                log_directory: logs.path().display().to_string(),
-                linux: Some(LinuxPodSandboxConfig {
-                    cgroup_parent: "/berth-test".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run pod")
-        .into_inner()
-        .pod_sandbox_id;
+    let mut config = pod_config("ctr-pod", "/berth-test");
+    config.hostname = "ctr-pod".into();
+    config.log_directory = logs.path().display().to_string();
+    let sandbox = run_pod(&mut client, config).await;
     World {
         registry,
         daemon,
@@ -92,6 +73,55 @@ pub async fn world_with(extra: &str) -> World {
         logs,
         sandbox,
     }
+}
+
+/// A test pod `name` in namespace berth-test, under `cgroup_parent` when not empty.
+pub fn pod_config(name: &str, cgroup_parent: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("{name}-uid"),
+            namespace: "berth-test".into(),
+            attempt: 0,
+        }),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Runs a pod; returns its id.
+pub async fn run_pod(
+    client: &mut RuntimeServiceClient<Channel>,
+    config: PodSandboxConfig,
+) -> String {
+    client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+/// Stops and removes a pod.
+pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("stop pod");
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("remove pod");
 }
 
 pub fn container(name: &str, script: &str) -> ContainerConfig {
