@@ -58,11 +58,7 @@ impl CriService {
         };
         let mut info = HashMap::new();
         if verbose {
-            let bundle = self.containers.state_dir(&record.id).join("config.json");
-            let spec: serde_json::Value = std::fs::read(&bundle)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(serde_json::Value::Null);
+            let spec = super::sandbox_status::bundle_spec(&self.containers.state_dir(&record.id));
             let details = serde_json::json!({
                 "pid": record.pid,
                 "sandboxID": record.sandbox_id,

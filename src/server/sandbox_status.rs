@@ -76,11 +76,7 @@ impl CriService {
         };
         let mut info = HashMap::new();
         if verbose {
-            let bundle = self.sandboxes.dir(&record.id).join("config.json");
-            let spec: serde_json::Value = std::fs::read(&bundle)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or(serde_json::Value::Null);
+            let spec = bundle_spec(&self.sandboxes.dir(&record.id));
             let details = serde_json::json!({
                 "pid": record.pid,
                 "netnsPath": record.netns,
@@ -151,6 +147,14 @@ fn metadata(record: &SandboxRecord) -> PodSandboxMetadata {
 }
 
 /// The sandbox's config as the kubelet sent it.
+/// The OCI spec in a bundle directory, for verbose statuses (null when unreadable).
+pub(crate) fn bundle_spec(bundle: &std::path::Path) -> serde_json::Value {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 pub fn decode_config(record: &SandboxRecord) -> PodSandboxConfig {
     base64::engine::general_purpose::STANDARD
         .decode(&record.config)

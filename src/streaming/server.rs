@@ -64,6 +64,18 @@ fn text(status: StatusCode, message: String) -> Response<String> {
     response
 }
 
+/// A 101 answer upgrading to `protocol`.
+fn switching_to(protocol: &'static str) -> Response<String> {
+    let mut response = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(header::UPGRADE, header::HeaderValue::from_static(protocol));
+    response
+}
+
 fn header_has(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
     request.headers().get_all(name).iter().any(|v| {
         v.to_str()
@@ -152,16 +164,8 @@ fn handle(
         )
         .await;
     });
-    let mut response = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+    let mut response = switching_to("SPDY/3.1");
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    headers.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("SPDY/3.1"),
-    );
     headers.insert(
         "x-stream-protocol-version",
         header::HeaderValue::from_static(protocol),
@@ -241,16 +245,8 @@ fn upgrade_websocket(
         serve(pending, connection).await;
     });
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut response = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+    let mut response = switching_to("websocket");
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    headers.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
     if let Ok(value) = header::HeaderValue::from_str(&accept) {
         headers.insert("sec-websocket-accept", value);
     }
