@@ -14,7 +14,7 @@ RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certif
 # htpasswd and TLS) and skopeo.
 TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev \
   golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
-  docker-registry apache2-utils skopeo openssl
+  docker-registry apache2-utils skopeo openssl containerd
 
 .PHONY: all build run test deps test-deps fmt-check clippy unit clean
 

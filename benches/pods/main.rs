@@ -1,0 +1,827 @@
+//! The pod-path benchmark: berth, Debian's containerd 1.6 (CRI plugin) and the floor,
+//! side by side in one run on one machine.
+//!
+//! `cargo bench --bench pods` runs it in full (30 rounds; 500 containers for the list
+//! figures; 50 pods for memory); `BERTH_BENCH_ROUNDS=N` changes the round count. Under
+//! `cargo test` (no `--bench` argument) it runs as a smoke test with tiny counts: every
+//! step must work, no timing is judged. Needs root and what `make test` installs
+//! (containerd, runc, the CNI plugins, docker-registry, busybox-static).
+//!
+//! Everything comes from one local registry: a busybox image, a pause image made of
+//! berth's own pause program (containerd's `sandbox_image`; berth runs the same program
+//! from its own rootfs), and a multi-layer image for the pull figure. Each runtime gets
+//! its own socket, directories, bridge, subnet and cgroup parent; the floor
+//! (`floor.rs`) gets its own too. Rounds interleave the three: berth, containerd, floor,
+//! then containerd, berth, floor, and so on.
+//!
+//! The summary goes to stdout, and as Markdown and JSON next to the build
+//! (`target/tmp/bench-pods.{md,json}`); `bench/RESULTS.md` is refreshed by hand from a
+//! full run worth keeping.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod containerd;
+mod floor;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth::proto::image_service_client::ImageServiceClient;
+use berth::proto::runtime_service_client::RuntimeServiceClient;
+use berth::proto::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveImageRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+};
+use common::Setup;
+use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
+use common::registry::Registry;
+use futures_util::StreamExt as _;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use containerd::Containerd;
+use floor::Floor;
+use report::Figure;
+
+/// How much of everything one run does.
+struct Counts {
+    rounds: usize,
+    list_containers: usize,
+    list_samples: usize,
+    pulls: usize,
+    memory_pods: usize,
+}
+
+impl Counts {
+    fn full() -> Counts {
+        Counts {
+            rounds: 30,
+            list_containers: 500,
+            list_samples: 30,
+            pulls: 30,
+            memory_pods: 50,
+        }
+    }
+
+    fn smoke() -> Counts {
+        Counts {
+            rounds: 2,
+            list_containers: 3,
+            list_samples: 2,
+            pulls: 1,
+            memory_pods: 2,
+        }
+    }
+}
+
+/// Layers of the pull figure's image besides busybox, and the bytes of each.
+const PULL_LAYERS: usize = 5;
+const PULL_LAYER_BYTES: usize = 2 << 20;
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let mut counts = if full {
+        Counts::full()
+    } else {
+        Counts::smoke()
+    };
+    if let Some(rounds) = std::env::var("BERTH_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        counts.rounds = rounds;
+    }
+    let tag = format!("{:x}", std::process::id() & 0xffff);
+    let cgroups = CgroupTree(format!("berth-bench-{tag}"));
+    let third = (std::process::id() % 200) as u8;
+
+    let registry = Registry::start().await;
+    let busybox = TestImage::new(
+        vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
+        ImageConfig::default(),
+    );
+    registry.push("bench/busybox", "1", &busybox).await;
+    let berth = Setup::new()
+        .toml(&format!(
+            "[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
+            host = registry.host()
+        ))
+        .start()
+        .await;
+    let pause_program = berth.paths().state.join("pause/rootfs/pause");
+    let pause = TestImage::new(
+        vec![
+            LayerBuilder::new()
+                .file(
+                    "pause",
+                    &std::fs::read(&pause_program).expect("berth installed its pause program"),
+                    0o755,
+                )
+                .build(Compression::Gzip),
+        ],
+        ImageConfig {
+            entrypoint: vec!["/pause".into()],
+            cmd: Vec::new(),
+            ..ImageConfig::default()
+        },
+    );
+    registry.push("bench/pause", "1", &pause).await;
+    registry.push("bench/layers", "1", &layered_image()).await;
+    let containerd = Containerd::start(
+        &registry.host(),
+        &format!("{}/bench/pause:1", registry.host()),
+        &format!("bc{tag}"),
+        &format!("10.232.{third}.0/24"),
+    )
+    .await;
+    let floor = Floor::new(
+        &pause_program,
+        &format!("bf{tag}"),
+        &format!("10.233.{third}.0/24"),
+        &format!("/{}/floor", cgroups.0),
+    );
+
+    let logs = tempfile::tempdir().expect("create the log directory");
+    let busybox_ref = format!("{}/bench/busybox:1", registry.host());
+    let mut targets = [
+        Target::new(
+            "berth",
+            &berth.paths().socket,
+            berth.setup.dir(),
+            berth.pid(),
+            &cgroups,
+            logs.path(),
+            &busybox_ref,
+        )
+        .await,
+        Target::new(
+            "containerd",
+            &containerd.socket(),
+            containerd.dir(),
+            containerd.pid(),
+            &cgroups,
+            logs.path(),
+            &busybox_ref,
+        )
+        .await,
+    ];
+    for target in &mut targets {
+        target.pull(&busybox_ref).await;
+    }
+    targets[1]
+        .pull(&format!("{}/bench/pause:1", registry.host()))
+        .await;
+
+    let mut figures = Vec::new();
+    let mut idle = Figure::new("daemon RSS, idle", "MB");
+    idle.berth.push(kb_to_mb(rss_kb(targets[0].pid)));
+    idle.containerd.push(kb_to_mb(rss_kb(targets[1].pid)));
+
+    eprintln!("pod cycles: {} rounds", counts.rounds);
+    let mut run_pod = Figure::new("RunPodSandbox", "ms");
+    let mut create_start = Figure::new("CreateContainer + StartContainer", "ms");
+    let mut exec = Figure::new("ExecSync (`true`)", "ms");
+    let mut teardown = Figure::new("StopPodSandbox + RemovePodSandbox", "ms");
+    let mut floor_parts = [
+        Figure::new("floor: netns create + pin", "ms"),
+        Figure::new("floor: CNI ADD", "ms"),
+        Figure::new("floor: pause runc create + start", "ms"),
+        Figure::new("floor: CNI DEL", "ms"),
+    ];
+    for round in 0..counts.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let cycle = targets[i].cycle(round).await;
+            for (figure, value) in [
+                (&mut run_pod, cycle.run_pod),
+                (&mut create_start, cycle.create_start),
+                (&mut exec, cycle.exec),
+                (&mut teardown, cycle.teardown),
+            ] {
+                figure.runtime(i).push(value);
+            }
+        }
+        let f = floor.cycle(round).await;
+        run_pod.floor.push(f.run_pod);
+        create_start.floor.push(f.create_start);
+        exec.floor.push(f.exec);
+        teardown.floor.push(f.teardown);
+        for (figure, value) in floor_parts
+            .iter_mut()
+            .zip([f.netns, f.cni_add, f.pause, f.cni_del])
+        {
+            figure.floor.push(value);
+        }
+    }
+    figures.extend([run_pod, create_start, exec, teardown]);
+    figures.extend(floor_parts);
+
+    eprintln!("lists: {} containers", counts.list_containers);
+    let mut list_containers = Figure::new(
+        &format!("ListContainers, {} containers", counts.list_containers),
+        "ms",
+    );
+    let mut list_pods = Figure::new(
+        &format!("ListPodSandbox, {} containers", counts.list_containers),
+        "ms",
+    );
+    let mut crowded = Vec::new();
+    for target in &mut targets {
+        crowded.push(target.populate(counts.list_containers).await);
+    }
+    for sample in 0..counts.list_samples {
+        let order = if sample % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (containers, pods) = targets[i].list(counts.list_containers).await;
+            list_containers.runtime(i).push(containers);
+            list_pods.runtime(i).push(pods);
+        }
+    }
+    for (target, pod) in targets.iter_mut().zip(&crowded) {
+        target.teardown(pod).await;
+    }
+    figures.extend([list_containers, list_pods]);
+
+    eprintln!("pulls: {}", counts.pulls);
+    let layers_ref = format!("{}/bench/layers:1", registry.host());
+    let mut pull = Figure::new(
+        &format!(
+            "PullImage, {} layers ({} MiB)",
+            PULL_LAYERS + 1,
+            (PULL_LAYERS * PULL_LAYER_BYTES) >> 20
+        ),
+        "ms",
+    );
+    for sample in 0..counts.pulls {
+        let order = if sample % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let start = Instant::now();
+            targets[i].pull(&layers_ref).await;
+            pull.runtime(i).push(ms(start.elapsed()));
+            targets[i].remove_image(&layers_ref).await;
+        }
+    }
+    figures.push(pull);
+
+    eprintln!("memory: {} pods", counts.memory_pods);
+    let mut per_pod_rss = Figure::new(
+        &format!("runtime RSS per pod, {} pods", counts.memory_pods),
+        "MB",
+    );
+    let mut per_pod_pss = Figure::new(
+        &format!("runtime PSS per pod, {} pods", counts.memory_pods),
+        "MB",
+    );
+    let mut helpers = Figure::new("runtime processes (daemon + monitors or shims)", "count");
+    for (i, target) in targets.iter_mut().enumerate() {
+        let memory = target.memory_per_pod(counts.memory_pods).await;
+        per_pod_rss
+            .runtime(i)
+            .push(kb_to_mb(memory.rss_kb) / counts.memory_pods as f64);
+        per_pod_pss
+            .runtime(i)
+            .push(kb_to_mb(memory.pss_kb) / counts.memory_pods as f64);
+        helpers.runtime(i).push(memory.processes as f64);
+    }
+    figures.extend([per_pod_rss, per_pod_pss, helpers, idle]);
+
+    let meta = machine(full, &counts);
+    let header = format!(
+        "## {} ({}; {})",
+        meta["date"].as_str().unwrap_or_default(),
+        meta["machine"].as_str().unwrap_or_default(),
+        if full { "full run" } else { "smoke run" }
+    );
+    let markdown = report::markdown(&figures, &header);
+    println!("{markdown}");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(out.join("bench-pods.md"), &markdown).expect("write the Markdown");
+    std::fs::write(
+        out.join("bench-pods.json"),
+        serde_json::to_vec_pretty(&report::json(&figures, meta)).expect("JSON"),
+    )
+    .expect("write the JSON");
+    eprintln!("written: {}/bench-pods.{{md,json}}", out.display());
+
+    drop(targets);
+    drop(floor);
+    drop(containerd);
+    drop(berth);
+    drop(cgroups);
+}
+
+impl Figure {
+    /// The samples of target `i` (0 berth, 1 containerd).
+    fn runtime(&mut self, i: usize) -> &mut Vec<f64> {
+        if i == 0 {
+            &mut self.berth
+        } else {
+            &mut self.containerd
+        }
+    }
+}
+
+/// One CRI endpoint under test.
+struct Target {
+    name: &'static str,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    /// The private directory that every process of this runtime names.
+    dir: PathBuf,
+    pid: u32,
+    cgroup_parent: String,
+    logs: PathBuf,
+    busybox: String,
+}
+
+/// One pod's timings, in milliseconds.
+struct Cycle {
+    run_pod: f64,
+    create_start: f64,
+    exec: f64,
+    teardown: f64,
+}
+
+struct Memory {
+    rss_kb: u64,
+    pss_kb: u64,
+    processes: usize,
+}
+
+impl Target {
+    async fn new(
+        name: &'static str,
+        socket: &Path,
+        dir: &Path,
+        pid: Option<u32>,
+        cgroups: &CgroupTree,
+        logs: &Path,
+        busybox: &str,
+    ) -> Target {
+        let channel = berth::client::connect(socket)
+            .await
+            .expect("connect to the runtime");
+        Target {
+            name,
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            dir: dir.to_path_buf(),
+            pid: pid.expect("the runtime is running"),
+            cgroup_parent: format!("/{}/{name}", cgroups.0),
+            logs: logs.join(name),
+            busybox: busybox.to_string(),
+        }
+    }
+
+    async fn pull(&mut self, image: &str) {
+        self.images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: pull {image}: {e}", self.name));
+    }
+
+    async fn remove_image(&mut self, image: &str) {
+        self.images
+            .remove_image(RemoveImageRequest {
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: remove {image}: {e}", self.name));
+    }
+
+    /// A pod as the kubelet sends one: its own PID namespace per container.
+    fn pod_config(&self, name: &str) -> PodSandboxConfig {
+        let logs = self.logs.join(name);
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                namespace: "berth-bench".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: self.cgroup_parent.clone(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(container_pid_namespace()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn run_pod(&mut self, name: &str) -> (String, PodSandboxConfig) {
+        let config = self.pod_config(name);
+        std::fs::create_dir_all(&config.log_directory).expect("create the pod's log directory");
+        let id = self
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: RunPodSandbox: {e}", self.name))
+            .into_inner()
+            .pod_sandbox_id;
+        (id, config)
+    }
+
+    /// CreateContainer then StartContainer of busybox running `args`.
+    async fn create_start(
+        runtime: &mut RuntimeServiceClient<Channel>,
+        image: &str,
+        pod: &(String, PodSandboxConfig),
+        name: &str,
+        args: &[&str],
+    ) -> String {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            command: args.iter().map(|a| a.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(container_pid_namespace()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.0.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.1.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
+            .into_inner()
+            .container_id;
+        runtime
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+        id
+    }
+
+    async fn teardown(&mut self, pod: &(String, PodSandboxConfig)) {
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: StopPodSandbox: {e}", self.name));
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.0.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: RemovePodSandbox: {e}", self.name));
+    }
+
+    /// One pod through its whole life: run, a `sleep` container, an exec, teardown.
+    async fn cycle(&mut self, n: usize) -> Cycle {
+        let start = Instant::now();
+        let pod = self.run_pod(&format!("cycle-{n}")).await;
+        let run_pod = ms(start.elapsed());
+        let start = Instant::now();
+        let id = Target::create_start(
+            &mut self.runtime,
+            &self.busybox,
+            &pod,
+            "sleeper",
+            &["sleep", "3600"],
+        )
+        .await;
+        let create_start = ms(start.elapsed());
+        let start = Instant::now();
+        let response = self
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id,
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: ExecSync: {e}", self.name))
+            .into_inner();
+        let exec = ms(start.elapsed());
+        assert_eq!(response.exit_code, 0, "{}: `true` failed", self.name);
+        let start = Instant::now();
+        self.teardown(&pod).await;
+        let teardown = ms(start.elapsed());
+        Cycle {
+            run_pod,
+            create_start,
+            exec,
+            teardown,
+        }
+    }
+
+    /// A pod holding `containers` containers that ran `true` (four created at a time).
+    async fn populate(&mut self, containers: usize) -> (String, PodSandboxConfig) {
+        let pod = self.run_pod("crowded").await;
+        let runtime = self.runtime.clone();
+        let image = self.busybox.clone();
+        futures_util::stream::iter(0..containers)
+            .map(|i| {
+                let mut runtime = runtime.clone();
+                let (image, pod) = (image.clone(), pod.clone());
+                async move {
+                    Target::create_start(&mut runtime, &image, &pod, &format!("c{i}"), &["true"])
+                        .await
+                }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        pod
+    }
+
+    /// Times ListContainers and ListPodSandbox (all of them, no filter).
+    async fn list(&mut self, containers: usize) -> (f64, f64) {
+        let start = Instant::now();
+        let listed = self
+            .runtime
+            .list_containers(ListContainersRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: ListContainers: {e}", self.name))
+            .into_inner()
+            .containers
+            .len();
+        let list_containers = ms(start.elapsed());
+        assert_eq!(listed, containers, "{}: containers listed", self.name);
+        let start = Instant::now();
+        let pods = self
+            .runtime
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: ListPodSandbox: {e}", self.name))
+            .into_inner()
+            .items
+            .len();
+        let list_pods = ms(start.elapsed());
+        assert_eq!(pods, 1, "{}: pods listed", self.name);
+        (list_containers, list_pods)
+    }
+
+    /// Runs `pods` pods with a `sleep` container each, sums the memory of every process
+    /// of the runtime (daemon and monitors or shims; not the pause or container
+    /// processes), then removes the pods.
+    async fn memory_per_pod(&mut self, pods: usize) -> Memory {
+        let mut running = Vec::new();
+        for n in 0..pods {
+            let pod = self.run_pod(&format!("memory-{n}")).await;
+            Target::create_start(
+                &mut self.runtime,
+                &self.busybox,
+                &pod,
+                "sleeper",
+                &["sleep", "3600"],
+            )
+            .await;
+            running.push(pod);
+        }
+        let ours = processes_mentioning(&self.dir);
+        let memory = Memory {
+            rss_kb: ours.iter().map(|&pid| rss_kb(pid)).sum(),
+            pss_kb: ours.iter().map(|&pid| pss_kb(pid)).sum(),
+            processes: ours.len(),
+        };
+        for pod in &running {
+            self.teardown(pod).await;
+        }
+        memory
+    }
+}
+
+fn container_pid_namespace() -> NamespaceOption {
+    NamespaceOption {
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    }
+}
+
+/// busybox plus [`PULL_LAYERS`] layers of incompressible bytes.
+fn layered_image() -> TestImage {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut layers = vec![LayerBuilder::new().busybox().build(Compression::Gzip)];
+    for layer in 0..PULL_LAYERS {
+        let data: Vec<u8> = (0..PULL_LAYER_BYTES / 8)
+            .flat_map(|_| {
+                // xorshift64: cheap bytes gzip cannot shrink.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed.to_le_bytes()
+            })
+            .collect();
+        layers.push(
+            LayerBuilder::new()
+                .file(&format!("data-{layer}"), &data, 0o644)
+                .build(Compression::Gzip),
+        );
+    }
+    TestImage::new(layers, ImageConfig::default())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn kb_to_mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// The date, the machine, and the counts, for the report.
+fn machine(full: bool, counts: &Counts) -> serde_json::Value {
+    let text = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let machine = format!(
+        "{cpus} CPUs, {} GiB, Linux {}, {}, containerd {}",
+        memory >> 20,
+        text("uname", &["-r"]),
+        text("runc", &["--version"])
+            .lines()
+            .next()
+            .unwrap_or_default(),
+        text("containerd", &["--version"])
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default(),
+    );
+    json!({
+        "date": text("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        "machine": machine,
+        "mode": if full { "full" } else { "smoke" },
+        "rounds": counts.rounds,
+        "list_containers": counts.list_containers,
+        "pulls": counts.pulls,
+        "memory_pods": counts.memory_pods,
+    })
+}
+
+/// VmRSS of a process, in kB (0 once it is gone).
+fn rss_kb(pid: u32) -> u64 {
+    proc_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Pss of a process, in kB (0 once it is gone).
+fn pss_kb(pid: u32) -> u64 {
+    proc_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+fn proc_field(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
+/// The processes (other than this one) whose command line names `dir`.
+pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own && alive(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
+/// Force-deletes every container in the runc root `root` (what a failed run left).
+pub fn delete_runc_containers(root: &Path) {
+    let Ok(output) = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+    else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&output.stdout).lines() {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "--force", id])
+            .output();
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let ours = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&ours))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Deletes one of our bridges.
+pub fn delete_link(name: &str) {
+    if Path::new("/sys/class/net").join(name).exists() {
+        let _ = Command::new("ip").args(["link", "del", name]).output();
+    }
+}
+
+/// The cgroup directory (in every hierarchy) this run's pods go under; removed at the
+/// end, deepest first.
+struct CgroupTree(String);
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for hierarchy in hierarchies.flatten() {
+            let top = hierarchy.path().join(&self.0);
+            let mut dirs = Vec::new();
+            collect_dirs(&top, &mut dirs);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for dir in dirs {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    out.push(dir.to_path_buf());
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_dirs(&entry.path(), out);
+        }
+    }
+}
