@@ -217,7 +217,7 @@ impl Floor {
     fn kill_wait_delete(&self, id: &str, pid: u32) {
         self.run(&["kill", id, "KILL"]);
         let start = Instant::now();
-        while crate::alive(pid) {
+        while berth::oci::process_running(pid as i32) {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "{id} did not die"

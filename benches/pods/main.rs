@@ -2,7 +2,8 @@
 //! side by side in one run on one machine.
 //!
 //! `cargo bench --bench pods` runs it in full (30 rounds; 500 containers for the list
-//! figures; 50 pods for memory); `BERTH_BENCH_ROUNDS=N` changes the round count. Under
+//! figures; 30 pulls; 50 pods for memory); `BERTH_BENCH_ROUNDS`, `BERTH_BENCH_LIST`,
+//! `BERTH_BENCH_PULLS` and `BERTH_BENCH_PODS` change those counts. Under
 //! `cargo test` (no `--bench` argument) it runs as a smoke test with tiny counts: every
 //! step must work, no timing is judged. Needs root and what `make test` installs
 //! (containerd, runc, the CNI plugins, docker-registry, busybox-static).
@@ -91,11 +92,15 @@ async fn main() {
     } else {
         Counts::smoke()
     };
-    if let Some(rounds) = std::env::var("BERTH_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-    {
-        counts.rounds = rounds;
+    for (variable, count) in [
+        ("BERTH_BENCH_ROUNDS", &mut counts.rounds),
+        ("BERTH_BENCH_LIST", &mut counts.list_containers),
+        ("BERTH_BENCH_PULLS", &mut counts.pulls),
+        ("BERTH_BENCH_PODS", &mut counts.memory_pods),
+    ] {
+        if let Some(n) = std::env::var(variable).ok().and_then(|n| n.parse().ok()) {
+            *count = n;
+        }
     }
     let tag = format!("{:x}", std::process::id() & 0xffff);
     let cgroups = CgroupTree(format!("berth-bench-{tag}"));
@@ -307,7 +312,13 @@ async fn main() {
         serde_json::to_vec_pretty(&report::json(&figures, meta)).expect("JSON"),
     )
     .expect("write the JSON");
-    eprintln!("written: {}/bench-pods.{{md,json}}", out.display());
+    // The daemons' own logs, for profiling a run after the fact.
+    let _ = std::fs::copy(&berth.paths().log, out.join("bench-berth.log"));
+    let _ = std::fs::write(out.join("bench-containerd.log"), containerd.log());
+    eprintln!(
+        "written: {}/bench-pods.{{md,json}}, bench-{{berth,containerd}}.log",
+        out.display()
+    );
 
     drop(targets);
     drop(floor);
@@ -723,17 +734,6 @@ fn proc_field(path: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether `pid` still runs (a zombie has ended).
-pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    !matches!(state, Some('Z' | 'X') | None)
-}
-
 /// The processes (other than this one) whose command line names `dir`.
 pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
     let needle = dir.as_os_str().as_encoded_bytes();
@@ -744,7 +744,7 @@ pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != own && alive(pid))
+        .filter(|&pid| pid != own && berth::oci::process_running(pid as i32))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))

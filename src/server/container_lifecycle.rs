@@ -109,10 +109,7 @@ impl CriService {
         };
         self.stop_locked(&record.id, 0).await?;
         let runtime = self.runtime_of(&record)?;
-        match runtime.delete(&record.id).await {
-            Err(OciError::Failed { message, .. }) if message.contains("does not exist") => {}
-            other => other?,
-        }
+        super::sandbox_run::delete_gone(&runtime, &record.id).await?;
         let layer_dir = self.containers.layer_dir(&record.id);
         let rootfs = layer_dir.join("rootfs");
         files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
@@ -239,7 +236,7 @@ async fn wait_exit(paths: &crate::monitor::MonitorPaths, limit: Duration) -> boo
         {
             return ExitRecord::read(paths).is_some();
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

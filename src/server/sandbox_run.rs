@@ -452,6 +452,45 @@ impl CriService {
     }
 }
 
+/// Kills a container whose init has pid `pid`, waits for that process to end (watching
+/// `/proc`, which is much cheaper than asking the runtime) and deletes it. Without a
+/// live pid, it is [`stop_and_delete`].
+pub(crate) async fn kill_and_delete(
+    runtime: &Runtime,
+    id: &str,
+    pid: i32,
+) -> std::result::Result<(), crate::oci::runc::OciError> {
+    if !crate::oci::process_running(pid) {
+        return stop_and_delete(runtime, id).await;
+    }
+    // "not running" races are fine: the wait below decides.
+    let _ = runtime.kill(id, "KILL").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::oci::process_running(pid) {
+        if std::time::Instant::now() > deadline {
+            // Not gone (or the pid was reused): let the runtime decide.
+            return stop_and_delete(runtime, id).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    delete_gone(runtime, id).await
+}
+
+/// `runtime delete`, where a container the runtime no longer knows is not an error.
+pub(crate) async fn delete_gone(
+    runtime: &Runtime,
+    id: &str,
+) -> std::result::Result<(), crate::oci::runc::OciError> {
+    match runtime.delete(id).await {
+        Err(crate::oci::runc::OciError::Failed { message, .. })
+            if message.contains("does not exist") =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Kills a container, waits for it to stop, and deletes it from the runtime. Each step
 /// tolerates a container that is already gone.
 pub(crate) async fn stop_and_delete(
@@ -474,14 +513,7 @@ pub(crate) async fn stop_and_delete(
             }
         }
     }
-    match runtime.delete(id).await {
-        Err(crate::oci::runc::OciError::Failed { message, .. })
-            if message.contains("does not exist") =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
+    delete_gone(runtime, id).await
 }
 
 /// The cgroup of a sandbox: `<cgroup_parent>/<id>`, or `/berth/<id>` without a parent.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::CriService;
 use super::container_lifecycle::remove_dir;
-use super::sandbox_run::stop_and_delete;
+use super::sandbox_run::{kill_and_delete, stop_and_delete};
 use crate::error::{Error, Result};
 use crate::network::cni::PodNetwork;
 use crate::sandbox::{files, netns};
@@ -117,9 +117,12 @@ impl CriService {
     }
 
     /// The stop itself, under the sandbox's lock. Safe to repeat.
+    ///
+    /// The processes (containers first, as api.proto says they are forcibly terminated,
+    /// then the pause container) and the network (CNI DEL) are torn down side by side:
+    /// DEL needs only the pinned namespace, which outlives the processes. The pin goes
+    /// once both are done.
     async fn stop_sandbox(&self, mut record: SandboxRecord) -> Result<SandboxRecord> {
-        // Its containers first: api.proto says they are forcibly terminated.
-        self.remove_sandbox_containers(&record.id, false).await?;
         let runtime = self
             .sandboxes
             .runtime(&record.runtime_handler)
@@ -132,12 +135,24 @@ impl CriService {
                     record.runtime_handler
                 ),
             })?;
-        stop_and_delete(&runtime, &record.id).await?;
-        if let Some(pin) = record.netns.clone() {
-            let pin = std::path::PathBuf::from(pin);
+        let pin = record.netns.clone().map(std::path::PathBuf::from);
+        // A finished stop leaves the record NotReady with no pid and no netns: its pause
+        // container is deleted already, and asking the runtime again costs a runc call.
+        let stopped = !record.state.can_stop() && record.pid == 0 && record.netns.is_none();
+        let processes = async {
+            self.remove_sandbox_containers(&record.id, false).await?;
+            if !stopped {
+                kill_and_delete(&runtime, &record.id, record.pid).await?;
+            }
+            Ok::<(), Error>(())
+        };
+        let network = async {
+            let Some(pin) = &pin else {
+                return Ok(());
+            };
             let network = PodNetwork {
                 id: &record.id,
-                netns: &pin,
+                netns: pin,
                 name: &record.name,
                 namespace: &record.namespace,
                 uid: &record.uid,
@@ -145,7 +160,13 @@ impl CriService {
             };
             // DEL replays the port mappings cached at ADD.
             self.sandboxes.cni.detach(&network).await?;
-            netns::remove(&pin).map_err(Error::io("removing network namespace", &pin))?;
+            Ok::<(), Error>(())
+        };
+        let (processes, network) = tokio::join!(processes, network);
+        processes?;
+        network?;
+        if let Some(pin) = &pin {
+            netns::remove(pin).map_err(Error::io("removing network namespace", pin))?;
         }
         if record.state.can_stop() || record.netns.is_some() {
             record.state = SandboxState::NotReady;
