@@ -16,7 +16,7 @@ TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-p
   golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
   docker-registry apache2-utils skopeo openssl containerd
 
-.PHONY: all build run test deps test-deps fmt-check clippy unit clean
+.PHONY: all build run test deps test-deps fmt-check clippy unit bench clean
 
 all: build
 
@@ -54,6 +54,10 @@ clippy:
 # The whole suite: formatting, lints, unit and integration tests.
 test: test-deps fmt-check clippy
 	$(CARGO) test --locked --all-targets
+
+# The pod-path benchmark against containerd and the floor (benches/pods/); as root.
+bench: test-deps
+	$(CARGO) bench --locked --bench pods
 
 clean:
 	$(CARGO) clean

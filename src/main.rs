@@ -52,34 +52,6 @@ enum Command {
     Serve,
     /// Print berth's version and the CRI API version it serves.
     Version,
-    /// (internal) The per-container monitor the daemon starts; not for people.
-    #[command(hide = true)]
-    Monitor {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        bundle: PathBuf,
-        #[arg(long)]
-        runtime: PathBuf,
-        #[arg(long)]
-        runtime_root: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        control_socket: PathBuf,
-        #[arg(long)]
-        memory_cgroup: Option<PathBuf>,
-        #[arg(long)]
-        tty: bool,
-        #[arg(long)]
-        stdin: bool,
-        #[arg(long)]
-        stdin_once: bool,
-        #[arg(long)]
-        exec_process: Option<PathBuf>,
-    },
     /// Manage images through the running daemon.
     Image {
         #[command(subcommand)]
@@ -112,34 +84,6 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve => serve(cli.global),
-        Command::Monitor {
-            id,
-            bundle,
-            runtime,
-            runtime_root,
-            log,
-            dir,
-            control_socket,
-            memory_cgroup,
-            tty,
-            stdin,
-            stdin_once,
-            exec_process,
-        } => berth::monitor::run(berth::monitor::MonitorArgs {
-            id,
-            bundle,
-            runtime,
-            runtime_root,
-            log_path: log,
-            dir,
-            socket: control_socket,
-            memory_cgroup,
-            tty,
-            stdin,
-            stdin_once,
-            exec_process,
-        })
-        .map_err(anyhow::Error::from),
         Command::Image {
             command: ImageCommand::Import { file, name },
         } => import(cli.global, file, name),

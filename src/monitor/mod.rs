@@ -1,5 +1,5 @@
-//! The per-container monitor: `berth monitor …`, a re-exec of the berth binary that owns
-//! one container from its creation to its exit.
+//! The per-container monitor: `berth-monitor`, a small program of its own (installed next
+//! to `berth`, see [`args`]) that owns one container from its creation to its exit.
 //!
 //! It runs in its own session as a child subreaper, so it outlives the daemon (a crash or
 //! restart of berth never touches a running container) and becomes the parent of the
@@ -18,6 +18,7 @@
 //!
 //! One thread, a `poll` loop (`pump`), no async runtime: it costs a few hundred kilobytes.
 
+pub mod args;
 pub mod attach;
 mod pump;
 
@@ -104,7 +105,8 @@ impl ExitRecord {
     }
 }
 
-/// The monitor's command line (the daemon builds it; see `main.rs`).
+/// The monitor's command line (the daemon builds it, `berth-monitor` reads it: see
+/// [`args`]).
 #[derive(Debug, Clone)]
 pub struct MonitorArgs {
     pub id: String,

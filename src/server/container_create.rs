@@ -340,46 +340,34 @@ impl CriService {
         cgroups_path: &str,
         config: &ContainerConfig,
     ) -> Result<i32> {
-        let exe = std::env::current_exe().map_err(Error::io(
-            "finding the berth binary",
-            Path::new("/proc/self/exe"),
+        let program = crate::monitor::args::program().map_err(Error::io(
+            "finding the monitor",
+            Path::new(crate::monitor::args::PROGRAM),
         ))?;
         let memory_cgroup =
             Path::new("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'));
-        let mut command = tokio::process::Command::new(&exe);
-        command.arg("monitor");
-        for (flag, on) in [
-            ("--tty", config.tty),
-            ("--stdin", config.stdin),
-            ("--stdin-once", config.stdin && config.stdin_once),
-        ] {
-            if on {
-                command.arg(flag);
-            }
-        }
-        let mut child = command
-            .arg("--id")
-            .arg(id)
-            .arg("--bundle")
-            .arg(state_dir)
-            .arg("--runtime")
-            .arg(runtime.binary())
-            .arg("--runtime-root")
-            .arg(runtime.root())
-            .arg("--log")
-            .arg(log_path)
-            .arg("--dir")
-            .arg(state_dir)
-            .arg("--control-socket")
-            .arg(self.containers.monitor_paths(id).socket)
-            .arg("--memory-cgroup")
-            .arg(&memory_cgroup)
+        let args = crate::monitor::MonitorArgs {
+            id: id.to_string(),
+            bundle: state_dir.to_path_buf(),
+            runtime: runtime.binary().to_path_buf(),
+            runtime_root: runtime.root().to_path_buf(),
+            log_path: log_path.to_path_buf(),
+            dir: state_dir.to_path_buf(),
+            socket: self.containers.monitor_paths(id).socket,
+            memory_cgroup: Some(memory_cgroup),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin && config.stdin_once,
+            exec_process: None,
+        };
+        let mut child = tokio::process::Command::new(&program)
+            .args(args.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(false)
             .spawn()
-            .map_err(Error::io("starting the monitor", &exe))?;
+            .map_err(Error::io("starting the monitor", &program))?;
         let stdout = child
             .stdout
             .take()

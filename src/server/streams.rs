@@ -6,7 +6,7 @@
 //! container writes from then on, the client's stdin, terminal resizes, and the exit.
 //! Detaching (the client going away) never stops the container.
 //!
-//! Exec starts a monitor in exec mode (`berth monitor --exec-process`), attaches to it
+//! Exec starts a monitor in exec mode (`berth-monitor --exec-process`), attaches to it
 //! the same way, and only then has it run the process (`runc exec --detach`, pipes or a
 //! terminal): no output is lost, the process is the monitor's child (reaped by it), and
 //! it is killed when the client goes away.
@@ -139,36 +139,24 @@ impl CriService {
             request.tty,
         )
         .map_err(|e| e.to_string())?;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut command = tokio::process::Command::new(exe);
-        command.arg("monitor");
+        let program = crate::monitor::args::program().map_err(|e| e.to_string())?;
         // The client's end of stdin is the process's (stdin_once, as for `kubectl exec`).
-        for (flag, on) in [
-            ("--tty", request.tty),
-            ("--stdin", request.stdin),
-            ("--stdin-once", request.stdin),
-        ] {
-            if on {
-                command.arg(flag);
-            }
-        }
-        let mut child = command
-            .arg("--id")
-            .arg(&record.id)
-            .arg("--bundle")
-            .arg(&paths.dir)
-            .arg("--runtime")
-            .arg(runtime.binary())
-            .arg("--runtime-root")
-            .arg(runtime.root())
-            .arg("--log")
-            .arg("/dev/null")
-            .arg("--dir")
-            .arg(&paths.dir)
-            .arg("--control-socket")
-            .arg(&paths.socket)
-            .arg("--exec-process")
-            .arg(&process)
+        let args = crate::monitor::MonitorArgs {
+            id: record.id.clone(),
+            bundle: paths.dir.clone(),
+            runtime: runtime.binary().to_path_buf(),
+            runtime_root: runtime.root().to_path_buf(),
+            log_path: "/dev/null".into(),
+            dir: paths.dir.clone(),
+            socket: paths.socket.clone(),
+            memory_cgroup: None,
+            tty: request.tty,
+            stdin: request.stdin,
+            stdin_once: request.stdin,
+            exec_process: Some(process),
+        };
+        let mut child = tokio::process::Command::new(program)
+            .args(args.to_args())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
