@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench pods` runs it in full (30 rounds; 500 containers for the list
 //! figures; 30 pulls; 50 pods for memory); `BERTH_BENCH_ROUNDS`, `BERTH_BENCH_LIST`,
-//! `BERTH_BENCH_PULLS` and `BERTH_BENCH_PODS` change those counts. Under
+//! `BERTH_BENCH_PULLS` and `BERTH_BENCH_PODS` change those counts, and
+//! `BERTH_BENCH_LOG_LEVEL=debug` makes berth log every RPC with its duration. Under
 //! `cargo test` (no `--bench` argument) it runs as a smoke test with tiny counts: every
 //! step must work, no timing is judged. Needs root and what `make test` installs
 //! (containerd, runc, the CNI plugins, docker-registry, busybox-static).
@@ -112,7 +113,11 @@ async fn main() {
         ImageConfig::default(),
     );
     registry.push("bench/busybox", "1", &busybox).await;
+    // Both daemons log at their default level (containerd: info), unless asked.
+    let log_level = std::env::var("BERTH_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let berth = Setup::new()
+        .arg("--log-level")
+        .arg(&log_level)
         .toml(&format!(
             "[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
             host = registry.host()
@@ -202,6 +207,7 @@ async fn main() {
     for round in 0..counts.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
+            settle().await;
             let cycle = targets[i].cycle(round).await;
             for (figure, value) in [
                 (&mut run_pod, cycle.run_pod),
@@ -212,6 +218,7 @@ async fn main() {
                 figure.runtime(i).push(value);
             }
         }
+        settle().await;
         let f = floor.cycle(round).await;
         run_pod.floor.push(f.run_pod);
         create_start.floor.push(f.create_start);
@@ -661,6 +668,13 @@ fn layered_image() -> TestImage {
         );
     }
     TestImage::new(layers, ImageConfig::default())
+}
+
+/// An idle gap before each measured cycle, so that what one runtime does in the
+/// background after a teardown (a shim exiting, garbage collection) is not counted in the
+/// next one's figures.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 fn ms(duration: Duration) -> f64 {

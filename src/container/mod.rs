@@ -83,11 +83,23 @@ impl Containers {
 
     /// Every container, states brought up to date.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
-        self.records
-            .all()
-            .into_iter()
-            .map(|r| self.refresh(r))
-            .collect()
+        self.list_map(|r| Some(r.clone()))
+    }
+
+    /// `f` of every record, in id order, once the live ones are brought up to date (see
+    /// [`Containers::refresh`]). Only live records are cloned on the way: listing many
+    /// exited containers costs no copies.
+    pub fn list_map<T>(
+        &self,
+        f: impl FnMut(&ContainerRecord) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let live = self
+            .records
+            .filter_map(|r| (r.state != ContainerState::Exited).then(|| r.clone()));
+        for record in live {
+            self.refresh(record)?;
+        }
+        Ok(self.records.filter_map(f))
     }
 
     /// A live container whose monitor recorded an exit is Exited, with the code, time and

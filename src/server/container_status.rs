@@ -74,25 +74,17 @@ impl CriService {
 
     pub fn list_containers(&self, filter: Option<ContainerFilter>) -> Result<Vec<Container>> {
         let filter = filter.unwrap_or_default();
-        Ok(self
-            .containers
-            .list()?
-            .into_iter()
-            .filter(|r| {
-                selected(
-                    r,
-                    &filter.id,
-                    &filter.pod_sandbox_id,
-                    &filter.label_selector,
-                )
-            })
-            .filter(|r| {
-                filter
-                    .state
-                    .is_none_or(|s| s.state == state(r.state) as i32)
-            })
-            .map(|r| to_cri(&r))
-            .collect())
+        Ok(self.containers.list_map(|r| {
+            let wanted = selected(
+                r,
+                &filter.id,
+                &filter.pod_sandbox_id,
+                &filter.label_selector,
+            ) && filter
+                .state
+                .is_none_or(|s| s.state == state(r.state) as i32);
+            wanted.then(|| to_cri(r))
+        })?)
     }
 }
 

@@ -73,7 +73,16 @@ impl<R: Named> RecordCache<R> {
 
     /// Every record, in id order.
     pub fn all(&self) -> Vec<R> {
-        unpoisoned(self.records.read()).values().cloned().collect()
+        self.filter_map(|r| Some(r.clone()))
+    }
+
+    /// `f` of every record, in id order, under the read lock: nothing is cloned unless
+    /// `f` clones it.
+    pub fn filter_map<T>(&self, f: impl FnMut(&R) -> Option<T>) -> Vec<T> {
+        unpoisoned(self.records.read())
+            .values()
+            .filter_map(f)
+            .collect()
     }
 
     /// Stores a new or changed record.
