@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::proto::VersionRequest;
-use berth::proto::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -105,36 +103,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             bridge: bridge.to_string(),
             dir,
         };
-        containerd.wait_serving().await;
-        containerd
-    }
-
-    async fn wait_serving(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!("containerd exited with {status}:\n{}", self.log());
-            }
-            if let Ok(channel) = berth::client::connect(&self.socket()).await
-                && RuntimeServiceClient::new(channel)
-                    .version(VersionRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "containerd did not serve CRI within 30 s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let socket = containerd.socket();
+        let log_path = containerd.dir.path().join("containerd.log");
+        if let Some(child) = containerd.child.as_mut() {
+            crate::common::wait_serving(
+                child,
+                &socket,
+                "containerd",
+                Duration::from_secs(30),
+                || std::fs::read_to_string(&log_path).unwrap_or_default(),
+            )
+            .await;
         }
+        containerd
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -174,9 +155,9 @@ impl Drop for Containerd {
         for pid in crate::processes_mentioning(self.dir.path()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        crate::delete_runc_containers(&self.dir.path().join("runc/k8s.io"));
-        crate::unmount_under(self.dir.path());
-        crate::delete_link(&self.bridge);
+        crate::common::delete_runc_containers(&self.dir.path().join("runc/k8s.io"));
+        crate::common::unmount_under(self.dir.path());
+        crate::common::delete_link(&self.bridge);
         if !self.had_run_dir {
             let _ = std::fs::remove_dir(SHIM_SOCKETS);
             let _ = Path::new(SHIM_SOCKETS).parent().map(std::fs::remove_dir);

@@ -230,9 +230,9 @@ impl Floor {
 
 impl Drop for Floor {
     fn drop(&mut self) {
-        crate::delete_runc_containers(&self.dir.path().join("runc"));
-        crate::unmount_under(self.dir.path());
-        crate::delete_link(&self.bridge);
+        crate::common::delete_runc_containers(&self.dir.path().join("runc"));
+        crate::common::unmount_under(self.dir.path());
+        crate::common::delete_link(&self.bridge);
     }
 }
 

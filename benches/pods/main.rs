@@ -205,8 +205,7 @@ async fn main() {
         Figure::new("floor: CNI DEL", "ms"),
     ];
     for round in 0..counts.rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
+        for i in turns(round) {
             settle().await;
             let cycle = targets[i].cycle(round).await;
             for (figure, value) in [
@@ -248,8 +247,7 @@ async fn main() {
         crowded.push(target.populate(counts.list_containers).await);
     }
     for sample in 0..counts.list_samples {
-        let order = if sample % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
+        for i in turns(sample) {
             let (containers, pods) = targets[i].list(counts.list_containers).await;
             list_containers.runtime(i).push(containers);
             list_pods.runtime(i).push(pods);
@@ -271,8 +269,7 @@ async fn main() {
         "ms",
     );
     for sample in 0..counts.pulls {
-        let order = if sample % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
+        for i in turns(sample) {
             let start = Instant::now();
             targets[i].pull(&layers_ref).await;
             pull.runtime(i).push(ms(start.elapsed()));
@@ -670,6 +667,11 @@ fn layered_image() -> TestImage {
     TestImage::new(layers, ImageConfig::default())
 }
 
+/// Which runtime goes first in round `n` (0 berth, 1 containerd): they take turns.
+fn turns(n: usize) -> [usize; 2] {
+    if n.is_multiple_of(2) { [0, 1] } else { [1, 0] }
+}
+
 /// An idle gap before each measured cycle, so that what one runtime does in the
 /// background after a teardown (a shim exiting, garbage collection) is not counted in the
 /// next one's figures.
@@ -764,47 +766,6 @@ pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
                 .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
         })
         .collect()
-}
-
-/// Force-deletes every container in the runc root `root` (what a failed run left).
-pub fn delete_runc_containers(root: &Path) {
-    let Ok(output) = Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-    else {
-        return;
-    };
-    for id in String::from_utf8_lossy(&output.stdout).lines() {
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(root)
-            .args(["delete", "--force", id])
-            .output();
-    }
-}
-
-/// Unmounts everything mounted under `dir`, deepest first.
-pub fn unmount_under(dir: &Path) {
-    let ours = dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&ours))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// Deletes one of our bridges.
-pub fn delete_link(name: &str) {
-    if Path::new("/sys/class/net").join(name).exists() {
-        let _ = Command::new("ip").args(["link", "del", name]).output();
-    }
 }
 
 /// The cgroup directory (in every hierarchy) this run's pods go under; removed at the

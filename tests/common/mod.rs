@@ -215,37 +215,12 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn berth");
-        self.child = Some(child);
-        let socket = self.paths().socket.clone();
-        let log_path = self.paths().log.clone();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "berth exited during start-up with {status}; log:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            if let Ok(channel) = connect(&socket).await
-                && RuntimeServiceClient::new(channel)
-                    .version(VersionRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                start.elapsed() < START_DEADLINE,
-                "berth did not serve within {START_DEADLINE:?}; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (log_path, socket) = (self.paths().log.clone(), self.paths().socket.clone());
+        let child = self.child.insert(child);
+        wait_serving(child, &socket, "berth", START_DEADLINE, || {
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        })
+        .await;
     }
 
     /// A runtime service client on a new connection.
@@ -323,38 +298,135 @@ impl Setup {
             .into_iter()
             .flatten();
         for runtime_root in handlers.flatten().map(|e| e.path()) {
-            let Ok(output) = Command::new("runc")
-                .arg("--root")
-                .arg(&runtime_root)
-                .args(["list", "-q"])
-                .output()
-            else {
-                continue;
-            };
-            for id in String::from_utf8_lossy(&output.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&runtime_root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
+            delete_runc_containers(&runtime_root);
         }
-        let ours = self.dir.path().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&ours))
+        self.detach_networks();
+        unmount_under(self.dir.path());
+        delete_link(&self.bridge);
+    }
+
+    /// CNI DEL for every pod the daemon left attached (its cached ADD results), while
+    /// their namespaces are still pinned: the bridge plugin's masquerading rules live in
+    /// the host's iptables, outside this daemon's directory.
+    fn detach_networks(&self) {
+        let results = self.paths.state.join("cni/results");
+        let ids: Vec<String> = std::fs::read_dir(&results)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some(e.path().file_stem()?.to_str()?.to_string()))
             .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        if ids.is_empty() {
+            return;
         }
-        if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.bridge])
-                .output();
+        let cni = berth::network::cni::Cni::new(
+            self.paths.cni_conf.clone(),
+            berth::config::Config::default().network.bin_dirs,
+            results,
+        );
+        let netns = self.paths.state.join("netns");
+        // Drop may run on a runtime's thread: this gets a thread and a runtime of its own.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async {
+                    for id in &ids {
+                        let pin = netns.join(id);
+                        let pod = berth::network::cni::PodNetwork {
+                            id,
+                            netns: &pin,
+                            name: "",
+                            namespace: "",
+                            uid: "",
+                            port_mappings: &[],
+                        };
+                        if let Err(err) = cni.detach(&pod).await {
+                            eprintln!("CNI DEL of test pod {id} failed: {err}");
+                        }
+                    }
+                });
+            });
+        });
+    }
+}
+
+/// Force-deletes every container in the runc root `root` (what a failed test left).
+pub fn delete_runc_containers(root: &Path) {
+    let Ok(output) = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+    else {
+        return;
+    };
+    for id in String::from_utf8_lossy(&output.stdout).lines() {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["delete", "--force", id])
+            .output();
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let ours = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&ours))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Deletes one of our own network links (a test daemon's bridge).
+pub fn delete_link(name: &str) {
+    if Path::new("/sys/class/net").join(name).exists() {
+        let _ = Command::new("ip").args(["link", "del", name]).output();
+    }
+}
+
+/// Waits until the CRI runtime `what`, run as `child`, answers `Version` on `socket`;
+/// panics with its `log` if it exits first or `deadline` passes.
+pub async fn wait_serving(
+    child: &mut Child,
+    socket: &Path,
+    what: &str,
+    deadline: Duration,
+    log: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited during start-up with {status}; log:\n{}",
+                log()
+            );
         }
+        if let Ok(channel) = connect(socket).await
+            && RuntimeServiceClient::new(channel)
+                .version(VersionRequest::default())
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what} did not serve within {deadline:?}; log:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
