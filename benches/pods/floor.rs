@@ -23,7 +23,9 @@ pub struct FloorCycle {
     pub pause: f64,
     /// netns + CNI ADD + pause, one after another.
     pub run_pod: f64,
-    pub create_start: f64,
+    /// The container's `runc create`, then its `runc start`.
+    pub create: f64,
+    pub start: f64,
     pub exec: f64,
     pub cni_del: f64,
     /// Kill, wait and delete of both containers, CNI DEL, netns removal.
@@ -151,7 +153,7 @@ impl Floor {
         self.cni.attach(&network).await.expect("CNI ADD");
         let cni_add = ms(step.elapsed());
         let step = Instant::now();
-        let pause_pid = self.create_start(&pod, &pause_bundle);
+        let (pause_pid, _, _) = self.create_start(&pod, &pause_bundle);
         let pause = ms(step.elapsed());
         let run_pod = ms(start.elapsed());
 
@@ -165,9 +167,7 @@ impl Floor {
                 set_namespace(spec, kind, Some(&path));
             }
         });
-        let step = Instant::now();
-        let ctr_pid = self.create_start(&ctr, &ctr_bundle);
-        let create_start = ms(step.elapsed());
+        let (ctr_pid, create, start_ctr) = self.create_start(&ctr, &ctr_bundle);
 
         let step = Instant::now();
         self.run(&["exec", &ctr, "/bin/busybox", "true"]);
@@ -188,16 +188,19 @@ impl Floor {
             cni_add,
             pause,
             run_pod,
-            create_start,
+            create,
+            start: start_ctr,
             exec,
             cni_del,
             teardown,
         }
     }
 
-    /// `runc create` then `runc start`; returns the container's pid.
-    fn create_start(&self, id: &str, bundle: &Path) -> u32 {
+    /// `runc create` then `runc start`; returns the container's pid and how long each
+    /// took.
+    fn create_start(&self, id: &str, bundle: &Path) -> (u32, f64, f64) {
         let pid_file = bundle.join("pid");
+        let step = Instant::now();
         self.run(&[
             "create",
             "--bundle",
@@ -206,11 +209,15 @@ impl Floor {
             &pid_file.display().to_string(),
             id,
         ]);
+        let create = ms(step.elapsed());
+        let step = Instant::now();
         self.run(&["start", id]);
-        std::fs::read_to_string(&pid_file)
+        let start = ms(step.elapsed());
+        let pid = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse().ok())
-            .expect("runc wrote the pid file")
+            .expect("runc wrote the pid file");
+        (pid, create, start)
     }
 
     /// SIGKILL, wait until the process is gone (or a zombie of its new parent), delete.

@@ -196,6 +196,8 @@ async fn main() {
     eprintln!("pod cycles: {} rounds", counts.rounds);
     let mut run_pod = Figure::new("RunPodSandbox", "ms");
     let mut create_start = Figure::new("CreateContainer + StartContainer", "ms");
+    let mut create = Figure::new("CreateContainer (floor: runc create)", "ms");
+    let mut start = Figure::new("StartContainer (floor: runc start)", "ms");
     let mut exec = Figure::new("ExecSync (`true`)", "ms");
     let mut teardown = Figure::new("StopPodSandbox + RemovePodSandbox", "ms");
     let mut floor_parts = [
@@ -210,7 +212,9 @@ async fn main() {
             let cycle = targets[i].cycle(round).await;
             for (figure, value) in [
                 (&mut run_pod, cycle.run_pod),
-                (&mut create_start, cycle.create_start),
+                (&mut create_start, cycle.create + cycle.start),
+                (&mut create, cycle.create),
+                (&mut start, cycle.start),
                 (&mut exec, cycle.exec),
                 (&mut teardown, cycle.teardown),
             ] {
@@ -220,7 +224,9 @@ async fn main() {
         settle().await;
         let f = floor.cycle(round).await;
         run_pod.floor.push(f.run_pod);
-        create_start.floor.push(f.create_start);
+        create_start.floor.push(f.create + f.start);
+        create.floor.push(f.create);
+        start.floor.push(f.start);
         exec.floor.push(f.exec);
         teardown.floor.push(f.teardown);
         for (figure, value) in floor_parts
@@ -230,7 +236,7 @@ async fn main() {
             figure.floor.push(value);
         }
     }
-    figures.extend([run_pod, create_start, exec, teardown]);
+    figures.extend([run_pod, create_start, create, start, exec, teardown]);
     figures.extend(floor_parts);
 
     eprintln!("lists: {} containers", counts.list_containers);
@@ -358,7 +364,8 @@ struct Target {
 /// One pod's timings, in milliseconds.
 struct Cycle {
     run_pod: f64,
-    create_start: f64,
+    create: f64,
+    start: f64,
     exec: f64,
     teardown: f64,
 }
@@ -459,14 +466,15 @@ impl Target {
         (id, config)
     }
 
-    /// CreateContainer then StartContainer of busybox running `args`.
+    /// CreateContainer then StartContainer of busybox running `args`; returns the id and
+    /// how long each call took.
     async fn create_start(
         runtime: &mut RuntimeServiceClient<Channel>,
         image: &str,
         pod: &(String, PodSandboxConfig),
         name: &str,
         args: &[&str],
-    ) -> String {
+    ) -> (String, f64, f64) {
         let config = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -487,6 +495,7 @@ impl Target {
             }),
             ..Default::default()
         };
+        let start = Instant::now();
         let id = runtime
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.0.clone(),
@@ -497,13 +506,15 @@ impl Target {
             .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
             .into_inner()
             .container_id;
+        let created = ms(start.elapsed());
+        let start = Instant::now();
         runtime
             .start_container(StartContainerRequest {
                 container_id: id.clone(),
             })
             .await
             .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
-        id
+        (id, created, ms(start.elapsed()))
     }
 
     async fn teardown(&mut self, pod: &(String, PodSandboxConfig)) {
@@ -526,8 +537,7 @@ impl Target {
         let start = Instant::now();
         let pod = self.run_pod(&format!("cycle-{n}")).await;
         let run_pod = ms(start.elapsed());
-        let start = Instant::now();
-        let id = Target::create_start(
+        let (id, create, start_container) = Target::create_start(
             &mut self.runtime,
             &self.busybox,
             &pod,
@@ -535,7 +545,6 @@ impl Target {
             &["sleep", "3600"],
         )
         .await;
-        let create_start = ms(start.elapsed());
         let start = Instant::now();
         let response = self
             .runtime
@@ -554,7 +563,8 @@ impl Target {
         let teardown = ms(start.elapsed());
         Cycle {
             run_pod,
-            create_start,
+            create,
+            start: start_container,
             exec,
             teardown,
         }
