@@ -18,7 +18,7 @@ use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, ListContainersRequest, PullImageRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
-    StopContainerRequest,
+    StartContainerRequest, StopContainerRequest,
 };
 use berth::proto::{ContainerStatus, LinuxContainerResources, SupplementalGroupsPolicy};
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
@@ -1035,4 +1035,63 @@ async fn groups_policy_user_and_resources_in_status_and_oom_kills() {
     assert_eq!((oom.exit_code, oom.reason.as_str()), (137, "OOMKilled"));
     let limits = oom.resources.clone().unwrap().linux.unwrap();
     assert_eq!(limits.memory_limit_in_bytes, 15 << 20);
+}
+
+/// The runtime hears of a container at StartContainer (as in containerd): a created
+/// container has no process, so stopping it changes nothing, and a command that cannot
+/// run fails the start and leaves the container exited with StartError, as containerd
+/// reports it.
+#[tokio::test]
+async fn a_created_container_runs_only_when_started() {
+    let mut w = world().await;
+    let mut config = container("broken", "");
+    config.command = vec!["/no/such/program".into()];
+    let id = w.create(config).await;
+    let state = |s: &ContainerStatus| ContainerState::try_from(s.state).ok();
+    let status = w.status(&id).await.status.expect("status");
+    assert_eq!(state(&status), Some(ContainerState::ContainerCreated));
+    w.client
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("stopping a created container");
+    let status = w.status(&id).await.status.expect("status");
+    assert_eq!(state(&status), Some(ContainerState::ContainerCreated));
+
+    let err = w
+        .client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("a missing program cannot start");
+    assert!(
+        err.message().contains("/no/such/program"),
+        "the error names the program: {err:?}"
+    );
+    let status = w.status(&id).await.status.expect("status");
+    assert_eq!(state(&status), Some(ContainerState::ContainerExited));
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (128, "StartError")
+    );
+    assert!(status.started_at > 0 && status.finished_at >= status.started_at);
+    w.client
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove");
+    assert!(
+        w.client
+            .container_status(ContainerStatusRequest {
+                container_id: id,
+                verbose: false,
+            })
+            .await
+            .is_err(),
+        "removed"
+    );
 }

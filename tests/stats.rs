@@ -234,6 +234,33 @@ async fn resource_updates_reach_the_cgroup_and_the_status() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
+/// A created container is not in the runtime yet: an update before its start goes into
+/// the spec it starts with.
+#[tokio::test]
+async fn resources_updated_before_the_start_apply_at_the_start() {
+    let mut w = world().await;
+    let id = w.create(container("resized-early", "sleep 3600")).await;
+    w.client
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 48 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("update a created container");
+    w.start(&id).await;
+    let limit = std::fs::read_to_string(
+        std::path::Path::new("/sys/fs/cgroup/memory/berth-test")
+            .join(&id)
+            .join("memory.limit_in_bytes"),
+    )
+    .expect("the started container's memory cgroup");
+    assert_eq!(limit.trim(), (48u64 << 20).to_string());
+}
+
 /// Removes a test's own pod cgroup from every v1 controller, even when the test fails.
 struct CgroupParent(String);
 

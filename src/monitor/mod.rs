@@ -3,11 +3,12 @@
 //!
 //! It runs in its own session as a child subreaper, so it outlives the daemon (a crash or
 //! restart of berth never touches a running container) and becomes the parent of the
-//! container's init once `runc create` returns. It:
-//! 1. creates the container through the OCI runtime, with pipes as its stdout, stderr
-//!    and (when it has one) stdin, or with a terminal whose master runc hands over on a
-//!    console socket; tells the daemon `created <pid>` (or `error <message>`) on its own
-//!    stdout, which it then closes;
+//! container's init once `runc run --detach` returns. It:
+//! 1. runs the container through the OCI runtime (`run --detach`, at StartContainer:
+//!    the daemon starts the monitor then), with pipes as its stdout, stderr and (when it
+//!    has one) stdin, or with a terminal whose master runc hands over on a console
+//!    socket; tells the daemon `started <pid>` (or `error <message>`) on its own stdout,
+//!    which it then closes;
 //! 2. copies the container's output into the log file in the CRI format, line by line as
 //!    it comes (nothing is buffered beyond an unfinished line), and to attached clients;
 //! 3. answers `reopen` (the kubelet rotated the log) and `attach` (see [`attach`]) on its
@@ -167,7 +168,7 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
             return Ok(());
         }
     };
-    writeln!(to_daemon, "created {pid}")?;
+    writeln!(to_daemon, "started {pid}")?;
     to_daemon.flush()?;
     // The daemon has its answer: let go of its pipe.
     let null = File::open("/dev/null")?;
@@ -256,8 +257,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
-/// `runtime create` with the container's stdio: pipes, or a terminal handed over on a
-/// console socket. Returns the init's pid and the monitor's ends of its stdio.
+/// `runtime run --detach` (or `exec --detach` in exec mode) with the process's stdio:
+/// pipes, or a terminal handed over on a console socket. Returns the pid and the
+/// monitor's ends of its stdio.
 fn create(args: &MonitorArgs, paths: &MonitorPaths) -> Result<(Pid, pump::Stdio), String> {
     let failed = |e: std::io::Error| format!("cannot set up the container's stdio: {e}");
     let mut command = Command::new(&args.runtime);
@@ -275,7 +277,11 @@ fn create(args: &MonitorArgs, paths: &MonitorPaths) -> Result<(Pid, pump::Stdio)
             .arg("--detach")
             .arg("--process")
             .arg(process),
-        None => command.arg("create").arg("--bundle").arg(&args.bundle),
+        None => command
+            .arg("run")
+            .arg("--detach")
+            .arg("--bundle")
+            .arg(&args.bundle),
     };
     command.arg("--pid-file").arg(paths.pid_file());
     let mut stdio = pump::Stdio {
@@ -338,7 +344,7 @@ fn create(args: &MonitorArgs, paths: &MonitorPaths) -> Result<(Pid, pump::Stdio)
     if !status.success() {
         let logged = std::fs::read_to_string(&runc_log).unwrap_or_default();
         return Err(crate::oci::runc::last_error(&logged)
-            .unwrap_or_else(|| format!("runc create failed ({status})")));
+            .unwrap_or_else(|| format!("{} failed ({status})", args.runtime.display())));
     }
     if let Some(e) = console_error {
         return Err(e);

@@ -1,7 +1,8 @@
 //! CreateContainer: the rootfs (an overlay of the image's layers with a private writable
-//! layer), the user, the OCI spec, the bundle, then the container's monitor, which
-//! creates it through the OCI runtime. Every step has a rollback; the work runs as a
-//! task, so a cancelled call leaves nothing half made.
+//! layer), the user, the OCI spec and the bundle. As in containerd, the OCI runtime hears
+//! of the container only at StartContainer, when its monitor runs it (`runc run
+//! --detach`: one runtime call instead of create then start). Every step has a rollback;
+//! the work runs as a task, so a cancelled call leaves nothing half made.
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -15,7 +16,7 @@ use prost::Message as _;
 use tokio::io::AsyncBufReadExt;
 
 use super::CriService;
-use super::sandbox_run::{clamp_oom_score_adj, stop_and_delete};
+use super::sandbox_run::clamp_oom_score_adj;
 use super::sandbox_status::decode_config;
 use crate::container::name_key;
 use crate::container::user::{UserRequest, resolve};
@@ -145,10 +146,9 @@ impl CriService {
         undo: &mut Rollback,
     ) -> Result<String> {
         let id = c.id.as_str();
-        let runtime = self
-            .sandboxes
+        // The runtime runs it at StartContainer; it must be there now.
+        self.sandboxes
             .runtime(&c.sandbox.runtime_handler)
-            .cloned()
             .ok_or_else(|| Error::WrongState {
                 kind: "pod sandbox",
                 id: c.sandbox.id.clone(),
@@ -226,6 +226,13 @@ impl CriService {
                             kind: "target container",
                             id: o.target_id.clone(),
                         })?;
+                if target.state != ContainerState::Running {
+                    return Err(Error::WrongState {
+                        kind: "target container",
+                        id: target.id,
+                        reason: "it is not running".to_string(),
+                    });
+                }
                 Some(target.pid)
             }
             _ => None,
@@ -280,24 +287,6 @@ impl CriService {
             .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
-        let pid = self
-            .start_monitor(
-                id,
-                &state_dir,
-                &runtime,
-                &c.log_path,
-                &cgroups_path,
-                &c.config,
-            )
-            .await?;
-        let cleanup_runtime = runtime.clone();
-        let container_id = id.to_string();
-        undo.push("container", move || async move {
-            stop_and_delete(&cleanup_runtime, &container_id)
-                .await
-                .map_err(|e| e.to_string())
-        });
-
         let metadata = c.config.metadata.clone().unwrap_or_default();
         let record = ContainerRecord {
             id: id.to_string(),
@@ -319,7 +308,6 @@ impl CriService {
             config: base64::engine::general_purpose::STANDARD.encode(c.config.encode_to_vec()),
             log_path: c.log_path.display().to_string(),
             runtime_handler: c.sandbox.runtime_handler.clone(),
-            pid,
             stop_signal: run.stop_signal.clone(),
             uid: user.uid,
             gid: user.gid,
@@ -330,8 +318,9 @@ impl CriService {
         Ok(record.id)
     }
 
-    /// Starts the container's monitor and waits for it to report the container created.
-    async fn start_monitor(
+    /// Starts the container's monitor and waits for it to report the container started;
+    /// returns its pid.
+    pub(super) async fn start_monitor(
         &self,
         id: &str,
         state_dir: &Path,
@@ -384,7 +373,7 @@ impl CriService {
             .unwrap_or_default();
         // The monitor lives on in its own session; tokio reaps it when it exits.
         drop(child);
-        if let Some(pid) = answer.strip_prefix("created ") {
+        if let Some(pid) = answer.strip_prefix("started ") {
             return pid
                 .trim()
                 .parse()
@@ -392,7 +381,7 @@ impl CriService {
         }
         Err(Error::Runtime(crate::oci::runc::OciError::Failed {
             binary: runtime.binary().to_path_buf(),
-            command: "create",
+            command: "run",
             id: id.to_string(),
             message: answer.strip_prefix("error ").unwrap_or(&answer).to_string(),
         }))

@@ -33,11 +33,37 @@ impl CriService {
             });
         }
         // Stamped before the start: a short command may exit, and its monitor record the
-        // finish, before runc start even returns.
+        // finish, before runc even returns.
         let started_at_ns = crate::image::now_ns();
-        self.runtime_of(&record)?.start(&record.id).await?;
+        let runtime = self.runtime_of(&record)?;
+        let sandbox = self.sandbox(&record.sandbox_id)?;
+        let config = decode_container_config(&record);
+        let started = self
+            .start_monitor(
+                &record.id,
+                &self.containers.state_dir(&record.id),
+                &runtime,
+                Path::new(&record.log_path),
+                &super::stats::container_cgroup(&sandbox, &record.id),
+                &config,
+            )
+            .await;
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(err) => {
+                // As containerd reports it: exited, code 128, reason StartError.
+                record.state = ContainerState::Exited;
+                record.exit_code = 128;
+                record.reason = "StartError".to_string();
+                record.started_at_ns = started_at_ns;
+                record.finished_at_ns = crate::image::now_ns();
+                self.containers.save(&record)?;
+                return Err(err);
+            }
+        };
         record.state = ContainerState::Running;
         record.started_at_ns = started_at_ns;
+        record.pid = pid;
         self.containers.save(&record)?;
         // It may have exited already (a short command): the exit file says so.
         self.containers.refresh(record)?;
@@ -62,6 +88,8 @@ impl CriService {
         let Some(record) = self.containers.find(id)? else {
             return Ok(());
         };
+        // A created container has no process yet (the runtime runs it at start): as in
+        // containerd, stopping it is a no-op.
         if !record.state.is_live() {
             return Ok(());
         }

@@ -44,11 +44,13 @@ impl CriService {
         if let Some(old) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
             resources.set_devices(old.devices().clone());
         }
-        // A created container has its cgroup already: it is updated the same way.
-        let json = serde_json::to_vec(&resources)
-            .map_err(|e| Error::Task(format!("encoding the resources: {e}")))?;
-        let runtime = self.runtime_of(&record)?;
-        runtime.update(&record.id, &json).await?;
+        // A created container is not in the runtime yet: the spec below is what it will
+        // run with.
+        if record.state == ContainerState::Running {
+            let json = serde_json::to_vec(&resources)
+                .map_err(|e| Error::Task(format!("encoding the resources: {e}")))?;
+            self.runtime_of(&record)?.update(&record.id, &json).await?;
+        }
         if let Some(mut linux_spec) = spec.linux().clone() {
             linux_spec.set_resources(Some(resources));
             spec.set_linux(Some(linux_spec));

@@ -78,7 +78,9 @@ impl Record for SandboxRecord {
 ///
 /// ```text
 ///   CreateContainer ──► Created ──StartContainer──► Running ──(exit, StopContainer)──► Exited
-///   RemoveContainer from any state (a running container is killed first)
+///                               └─StartContainer fails──► Exited (StartError)
+///   RemoveContainer from any state (a running container is killed first); stopping a
+///   created container does nothing (it has no process until it starts)
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContainerState {
@@ -93,9 +95,10 @@ impl ContainerState {
         self == ContainerState::Created
     }
 
-    /// Whether the container's process may still be alive.
+    /// Whether the container has a process that may still be alive: a created container
+    /// has none yet (the runtime runs it at StartContainer).
     pub fn is_live(self) -> bool {
-        self != ContainerState::Exited
+        self == ContainerState::Running
     }
 }
 
