@@ -193,118 +193,18 @@ async fn main() {
     idle.berth.push(kb_to_mb(rss_kb(targets[0].pid)));
     idle.containerd.push(kb_to_mb(rss_kb(targets[1].pid)));
 
-    eprintln!("pod cycles: {} rounds", counts.rounds);
-    let mut run_pod = Figure::new("RunPodSandbox", "ms");
-    let mut create_start = Figure::new("CreateContainer + StartContainer", "ms");
-    let mut create = Figure::new("CreateContainer (floor: runc create)", "ms");
-    let mut start = Figure::new("StartContainer (floor: runc start)", "ms");
-    let mut exec = Figure::new("ExecSync (`true`)", "ms");
-    let mut teardown = Figure::new("StopPodSandbox + RemovePodSandbox", "ms");
-    let mut floor_parts = [
-        Figure::new("floor: netns create + pin", "ms"),
-        Figure::new("floor: CNI ADD", "ms"),
-        Figure::new("floor: pause runc create + start", "ms"),
-        Figure::new("floor: CNI DEL", "ms"),
-    ];
-    for round in 0..counts.rounds {
-        for i in turns(round) {
-            settle().await;
-            let cycle = targets[i].cycle(round).await;
-            for (figure, value) in [
-                (&mut run_pod, cycle.run_pod),
-                (&mut create_start, cycle.create + cycle.start),
-                (&mut create, cycle.create),
-                (&mut start, cycle.start),
-                (&mut exec, cycle.exec),
-                (&mut teardown, cycle.teardown),
-            ] {
-                figure.runtime(i).push(value);
-            }
-        }
-        settle().await;
-        let f = floor.cycle(round).await;
-        run_pod.floor.push(f.run_pod);
-        create_start.floor.push(f.create + f.start);
-        create.floor.push(f.create);
-        start.floor.push(f.start);
-        exec.floor.push(f.exec);
-        teardown.floor.push(f.teardown);
-        for (figure, value) in floor_parts
-            .iter_mut()
-            .zip([f.netns, f.cni_add, f.pause, f.cni_del])
-        {
-            figure.floor.push(value);
-        }
-    }
-    figures.extend([run_pod, create_start, create, start, exec, teardown]);
-    figures.extend(floor_parts);
-
-    eprintln!("lists: {} containers", counts.list_containers);
-    let mut list_containers = Figure::new(
-        &format!("ListContainers, {} containers", counts.list_containers),
-        "ms",
+    figures.extend(cycles(&mut targets, &floor, counts.rounds).await);
+    figures.extend(lists(&mut targets, counts.list_containers, counts.list_samples).await);
+    figures.push(
+        pulls(
+            &mut targets,
+            &format!("{}/bench/layers:1", registry.host()),
+            counts.pulls,
+        )
+        .await,
     );
-    let mut list_pods = Figure::new(
-        &format!("ListPodSandbox, {} containers", counts.list_containers),
-        "ms",
-    );
-    let mut crowded = Vec::new();
-    for target in &mut targets {
-        crowded.push(target.populate(counts.list_containers).await);
-    }
-    for sample in 0..counts.list_samples {
-        for i in turns(sample) {
-            let (containers, pods) = targets[i].list(counts.list_containers).await;
-            list_containers.runtime(i).push(containers);
-            list_pods.runtime(i).push(pods);
-        }
-    }
-    for (target, pod) in targets.iter_mut().zip(&crowded) {
-        target.teardown(pod).await;
-    }
-    figures.extend([list_containers, list_pods]);
-
-    eprintln!("pulls: {}", counts.pulls);
-    let layers_ref = format!("{}/bench/layers:1", registry.host());
-    let mut pull = Figure::new(
-        &format!(
-            "PullImage, {} layers ({} MiB)",
-            PULL_LAYERS + 1,
-            (PULL_LAYERS * PULL_LAYER_BYTES) >> 20
-        ),
-        "ms",
-    );
-    for sample in 0..counts.pulls {
-        for i in turns(sample) {
-            let start = Instant::now();
-            targets[i].pull(&layers_ref).await;
-            pull.runtime(i).push(ms(start.elapsed()));
-            targets[i].remove_image(&layers_ref).await;
-        }
-    }
-    figures.push(pull);
-
-    eprintln!("memory: {} pods", counts.memory_pods);
-    let mut per_pod_rss = Figure::new(
-        &format!("runtime RSS per pod, {} pods", counts.memory_pods),
-        "MB",
-    );
-    let mut per_pod_pss = Figure::new(
-        &format!("runtime PSS per pod, {} pods", counts.memory_pods),
-        "MB",
-    );
-    let mut helpers = Figure::new("runtime processes (daemon + monitors or shims)", "count");
-    for (i, target) in targets.iter_mut().enumerate() {
-        let memory = target.memory_per_pod(counts.memory_pods).await;
-        per_pod_rss
-            .runtime(i)
-            .push(kb_to_mb(memory.rss_kb) / counts.memory_pods as f64);
-        per_pod_pss
-            .runtime(i)
-            .push(kb_to_mb(memory.pss_kb) / counts.memory_pods as f64);
-        helpers.runtime(i).push(memory.processes as f64);
-    }
-    figures.extend([per_pod_rss, per_pod_pss, helpers, idle]);
+    figures.extend(memory(&mut targets, counts.memory_pods).await);
+    figures.push(idle);
 
     let meta = machine(full, &counts);
     let header = format!(
@@ -335,6 +235,120 @@ async fn main() {
     drop(containerd);
     drop(berth);
     drop(cgroups);
+}
+
+/// Pod cycles, round by round: berth and containerd take turns, then the floor.
+async fn cycles(targets: &mut [Target; 2], floor: &Floor, rounds: usize) -> Vec<Figure> {
+    eprintln!("pod cycles: {} rounds", rounds);
+    let mut run_pod = Figure::new("RunPodSandbox", "ms");
+    let mut create_start = Figure::new("CreateContainer + StartContainer", "ms");
+    let mut create = Figure::new("CreateContainer (floor: runc create)", "ms");
+    let mut start = Figure::new("StartContainer (floor: runc start)", "ms");
+    let mut exec = Figure::new("ExecSync (`true`)", "ms");
+    let mut teardown = Figure::new("StopPodSandbox + RemovePodSandbox", "ms");
+    let mut floor_parts = [
+        Figure::new("floor: netns create + pin", "ms"),
+        Figure::new("floor: CNI ADD", "ms"),
+        Figure::new("floor: pause runc create + start", "ms"),
+        Figure::new("floor: CNI DEL", "ms"),
+    ];
+    for round in 0..rounds {
+        for i in turns(round) {
+            settle().await;
+            let cycle = targets[i].cycle(round).await;
+            for (figure, value) in [
+                (&mut run_pod, cycle.run_pod),
+                (&mut create_start, cycle.create + cycle.start),
+                (&mut create, cycle.create),
+                (&mut start, cycle.start),
+                (&mut exec, cycle.exec),
+                (&mut teardown, cycle.teardown),
+            ] {
+                figure.runtime(i).push(value);
+            }
+        }
+        settle().await;
+        let f = floor.cycle(round).await;
+        run_pod.floor.push(f.run_pod);
+        create_start.floor.push(f.create + f.start);
+        create.floor.push(f.create);
+        start.floor.push(f.start);
+        exec.floor.push(f.exec);
+        teardown.floor.push(f.teardown);
+        for (figure, value) in floor_parts
+            .iter_mut()
+            .zip([f.netns, f.cni_add, f.pause, f.cni_del])
+        {
+            figure.floor.push(value);
+        }
+    }
+    let mut figures = vec![run_pod, create_start, create, start, exec, teardown];
+    figures.extend(floor_parts);
+    figures
+}
+
+/// ListContainers and ListPodSandbox with `containers` containers in one pod.
+async fn lists(targets: &mut [Target; 2], containers: usize, samples: usize) -> Vec<Figure> {
+    eprintln!("lists: {} containers", containers);
+    let mut list_containers =
+        Figure::new(&format!("ListContainers, {} containers", containers), "ms");
+    let mut list_pods = Figure::new(&format!("ListPodSandbox, {} containers", containers), "ms");
+    let mut crowded = Vec::new();
+    for target in targets.iter_mut() {
+        crowded.push(target.populate(containers).await);
+    }
+    for sample in 0..samples {
+        for i in turns(sample) {
+            let (containers, pods) = targets[i].list(containers).await;
+            list_containers.runtime(i).push(containers);
+            list_pods.runtime(i).push(pods);
+        }
+    }
+    for (target, pod) in targets.iter_mut().zip(&crowded) {
+        target.teardown(pod).await;
+    }
+    vec![list_containers, list_pods]
+}
+
+/// PullImage of `layers_ref`, removed again after each sample.
+async fn pulls(targets: &mut [Target; 2], layers_ref: &str, samples: usize) -> Figure {
+    eprintln!("pulls: {}", samples);
+    let mut pull = Figure::new(
+        &format!(
+            "PullImage, {} layers ({} MiB)",
+            PULL_LAYERS + 1,
+            (PULL_LAYERS * PULL_LAYER_BYTES) >> 20
+        ),
+        "ms",
+    );
+    for sample in 0..samples {
+        for i in turns(sample) {
+            let start = Instant::now();
+            targets[i].pull(layers_ref).await;
+            pull.runtime(i).push(ms(start.elapsed()));
+            targets[i].remove_image(layers_ref).await;
+        }
+    }
+    pull
+}
+
+/// Runtime memory per pod with `pods` pods running.
+async fn memory(targets: &mut [Target; 2], pods: usize) -> Vec<Figure> {
+    eprintln!("memory: {} pods", pods);
+    let mut per_pod_rss = Figure::new(&format!("runtime RSS per pod, {} pods", pods), "MB");
+    let mut per_pod_pss = Figure::new(&format!("runtime PSS per pod, {} pods", pods), "MB");
+    let mut helpers = Figure::new("runtime processes (daemon + monitors or shims)", "count");
+    for (i, target) in targets.iter_mut().enumerate() {
+        let memory = target.memory_per_pod(pods).await;
+        per_pod_rss
+            .runtime(i)
+            .push(kb_to_mb(memory.rss_kb) / pods as f64);
+        per_pod_pss
+            .runtime(i)
+            .push(kb_to_mb(memory.pss_kb) / pods as f64);
+        helpers.runtime(i).push(memory.processes as f64);
+    }
+    vec![per_pod_rss, per_pod_pss, helpers]
 }
 
 impl Figure {
