@@ -23,7 +23,7 @@ use berth::proto::{
 use berth::proto::{ContainerStatus, LinuxContainerResources, SupplementalGroupsPolicy};
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
 use common::wait_for;
-use common::world::{World, container, records, world};
+use common::world::{World, container, pod_config, records, run_pod, world};
 
 #[tokio::test]
 async fn output_lands_in_the_cri_log_and_the_exit_code_is_reported() {
@@ -1094,4 +1094,40 @@ async fn a_created_container_runs_only_when_started() {
             .is_err(),
         "removed"
     );
+
+    // Its spec joins the pause's namespaces: a container of a stopped pod cannot start.
+    let pod = run_pod(&mut w.client, pod_config("stopped-pod", "/berth-test")).await;
+    let id = w
+        .client
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container("late", "sleep 60")),
+            sandbox_config: None,
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .container_id;
+    w.client
+        .stop_pod_sandbox(berth::proto::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .expect("stop the pod");
+    let err = w
+        .client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect_err("its pod is stopped");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let status = w.status(&id).await.status.expect("status");
+    assert_eq!(state(&status), Some(ContainerState::ContainerCreated));
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .expect("remove the pod and its created container");
 }

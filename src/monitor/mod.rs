@@ -159,11 +159,33 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     if args.exec_process.is_some() {
         return exec_monitor(args, paths, &signals);
     }
-    let created = create(args, paths);
+    // The control socket and the log come first: once the daemon hears `started`, the
+    // container is Running, and attach or a log reader may come at once.
     let mut to_daemon = std::io::stdout();
+    let ready = (|| -> io::Result<(UnixListener, LogFile)> {
+        if let Some(parent) = paths.socket.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let _ = std::fs::remove_file(&paths.socket);
+        let control = UnixListener::bind(&paths.socket)?;
+        control.set_nonblocking(true)?;
+        Ok((control, LogFile::open(&args.log_path)?))
+    })();
+    let (control, mut log) = match ready {
+        Ok(ready) => ready,
+        Err(err) => {
+            let _ = writeln!(
+                to_daemon,
+                "error cannot prepare the container's socket or log: {err}"
+            );
+            return Ok(());
+        }
+    };
+    let created = create(args, paths);
     let (pid, stdio) = match created {
         Ok(created) => created,
         Err(message) => {
+            let _ = std::fs::remove_file(&paths.socket);
             let _ = writeln!(to_daemon, "error {}", message.replace('\n', " "));
             return Ok(());
         }
@@ -175,13 +197,6 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     nix::unistd::dup2_stdout(&null)?;
     nix::unistd::dup2_stderr(&null)?;
 
-    if let Some(parent) = paths.socket.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let _ = std::fs::remove_file(&paths.socket);
-    let control = UnixListener::bind(&paths.socket)?;
-    control.set_nonblocking(true)?;
-    let mut log = LogFile::open(&args.log_path)?;
     let mut pump = pump::Loop::new(stdio, &control, &mut log);
     let status = pump.run(pid, &signals)?;
     let (exit_code, signal) = exit_code(&status);

@@ -20,11 +20,20 @@ use crate::store::{ContainerRecord, ContainerState};
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl CriService {
+    /// Runs the container: its monitor runs it through the OCI runtime. As a task, so a
+    /// client that gives up cannot leave a container running that its record says is not.
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
         let record = self.container(id)?;
-        let lock = self.containers.lock(&record.id);
+        let service = self.clone();
+        tokio::spawn(async move { service.start_locked(&record.id).await })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    async fn start_locked(&self, id: &str) -> Result<()> {
+        let lock = self.containers.lock(id);
         let _held = lock.lock().await;
-        let mut record = self.container(&record.id)?;
+        let mut record = self.container(id)?;
         if !record.state.can_start() {
             return Err(Error::WrongState {
                 kind: "container",
@@ -32,12 +41,23 @@ impl CriService {
                 reason: format!("it is {:?}, not created", record.state),
             });
         }
+        // The spec joins the pause's (and a TARGET's) namespaces by pid: both must still
+        // run now, not only when the container was created.
+        let sandbox = self.ready_sandbox(&record.sandbox_id)?;
+        let config = decode_container_config(&record);
+        let target = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .filter(|o| o.pid == crate::proto::NamespaceMode::Target as i32);
+        if let Some(target) = target {
+            self.running_container(&target.target_id)?;
+        }
+        let runtime = self.runtime_of(&record)?;
         // Stamped before the start: a short command may exit, and its monitor record the
         // finish, before runc even returns.
         let started_at_ns = crate::image::now_ns();
-        let runtime = self.runtime_of(&record)?;
-        let sandbox = self.sandbox(&record.sandbox_id)?;
-        let config = decode_container_config(&record);
         let started = self
             .start_monitor(
                 &record.id,
@@ -48,26 +68,47 @@ impl CriService {
                 &config,
             )
             .await;
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(err) => {
-                // As containerd reports it: exited, code 128, reason StartError.
-                record.state = ContainerState::Exited;
-                record.exit_code = 128;
-                record.reason = "StartError".to_string();
-                record.started_at_ns = started_at_ns;
-                record.finished_at_ns = crate::image::now_ns();
-                self.containers.save(&record)?;
-                return Err(err);
-            }
-        };
-        record.state = ContainerState::Running;
         record.started_at_ns = started_at_ns;
-        record.pid = pid;
-        self.containers.save(&record)?;
+        let saved = started.and_then(|pid| {
+            record.state = ContainerState::Running;
+            record.pid = pid;
+            self.containers.save(&record).map_err(Error::from)
+        });
+        if let Err(err) = saved {
+            // The monitor may still be at it (it answered late, or the record could not
+            // be saved): end it and whatever the runtime made, then say how it ended, as
+            // containerd does: exited, code 128, reason StartError.
+            self.end_cut_short_start(&record.id, &runtime).await;
+            record.state = ContainerState::Exited;
+            record.exit_code = 128;
+            record.reason = "StartError".to_string();
+            record.pid = 0;
+            record.finished_at_ns = crate::image::now_ns();
+            self.containers.save(&record)?;
+            return Err(err);
+        }
         // It may have exited already (a short command): the exit file says so.
         self.containers.refresh(record)?;
         Ok(())
+    }
+
+    /// Kills the monitor of a start that did not finish, and the container it may have
+    /// run, and deletes that container from the runtime.
+    async fn end_cut_short_start(&self, id: &str, runtime: &Runtime) {
+        let paths = self.containers.monitor_paths(id);
+        let monitor = std::fs::read_to_string(paths.monitor_pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(pid) = monitor.filter(|&pid| crate::oci::process_running(pid)) {
+            // Our own monitor, by the pid it wrote.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Err(err) = super::sandbox_run::stop_and_delete(runtime, id).await {
+            tracing::warn!(container = %id, %err, "removing a container whose start failed");
+        }
     }
 
     /// Signals the container (its stop signal, then SIGKILL after `timeout` seconds) and
@@ -88,8 +129,14 @@ impl CriService {
         let Some(record) = self.containers.find(id)? else {
             return Ok(());
         };
-        // A created container has no process yet (the runtime runs it at start): as in
-        // containerd, stopping it is a no-op.
+        // A created container has no process yet (the runtime runs it at start), so as in
+        // containerd stopping it is a no-op; unless a start was cut short (a daemon
+        // crash): its monitor's pid file says the runtime may have run it.
+        if record.state == ContainerState::Created && self.start_was_cut_short(&record) {
+            let runtime = self.runtime_of(&record)?;
+            self.end_cut_short_start(&record.id, &runtime).await;
+            return Ok(());
+        }
         if !record.state.is_live() {
             return Ok(());
         }
@@ -136,8 +183,11 @@ impl CriService {
             return Ok(());
         };
         self.stop_locked(&record.id, 0).await?;
-        let runtime = self.runtime_of(&record)?;
-        super::sandbox_run::delete_gone(&runtime, &record.id).await?;
+        // A container that never started is unknown to the runtime.
+        if record.state != ContainerState::Created {
+            let runtime = self.runtime_of(&record)?;
+            super::sandbox_run::delete_gone(&runtime, &record.id).await?;
+        }
         let layer_dir = self.containers.layer_dir(&record.id);
         let rootfs = layer_dir.join("rootfs");
         files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
@@ -233,6 +283,17 @@ impl CriService {
                     record.runtime_handler
                 ),
             })
+    }
+}
+
+impl CriService {
+    /// Whether a created container's monitor ever ran: a start that the daemon did not
+    /// see through.
+    fn start_was_cut_short(&self, record: &ContainerRecord) -> bool {
+        self.containers
+            .monitor_paths(&record.id)
+            .monitor_pid_file()
+            .exists()
     }
 }
 

@@ -463,8 +463,12 @@ pub(crate) async fn kill_and_delete(
     if !crate::oci::process_running(pid) {
         return stop_and_delete(runtime, id).await;
     }
-    // "not running" races are fine: the wait below decides.
-    let _ = runtime.kill(id, "KILL").await;
+    if let Err(err) = runtime.kill(id, "KILL").await {
+        // Gone already, or `pid` is no longer the pause (a reboot, a reused pid): the
+        // runtime decides, rather than a wait on a pid that may not be ours.
+        tracing::debug!(container = %id, %err, "kill failed; asking the runtime");
+        return stop_and_delete(runtime, id).await;
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while crate::oci::process_running(pid) {
         if std::time::Instant::now() > deadline {

@@ -135,6 +135,12 @@ impl CriService {
                     record.runtime_handler
                 ),
             })?;
+        // NotReady first: no container of it may start while it stops.
+        let was_ready = record.state.can_stop();
+        if was_ready {
+            record.state = SandboxState::NotReady;
+            self.sandboxes.save(&record)?;
+        }
         let pin = record.netns.clone().map(std::path::PathBuf::from);
         // A finished stop leaves the record NotReady with no pid and no netns: its pause
         // container is deleted already, and asking the runtime again costs a runc call.
@@ -168,7 +174,7 @@ impl CriService {
         if let Some(pin) = &pin {
             netns::remove(pin).map_err(Error::io("removing network namespace", pin))?;
         }
-        if record.state.can_stop() || record.netns.is_some() {
+        if was_ready || record.netns.is_some() || record.pid != 0 {
             record.state = SandboxState::NotReady;
             record.netns = None;
             record.pid = 0;
