@@ -261,27 +261,15 @@ async fn resources_updated_before_the_start_apply_at_the_start() {
     assert_eq!(limit.trim(), (48u64 << 20).to_string());
 }
 
-/// Removes a test's own pod cgroup from every v1 controller, even when the test fails.
-struct CgroupParent(String);
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
-            for controller in controllers.flatten() {
-                let dir = controller.path().join(self.0.trim_start_matches('/'));
-                if dir.is_dir() {
-                    let _ = std::fs::remove_dir(&dir);
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn pod_resources_and_metrics() {
     let mut w = world().await;
-    let parent = CgroupParent(format!("/berth-test-pod-{}", std::process::id()));
-    let pod = run_pod(&mut w.client, pod_config("resized-pod", &parent.0)).await;
+    let parent = common::CgroupTree(format!("berth-test-pod-{}", std::process::id()));
+    let pod = run_pod(
+        &mut w.client,
+        pod_config("resized-pod", &format!("/{}", parent.0)),
+    )
+    .await;
     let update = |overhead, resources| UpdatePodSandboxResourcesRequest {
         pod_sandbox_id: pod.clone(),
         overhead,

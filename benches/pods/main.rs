@@ -104,7 +104,7 @@ async fn main() {
         }
     }
     let tag = format!("{:x}", std::process::id() & 0xffff);
-    let cgroups = CgroupTree(format!("berth-bench-{tag}"));
+    let cgroups = common::CgroupTree(format!("berth-bench-{tag}"));
     let third = (std::process::id() % 200) as u8;
 
     let registry = Registry::start().await;
@@ -396,7 +396,7 @@ impl Target {
         socket: &Path,
         dir: &Path,
         pid: Option<u32>,
-        cgroups: &CgroupTree,
+        cgroups: &common::CgroupTree,
         logs: &Path,
         busybox: &str,
     ) -> Target {
@@ -790,37 +790,4 @@ pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
                 .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
         })
         .collect()
-}
-
-/// The cgroup directory (in every hierarchy) this run's pods go under; removed at the
-/// end, deepest first.
-struct CgroupTree(String);
-
-impl Drop for CgroupTree {
-    fn drop(&mut self) {
-        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for hierarchy in hierarchies.flatten() {
-            let top = hierarchy.path().join(&self.0);
-            let mut dirs = Vec::new();
-            collect_dirs(&top, &mut dirs);
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for dir in dirs {
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    out.push(dir.to_path_buf());
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_dirs(&entry.path(), out);
-        }
-    }
 }

@@ -162,15 +162,7 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     // The control socket and the log come first: once the daemon hears `started`, the
     // container is Running, and attach or a log reader may come at once.
     let mut to_daemon = std::io::stdout();
-    let ready = (|| -> io::Result<(UnixListener, LogFile)> {
-        if let Some(parent) = paths.socket.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let _ = std::fs::remove_file(&paths.socket);
-        let control = UnixListener::bind(&paths.socket)?;
-        control.set_nonblocking(true)?;
-        Ok((control, LogFile::open(&args.log_path)?))
-    })();
+    let ready = listen(paths).and_then(|control| Ok((control, LogFile::open(&args.log_path)?)));
     let (control, mut log) = match ready {
         Ok(ready) => ready,
         Err(err) => {
@@ -190,12 +182,7 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
             return Ok(());
         }
     };
-    writeln!(to_daemon, "started {pid}")?;
-    to_daemon.flush()?;
-    // The daemon has its answer: let go of its pipe.
-    let null = File::open("/dev/null")?;
-    nix::unistd::dup2_stdout(&null)?;
-    nix::unistd::dup2_stderr(&null)?;
+    answer_daemon(&format!("started {pid}"))?;
 
     let mut pump = pump::Loop::new(stdio, &control, &mut log);
     let status = pump.run(pid, &signals)?;
@@ -214,24 +201,37 @@ fn monitor(args: &MonitorArgs, paths: &MonitorPaths) -> io::Result<()> {
     Ok(())
 }
 
-/// How long an exec waits for its client to attach.
-const EXEC_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Exec mode (see [`MonitorArgs::exec_process`]): says `ready` once its socket listens,
-/// then serves one client for the life of the process.
-fn exec_monitor(args: &MonitorArgs, paths: &MonitorPaths, signals: &SignalFd) -> io::Result<()> {
+/// Listens on the control socket, non-blocking (a stale socket file is replaced).
+fn listen(paths: &MonitorPaths) -> io::Result<UnixListener> {
     if let Some(parent) = paths.socket.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let _ = std::fs::remove_file(&paths.socket);
     let control = UnixListener::bind(&paths.socket)?;
     control.set_nonblocking(true)?;
+    Ok(control)
+}
+
+/// Tells the daemon `line` on stdout, then lets go of its pipe: stdout and stderr become
+/// /dev/null.
+fn answer_daemon(line: &str) -> io::Result<()> {
     let mut to_daemon = std::io::stdout();
-    writeln!(to_daemon, "ready")?;
+    writeln!(to_daemon, "{line}")?;
     to_daemon.flush()?;
     let null = File::open("/dev/null")?;
     nix::unistd::dup2_stdout(&null)?;
     nix::unistd::dup2_stderr(&null)?;
+    Ok(())
+}
+
+/// How long an exec waits for its client to attach.
+const EXEC_ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Exec mode (see [`MonitorArgs::exec_process`]): says `ready` once its socket listens,
+/// then serves one client for the life of the process.
+fn exec_monitor(args: &MonitorArgs, paths: &MonitorPaths, signals: &SignalFd) -> io::Result<()> {
+    let control = listen(paths)?;
+    answer_daemon("ready")?;
     let result = (|| {
         let (client, streams) = pump::first_client(&control, EXEC_ATTACH_TIMEOUT)?;
         let (pid, stdio) = match create(args, paths) {

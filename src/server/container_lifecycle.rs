@@ -96,10 +96,7 @@ impl CriService {
     /// run, and deletes that container from the runtime.
     async fn end_cut_short_start(&self, id: &str, runtime: &Runtime) {
         let paths = self.containers.monitor_paths(id);
-        let monitor = std::fs::read_to_string(paths.monitor_pid_file())
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        if let Some(pid) = monitor.filter(|&pid| crate::oci::process_running(pid)) {
+        if let Some(pid) = monitor_pid(&paths).filter(|&pid| crate::oci::process_running(pid)) {
             // Our own monitor, by the pid it wrote.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -132,7 +129,8 @@ impl CriService {
         // A created container has no process yet (the runtime runs it at start), so as in
         // containerd stopping it is a no-op; unless a start was cut short (a daemon
         // crash): its monitor's pid file says the runtime may have run it.
-        if record.state == ContainerState::Created && self.start_was_cut_short(&record) {
+        let paths = self.containers.monitor_paths(&record.id);
+        if record.state == ContainerState::Created && monitor_pid(&paths).is_some() {
             let runtime = self.runtime_of(&record)?;
             self.end_cut_short_start(&record.id, &runtime).await;
             return Ok(());
@@ -141,7 +139,6 @@ impl CriService {
             return Ok(());
         }
         let runtime = self.runtime_of(&record)?;
-        let paths = self.containers.monitor_paths(&record.id);
         if timeout > 0 && record.state == ContainerState::Running {
             let signal = stop_signal(&record);
             ignore_gone(runtime.kill(&record.id, &signal).await)?;
@@ -286,17 +283,6 @@ impl CriService {
     }
 }
 
-impl CriService {
-    /// Whether a created container's monitor ever ran: a start that the daemon did not
-    /// see through.
-    fn start_was_cut_short(&self, record: &ContainerRecord) -> bool {
-        self.containers
-            .monitor_paths(&record.id)
-            .monitor_pid_file()
-            .exists()
-    }
-}
-
 /// The signal to stop with: the config's, else the image's STOPSIGNAL, else SIGTERM.
 fn stop_signal(record: &ContainerRecord) -> String {
     let config = decode_container_config(record);
@@ -331,10 +317,14 @@ async fn wait_exit(paths: &crate::monitor::MonitorPaths, limit: Duration) -> boo
 
 /// Whether the container's monitor process no longer runs.
 fn monitor_gone(paths: &crate::monitor::MonitorPaths) -> bool {
-    let pid = std::fs::read_to_string(paths.monitor_pid_file())
+    !monitor_pid(paths).is_some_and(crate::oci::process_running)
+}
+
+/// The pid the container's monitor wrote when it started, if one ever did.
+fn monitor_pid(paths: &crate::monitor::MonitorPaths) -> Option<i32> {
+    std::fs::read_to_string(paths.monitor_pid_file())
         .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    !pid.is_some_and(crate::oci::process_running)
+        .and_then(|s| s.trim().parse::<i32>().ok())
 }
 
 /// A kill of a container that is already gone is no error.

@@ -477,3 +477,37 @@ pub mod images;
 pub mod registry;
 pub mod token;
 pub mod world;
+
+/// A cgroup directory (relative to each hierarchy's root) that a test's or the
+/// benchmark's pods go under; removed from every hierarchy when dropped, deepest first,
+/// even when the test fails.
+pub struct CgroupTree(pub String);
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for hierarchy in hierarchies.flatten() {
+            let top = hierarchy.path().join(&self.0);
+            let mut dirs = Vec::new();
+            collect_dirs(&top, &mut dirs);
+            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            for dir in dirs {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    out.push(dir.to_path_buf());
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_dirs(&entry.path(), out);
+        }
+    }
+}
