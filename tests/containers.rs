@@ -23,7 +23,7 @@ use berth::proto::{
 use berth::proto::{ContainerStatus, LinuxContainerResources, SupplementalGroupsPolicy};
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
 use common::wait_for;
-use common::world::{World, container, pod_config, records, run_pod, world};
+use common::world::{World, container, pod_config, records, run_pod, shell, world};
 
 #[tokio::test]
 async fn output_lands_in_the_cri_log_and_the_exit_code_is_reported() {
@@ -620,11 +620,7 @@ async fn stdin_attach_and_stdin_once() {
     );
 
     // As critest's attach spec: a shell reading stdin, closed after the first attach.
-    let mut shell = container("shell", "");
-    shell.command = vec!["/bin/sh".into()];
-    shell.stdin = true;
-    shell.stdin_once = true;
-    let id = w.create(shell).await;
+    let id = w.create(shell("shell", false, true)).await;
     w.start(&id).await;
     let mut talker = Attached::new(&w, &id, "ioe").expect("attach with stdin");
     let mut watcher = Attached::new(&w, &id, "o").expect("a second attach");
@@ -666,11 +662,7 @@ async fn stdin_attach_and_stdin_once() {
 #[tokio::test]
 async fn a_terminal_with_resize_survives_a_detach() {
     let mut w = world().await;
-    let mut shell = container("term", "");
-    shell.command = vec!["/bin/sh".into()];
-    shell.tty = true;
-    shell.stdin = true;
-    let id = w.create(shell).await;
+    let id = w.create(shell("term", true, false)).await;
     w.start(&id).await;
     // Attach and go away: the container keeps running.
     let first = Attached::new(&w, &id, "io").expect("attach");

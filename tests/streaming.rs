@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use berth::proto::{AttachRequest, ContainerState, ExecRequest, PortForwardRequest};
-use common::world::{container, records, world};
+use common::world::{container, records, shell, world};
 
 /// What the Go client saw.
 #[derive(Debug, serde::Deserialize)]
@@ -50,11 +50,7 @@ fn args(url: &str, extra: &[&str]) -> Vec<String> {
 async fn attach_over_spdy_like_critest() {
     let mut w = world().await;
     // As critest's attach spec: a shell reading stdin, closed after the first attach.
-    let mut shell = container("shell", "");
-    shell.command = vec!["/bin/sh".into()];
-    shell.stdin = true;
-    shell.stdin_once = true;
-    let id = w.create(shell).await;
+    let id = w.create(shell("shell", false, true)).await;
     w.start(&id).await;
     let attach = |stdin, tty, stderr| AttachRequest {
         container_id: id.clone(),
@@ -129,11 +125,7 @@ async fn attach_over_spdy_like_critest() {
 #[tokio::test]
 async fn attach_to_a_terminal_with_resize_and_detach() {
     let mut w = world().await;
-    let mut term = container("term", "");
-    term.command = vec!["/bin/sh".into()];
-    term.tty = true;
-    term.stdin = true;
-    let id = w.create(term).await;
+    let id = w.create(shell("term", true, false)).await;
     w.start(&id).await;
     let url = |w: &mut common::world::World| {
         let mut client = w.client.clone();

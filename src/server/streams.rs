@@ -37,14 +37,17 @@ impl CriService {
 
     fn stream_url(&self, request: StreamRequest) -> Result<String> {
         let kind = request.kind();
-        let base = self
-            .streaming_base
-            .get()
-            .ok_or_else(|| Error::Unavailable("the streaming server is not running".into()))?;
+        let target = request.target();
+        let base = self.streaming_base.get().ok_or_else(|| {
+            Error::Unavailable(format!(
+                "{} of {target}: the streaming server is not running",
+                kind.path()
+            ))
+        })?;
         let token = self
             .stream_tokens
             .insert(request)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
+            .map_err(|e| Error::Unavailable(format!("{} of {target}: {e}", kind.path())))?;
         Ok(format!("{base}/{}/{token}", kind.path()))
     }
 
@@ -74,7 +77,10 @@ impl CriService {
         let sandbox = self.ready_sandbox(&request.pod_sandbox_id)?;
         // Over WebSocket each port takes two one-byte channel numbers.
         if request.port.len() > 127 {
-            return Err(Error::invalid("port", "at most 127 ports per request"));
+            return Err(Error::invalid(
+                "port",
+                format!("at most 127 ports per request, not {}", request.port.len()),
+            ));
         }
         if let Some(bad) = request.port.iter().find(|p| !(1..=65535).contains(*p)) {
             return Err(Error::invalid("port", format!("{bad} is not a TCP port")));
@@ -389,12 +395,11 @@ async fn feed_monitor(
 }
 
 /// One port-forward request's streams, as they arrive.
-#[derive(Default)]
 struct Pair {
     error: Option<crate::streaming::spdy::session::Stream>,
     data: Option<crate::streaming::spdy::session::Stream>,
     /// When its first stream came: the other must follow within the creation timeout.
-    since: Option<tokio::time::Instant>,
+    since: tokio::time::Instant,
 }
 
 impl Pair {
@@ -436,7 +441,7 @@ impl CriService {
         let mut forwards = tokio::task::JoinSet::new();
         loop {
             // Pairs still waiting for their second stream expire after the timeout.
-            let oldest = pairs.values().filter_map(|p| p.since).min();
+            let oldest = pairs.values().map(|p| p.since).min();
             let next = match oldest {
                 Some(since) => {
                     let deadline = since + remotecommand::STREAM_CREATION_TIMEOUT;
@@ -447,9 +452,7 @@ impl CriService {
                             let stale: Vec<String> = pairs
                                 .iter()
                                 .filter(|(_, p)| {
-                                    p.since.is_some_and(|s| {
-                                        now >= s + remotecommand::STREAM_CREATION_TIMEOUT
-                                    })
+                                    now >= p.since + remotecommand::STREAM_CREATION_TIMEOUT
                                 })
                                 .map(|(k, _)| k.clone())
                                 .collect();
@@ -484,8 +487,11 @@ impl CriService {
                 None if kind == "error" => stream.id.to_string(),
                 None => stream.id.saturating_sub(2).to_string(),
             };
-            let pair = pairs.entry(key.clone()).or_default();
-            pair.since.get_or_insert_with(tokio::time::Instant::now);
+            let pair = pairs.entry(key.clone()).or_insert_with(|| Pair {
+                error: None,
+                data: None,
+                since: tokio::time::Instant::now(),
+            });
             let slot = if kind == "error" {
                 &mut pair.error
             } else {

@@ -57,6 +57,16 @@ impl StreamRequest {
         }
     }
 
+    /// What the request is for, in words for an error: `container <id>` or
+    /// `pod sandbox <id>`.
+    pub fn target(&self) -> String {
+        match self {
+            StreamRequest::Exec(r) => format!("container {}", r.container_id),
+            StreamRequest::Attach(r) => format!("container {}", r.container_id),
+            StreamRequest::PortForward(r) => format!("pod sandbox {}", r.pod_sandbox_id),
+        }
+    }
+
     /// The streams an exec or attach asked for; `None` for port-forward.
     pub fn options(&self) -> Option<remotecommand::Options> {
         let (stdin, stdout, stderr, tty) = match self {

@@ -112,12 +112,7 @@ fn handle(
         Kind::PortForward => &PORTFORWARD_PROTOCOLS,
         Kind::Exec | Kind::Attach => &REMOTECOMMAND_PROTOCOLS,
     };
-    let offered: Vec<String> = request
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
+    let offered = header_values(&request, "x-stream-protocol-version");
     let Some(protocol) = negotiate(&offered, supported) else {
         let mut response = text(
             StatusCode::FORBIDDEN,
@@ -146,14 +141,10 @@ fn handle(
     let upgrade = hyper::upgrade::on(&mut request);
     let serve = serve.clone();
     tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(%err, "streaming upgrade failed");
-                return;
-            }
+        let Some(io) = upgraded(upgrade, "streaming").await else {
+            return;
         };
-        let (session, streams) = super::spdy::session::serve(TokioIo::new(upgraded), idle);
+        let (session, streams) = super::spdy::session::serve(io, idle);
         serve(
             pending,
             Connection {
@@ -188,12 +179,7 @@ fn upgrade_websocket(
             "unable to upgrade: no Sec-WebSocket-Key\n".to_string(),
         );
     };
-    let offered: Vec<String> = request
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
+    let offered = header_values(&request, "sec-websocket-protocol");
     let (supported, fallback): (&[&'static str], &'static str) = match pending.kind() {
         Kind::PortForward => (&PORTFORWARD_PROTOCOLS, ""),
         Kind::Exec | Kind::Attach => (&REMOTECOMMAND_PROTOCOLS, "channel.k8s.io"),
@@ -228,15 +214,11 @@ fn upgrade_websocket(
     let upgrade = hyper::upgrade::on(&mut request);
     let serve = serve.clone();
     tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => {
-                tracing::debug!(%err, "websocket upgrade failed");
-                return;
-            }
+        let Some(io) = upgraded(upgrade, "websocket").await else {
+            return;
         };
         let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
+            io,
             tokio_tungstenite::tungstenite::protocol::Role::Server,
             None,
         )
@@ -300,6 +282,30 @@ pub async fn run(
                 .await;
         });
     }
+}
+
+/// The connection once the 101 has gone out; `None` (logged) when the upgrade failed.
+async fn upgraded(
+    upgrade: hyper::upgrade::OnUpgrade,
+    what: &str,
+) -> Option<TokioIo<hyper::upgrade::Upgraded>> {
+    match upgrade.await {
+        Ok(upgraded) => Some(TokioIo::new(upgraded)),
+        Err(err) => {
+            tracing::debug!(%err, "{what} upgrade failed");
+            None
+        }
+    }
+}
+
+/// Every value of header `name` that is text, in order.
+fn header_values<B>(request: &Request<B>, name: &str) -> Vec<String> {
+    request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
 }
 
 #[cfg(test)]

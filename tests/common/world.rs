@@ -140,6 +140,18 @@ pub fn container(name: &str, script: &str) -> ContainerConfig {
     }
 }
 
+/// An interactive busybox `/bin/sh` reading its stdin: on a terminal with `tty`; its
+/// stdin closed when the first attached client lets go with `stdin_once`.
+pub fn shell(name: &str, tty: bool, stdin_once: bool) -> ContainerConfig {
+    ContainerConfig {
+        command: vec!["/bin/sh".into()],
+        tty,
+        stdin: true,
+        stdin_once,
+        ..container(name, "")
+    }
+}
+
 impl World {
     pub async fn create(&mut self, config: ContainerConfig) -> String {
         self.client

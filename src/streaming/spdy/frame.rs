@@ -37,9 +37,7 @@ const WINDOW_UPDATE: u16 = 9;
 /// RST_STREAM status codes.
 pub const RST_PROTOCOL_ERROR: u32 = 1;
 pub const RST_INVALID_STREAM: u32 = 2;
-pub const RST_REFUSED_STREAM: u32 = 3;
 pub const RST_CANCEL: u32 = 5;
-pub const RST_INTERNAL_ERROR: u32 = 6;
 
 /// Header name/value pairs, names lowercase as SPDY requires.
 pub type Headers = Vec<(String, String)>;
@@ -358,19 +356,20 @@ pub fn encode(frame: &Frame, compressor: &mut HeaderCompressor, out: &mut Vec<u8
             stream,
             flags,
             headers,
-        } => {
-            let mut payload = id(*stream).to_vec();
-            payload.extend(compressor.compress(headers));
-            control(out, SYN_REPLY, *flags, &payload);
         }
-        Frame::Headers {
+        | Frame::Headers {
             stream,
             flags,
             headers,
         } => {
+            let kind = if matches!(frame, Frame::SynReply { .. }) {
+                SYN_REPLY
+            } else {
+                HEADERS
+            };
             let mut payload = id(*stream).to_vec();
             payload.extend(compressor.compress(headers));
-            control(out, HEADERS, *flags, &payload);
+            control(out, kind, *flags, &payload);
         }
         Frame::RstStream { stream, status } => {
             let mut payload = id(*stream).to_vec();
@@ -503,7 +502,12 @@ impl Decoder {
                 }
             }
             SYN_REPLY | HEADERS => {
-                let stream = stream_at(0).ok_or(malformed("SYN_REPLY"))?;
+                let name = if kind == SYN_REPLY {
+                    "SYN_REPLY"
+                } else {
+                    "HEADERS"
+                };
+                let stream = stream_at(0).ok_or(malformed(name))?;
                 let headers = self.headers.decompress(&p[4..])?;
                 if kind == SYN_REPLY {
                     Frame::SynReply {
