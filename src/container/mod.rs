@@ -103,7 +103,9 @@ impl Containers {
     }
 
     /// A live container whose monitor recorded an exit is Exited, with the code, time and
-    /// reason the monitor saw.
+    /// reason the monitor saw. Callers need not hold the container's lock: the correction
+    /// is stored only if nobody changed or removed the record meanwhile, and otherwise
+    /// their newer record is returned.
     pub fn refresh(&self, mut record: ContainerRecord) -> Result<ContainerRecord, StoreError> {
         if record.state == ContainerState::Exited {
             return Ok(record);
@@ -111,6 +113,7 @@ impl Containers {
         let Some(exit) = ExitRecord::read(&self.monitor_paths(&record.id)) else {
             return Ok(record);
         };
+        let before = record.clone();
         record.state = ContainerState::Exited;
         record.exit_code = exit.exit_code;
         record.finished_at_ns = exit.finished_at_ns;
@@ -122,7 +125,9 @@ impl Containers {
             "Error"
         }
         .to_string();
-        self.save(&record)?;
+        if !self.records.save_if_unchanged(&before, &record)? {
+            return Ok(self.records.get(&record.id).unwrap_or(record));
+        }
         Ok(record)
     }
 

@@ -127,12 +127,16 @@ impl Sandboxes {
 
     /// The record, corrected if its pause process has died since (OOM kill, a kill from
     /// outside, a reboot): a Ready sandbox without its pause is NotReady, and the kubelet
-    /// then replaces it.
+    /// then replaces it. As for containers, the correction is stored only if nobody
+    /// changed or removed the record meanwhile; otherwise their newer record is returned.
     pub fn refresh(&self, mut record: SandboxRecord) -> Result<SandboxRecord, StoreError> {
         if record.state == SandboxState::Ready && !pause_alive(&record) {
             tracing::warn!(sandbox = %record.id, pid = record.pid, "the pause process is gone; sandbox not ready");
+            let before = record.clone();
             record.state = SandboxState::NotReady;
-            self.save(&record)?;
+            if !self.records.save_if_unchanged(&before, &record)? {
+                return Ok(self.records.get(&record.id).unwrap_or(record));
+            }
         }
         Ok(record)
     }

@@ -92,6 +92,23 @@ impl<R: Named> RecordCache<R> {
         Ok(())
     }
 
+    /// Stores `after` only if the cached record is still `before`: for corrections made
+    /// without the record's lock (a listing that notices an exit), which must neither undo
+    /// a change made meanwhile under the lock nor bring back a record removed meanwhile.
+    /// Returns whether it stored.
+    pub fn save_if_unchanged(&self, before: &R, after: &R) -> Result<bool, StoreError>
+    where
+        R: PartialEq,
+    {
+        let mut records = unpoisoned(self.records.write());
+        if records.get(before.id()) != Some(before) {
+            return Ok(false);
+        }
+        self.store.put(after)?;
+        records.insert(after.id().to_string(), after.clone());
+        Ok(true)
+    }
+
     /// Forgets a record, frees its name and drops its lock.
     pub fn forget(&self, record: &R) -> Result<(), StoreError> {
         self.store.delete::<R>(record.id())?;
@@ -166,5 +183,37 @@ mod tests {
         reloaded.forget(&record("abc123", "web")).unwrap();
         assert!(!reloaded.contains("abc123"));
         reloaded.reserve_name(&web, "x").unwrap();
+    }
+
+    #[test]
+    fn save_if_unchanged_keeps_newer_changes_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let cache: RecordCache<SandboxRecord> = RecordCache::load(store.clone()).unwrap();
+        let seen = record("abc123", "web");
+        cache.save(&seen).unwrap();
+        let corrected = SandboxRecord {
+            pid: 7,
+            ..seen.clone()
+        };
+        let newer = SandboxRecord {
+            pid: 9,
+            ..seen.clone()
+        };
+
+        cache.save(&newer).unwrap();
+        assert!(!cache.save_if_unchanged(&seen, &corrected).unwrap());
+        assert_eq!(cache.get("abc123").map(|r| r.pid), Some(9));
+
+        assert!(cache.save_if_unchanged(&newer, &corrected).unwrap());
+        assert_eq!(cache.get("abc123").map(|r| r.pid), Some(7));
+        let stored: Vec<SandboxRecord> = store.list().unwrap();
+        assert_eq!(stored.first().map(|r| r.pid), Some(7), "written through");
+
+        cache.forget(&corrected).unwrap();
+        assert!(!cache.save_if_unchanged(&corrected, &newer).unwrap());
+        assert!(!cache.contains("abc123"), "a removed record stays removed");
+        let stored: Vec<SandboxRecord> = store.list().unwrap();
+        assert!(stored.is_empty());
     }
 }
