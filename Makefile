@@ -45,11 +45,14 @@ build:
 run: deps build
 	./target/release/berth serve
 
+# The container monitor (monitor/) is a crate of its own: linted and checked apart.
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	cd monitor && $(CARGO) fmt -- --check
 
 clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	cd monitor && $(CARGO) clippy --locked --release -- -D warnings
 
 # The whole suite: formatting, lints, unit and integration tests.
 test: test-deps fmt-check clippy

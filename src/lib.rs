@@ -4,6 +4,8 @@
 //! the benchmark use the library's generated CRI client and types. See `DESIGN.md` in the
 //! shared docs for the architecture; each module's docs say what it owns.
 
+extern crate alloc;
+
 pub mod client;
 pub mod config;
 pub mod container;

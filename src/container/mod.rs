@@ -5,6 +5,7 @@
 //! <state>/containers/<id>/  config.json (the bundle), runc.log, and the monitor's files:
 //!                           monitor.pid, container.pid, exit.json
 //! <state>/m/<id[..24]>.sock  the monitor's control socket (short: a socket path is limited)
+//! <state>/bin/berth-monitor  the monitor program, installed at start-up
 //! ```
 //!
 //! Records are kept in the metadata store and cached by a [`RecordCache`] (rebuilt at
@@ -27,6 +28,8 @@ use crate::store::{ContainerRecord, ContainerState, Named, RecordCache, Store, S
 pub struct Containers {
     root: PathBuf,
     state: PathBuf,
+    /// The monitor program, installed under the state directory.
+    monitor: PathBuf,
     records: RecordCache<ContainerRecord>,
 }
 
@@ -44,12 +47,24 @@ pub fn name_key(sandbox: &str, name: &str, attempt: u32) -> String {
 }
 
 impl Containers {
-    pub fn open(root: &Path, state: &Path, store: Arc<Store>) -> Result<Containers, StoreError> {
+    /// Loads the records; `monitor` is the installed monitor program.
+    pub fn open(
+        root: &Path,
+        state: &Path,
+        monitor: PathBuf,
+        store: Arc<Store>,
+    ) -> Result<Containers, StoreError> {
         Ok(Containers {
             root: root.join("containers"),
             state: state.join("containers"),
+            monitor,
             records: RecordCache::load(store)?,
         })
+    }
+
+    /// The monitor program to run for containers and execs.
+    pub fn monitor_program(&self) -> &Path {
+        &self.monitor
     }
 
     /// `<root>/containers/<id>`: the writable layer and the rootfs mount point.

@@ -9,117 +9,24 @@
 //! Each record is one line: an RFC 3339 timestamp with nanoseconds, the stream, `P` for a
 //! partial piece of a longer line or `F` for the piece that ends it, and the content
 //! without its newline (or `\r\n`, as a terminal ends lines). [`LineSplitter`] cuts a stream of output into such pieces;
-//! [`write_record`] formats one; [`parse_record`] reads one back.
+//! [`write_record`] formats one (these three in `record.rs`, which the monitor compiles too); [`parse_record`] reads one back.
 //!
 //! Pure code, no I/O: the per-container monitor feeds it what the container writes.
 
+mod record;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The longest piece written as one record, as containerd and CRI-O cut lines.
-pub const MAX_PIECE: usize = 16 * 1024;
+pub use record::{LineSplitter, MAX_PIECE, Stream, Tag, Time, push_rfc3339, write_record};
 
-/// Which output a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
+impl From<SystemTime> for Time {
+    fn from(time: SystemTime) -> Time {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Time {
+            secs: since.as_secs(),
+            nanos: since.subsec_nanos(),
         }
     }
-}
-
-/// Whether a record ends its line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tag {
-    /// A piece of a line that goes on in the next record of the stream.
-    Partial,
-    /// The last (or only) piece of a line.
-    Full,
-}
-
-impl Tag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tag::Partial => "P",
-            Tag::Full => "F",
-        }
-    }
-}
-
-/// Cuts one stream's output into line pieces of at most `max` bytes.
-#[derive(Debug)]
-pub struct LineSplitter {
-    pending: Vec<u8>,
-    max: usize,
-}
-
-impl LineSplitter {
-    pub fn new(max: usize) -> LineSplitter {
-        LineSplitter {
-            pending: Vec::new(),
-            max: max.max(1),
-        }
-    }
-
-    /// Takes more output; calls `emit` for every complete piece it now has.
-    pub fn feed(&mut self, mut data: &[u8], mut emit: impl FnMut(&[u8], Tag)) {
-        while !data.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
-                Some(end) => {
-                    self.take(&data[..end], &mut emit);
-                    // A terminal ends lines with "\r\n": the "\r" is part of the end.
-                    let line = self.pending.strip_suffix(b"\r").unwrap_or(&self.pending);
-                    emit(line, Tag::Full);
-                    self.pending.clear();
-                    data = &data[end + 1..];
-                }
-                None => {
-                    self.take(data, &mut emit);
-                    data = &[];
-                }
-            }
-        }
-    }
-
-    /// Adds bytes of the current line, emitting full-size partial pieces as they fill.
-    fn take(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&[u8], Tag)) {
-        while !bytes.is_empty() {
-            let room = self.max - self.pending.len();
-            let n = room.min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.pending.len() == self.max && !bytes.is_empty() {
-                emit(&self.pending, Tag::Partial);
-                self.pending.clear();
-            }
-        }
-    }
-
-    /// The stream ended: a last line without a newline is still a line.
-    pub fn finish(&mut self, mut emit: impl FnMut(&[u8], Tag)) {
-        if !self.pending.is_empty() {
-            emit(&self.pending, Tag::Full);
-            self.pending.clear();
-        }
-    }
-}
-
-/// Appends one record to `out`.
-pub fn write_record(out: &mut Vec<u8>, time: SystemTime, stream: Stream, tag: Tag, content: &[u8]) {
-    out.extend_from_slice(rfc3339_nanos(time).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(stream.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(tag.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(content);
-    out.push(b'\n');
 }
 
 /// A parsed record.
@@ -159,39 +66,10 @@ pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
 
 /// `2026-11-24T03:30:00.123456789Z` (UTC, nine fraction digits).
 pub fn rfc3339_nanos(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_nanos()
-    )
+    let mut out = Vec::with_capacity(30);
+    push_rfc3339(&mut out, time.into());
+    String::from_utf8_lossy(&out).into_owned()
 }
-
-/// The calendar date of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift to a calendar starting 0000-03-01, so leap days end each 4/100/400 cycle.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +115,13 @@ mod tests {
     fn records_round_trip() {
         let time = UNIX_EPOCH + Duration::new(1_779_593_400, 123_456_789);
         let mut out = Vec::new();
-        write_record(&mut out, time, Stream::Stderr, Tag::Partial, b"half a line");
+        write_record(
+            &mut out,
+            time.into(),
+            Stream::Stderr,
+            Tag::Partial,
+            b"half a line",
+        );
         assert_eq!(
             out,
             b"2026-05-24T03:30:00.123456789Z stderr P half a line\n"
@@ -247,7 +131,7 @@ mod tests {
         assert_eq!(record.tag, Tag::Partial);
         assert_eq!(record.content, b"half a line");
         let mut empty = Vec::new();
-        write_record(&mut empty, time, Stream::Stdout, Tag::Full, b"");
+        write_record(&mut empty, time.into(), Stream::Stdout, Tag::Full, b"");
         let record = parse_record(&empty[..empty.len() - 1]).unwrap();
         assert_eq!(record.content, b"");
         assert!(parse_record(b"not a record").is_none());

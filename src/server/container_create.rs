@@ -329,10 +329,7 @@ impl CriService {
         cgroups_path: &str,
         config: &ContainerConfig,
     ) -> Result<i32> {
-        let program = crate::monitor::args::program().map_err(Error::io(
-            "finding the monitor",
-            Path::new(crate::monitor::args::PROGRAM),
-        ))?;
+        let program = self.containers.monitor_program();
         let memory_cgroup =
             Path::new("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'));
         let args = crate::monitor::MonitorArgs {
@@ -349,14 +346,14 @@ impl CriService {
             stdin_once: config.stdin && config.stdin_once,
             exec_process: None,
         };
-        let mut child = tokio::process::Command::new(&program)
+        let mut child = tokio::process::Command::new(program)
             .args(args.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(false)
             .spawn()
-            .map_err(Error::io("starting the monitor", &program))?;
+            .map_err(Error::io("starting the monitor", program))?;
         let stdout = child
             .stdout
             .take()

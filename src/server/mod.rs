@@ -77,9 +77,14 @@ impl CriService {
         ))? {
             tracing::info!(file = %file.display(), subnet, "wrote the default CNI network config");
         }
+        let monitor = crate::monitor::args::install(&config.state).map_err(Error::io(
+            "installing the monitor program",
+            &crate::monitor::args::program_path(&config.state),
+        ))?;
         let containers = Arc::new(Containers::open(
             &config.root,
             &config.state,
+            monitor,
             store.clone(),
         )?);
         let stream_tokens = Arc::new(crate::streaming::tokens::Tokens::new(

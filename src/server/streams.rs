@@ -145,7 +145,7 @@ impl CriService {
             request.tty,
         )
         .map_err(|e| e.to_string())?;
-        let program = crate::monitor::args::program().map_err(|e| e.to_string())?;
+        let program = self.containers.monitor_program().to_path_buf();
         // The client's end of stdin is the process's (stdin_once, as for `kubectl exec`).
         let args = crate::monitor::MonitorArgs {
             id: record.id.clone(),

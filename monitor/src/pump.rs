@@ -2,21 +2,21 @@
 //! attached clients, the clients' input into the container's stdin, terminal resizes,
 //! control requests, and the wait for the container's init to exit.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::{Duration, Instant};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::OwnedFd;
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 
-use super::LogFile;
-use super::attach::{self, Decoder, Kind, Streams};
-use crate::logs::{LineSplitter, MAX_PIECE, Stream};
+use crate::frames::{self, Decoder, Kind, Streams};
+use crate::record::{LineSplitter, MAX_PIECE, Stream, Tag, Time, write_record};
+use crate::sys;
 
 /// How long output is still drained after the container's init has exited (its children
 /// may keep the pipes open).
@@ -35,6 +35,8 @@ const EXEC_BACKLOG: usize = 1 << 20;
 const REQUEST_LINE_WAIT: Duration = Duration::from_millis(200);
 /// The end-of-file character a terminal's line discipline turns into EOF.
 const EOT: u8 = 0x04;
+/// The size of one read of output or client input.
+const CHUNK: usize = 32 * 1024;
 
 /// The container's stdio as the monitor holds it.
 pub struct Stdio {
@@ -49,14 +51,69 @@ pub struct Stdio {
     pub stdin_once: bool,
 }
 
+/// The log file, reopened on request (the kubelet rotates it).
+pub struct LogFile {
+    path: Option<String>,
+    file: Option<OwnedFd>,
+    buffer: Vec<u8>,
+}
+
+impl LogFile {
+    pub fn open(path: &str) -> Result<LogFile, Errno> {
+        Ok(LogFile {
+            path: Some(path.into()),
+            file: Some(open_log(path)?),
+            buffer: Vec::with_capacity(4096),
+        })
+    }
+
+    /// A log that keeps nothing (an exec's output goes to its client only).
+    pub fn discard() -> LogFile {
+        LogFile {
+            path: None,
+            file: None,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<(), Errno> {
+        if let Some(path) = &self.path {
+            self.file = Some(open_log(path)?);
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, stream: Stream, tag: Tag, content: &[u8]) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        let (secs, nanos) = sys::wall_clock();
+        self.buffer.clear();
+        write_record(&mut self.buffer, Time { secs, nanos }, stream, tag, content);
+        // A full disk loses log lines, not the container.
+        let _ = sys::write_all(file, &self.buffer);
+    }
+}
+
+fn open_log(path: &str) -> Result<OwnedFd, Errno> {
+    if let Some(parent) = sys::parent(path) {
+        sys::create_dir_all(parent)?;
+    }
+    sys::open(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND,
+        0o640,
+    )
+}
+
 struct Output {
-    file: File,
+    fd: OwnedFd,
     stream: Stream,
     splitter: LineSplitter,
 }
 
 struct Input {
-    sink: Option<File>,
+    sink: Option<OwnedFd>,
     pending: Vec<u8>,
     once: bool,
     tty: bool,
@@ -65,7 +122,7 @@ struct Input {
 }
 
 struct Client {
-    stream: UnixStream,
+    socket: OwnedFd,
     streams: Streams,
     decoder: Decoder,
     out: Vec<u8>,
@@ -79,43 +136,34 @@ pub struct Loop<'a> {
     input: Input,
     terminal: Option<OwnedFd>,
     clients: Vec<Client>,
-    control: &'a UnixListener,
+    control: &'a OwnedFd,
     log: &'a mut LogFile,
-    /// An exec'd process, killed when its last client goes away.
+    /// Exec mode: kill the process when its last client goes.
     kill_when_alone: Option<Pid>,
-    /// Exec mode: the client gets all the output, at its own pace (the process waits on
-    /// a full pipe), rather than being dropped when it falls behind.
     exec: bool,
 }
 
-fn nonblocking(fd: &impl AsFd) {
-    let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-}
-
-fn would_block(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
+/// Whether an error only means "not now".
+fn would_block(e: Errno) -> bool {
+    e == Errno::AGAIN || e == Errno::INTR
 }
 
 impl<'a> Loop<'a> {
-    pub fn new(stdio: Stdio, control: &'a UnixListener, log: &'a mut LogFile) -> Loop<'a> {
+    pub fn new(stdio: Stdio, control: &'a OwnedFd, log: &'a mut LogFile, exec: bool) -> Loop<'a> {
         let outputs = stdio
             .outputs
             .into_iter()
             .map(|(fd, stream)| {
-                nonblocking(&fd);
+                let _ = sys::set_nonblocking(&fd, true);
                 Some(Output {
-                    file: File::from(fd),
+                    fd,
                     stream,
                     splitter: LineSplitter::new(MAX_PIECE),
                 })
             })
             .collect();
-        let sink = stdio.stdin.map(|fd| {
-            nonblocking(&fd);
-            File::from(fd)
+        let sink = stdio.stdin.inspect(|fd| {
+            let _ = sys::set_nonblocking(fd, true);
         });
         Loop {
             outputs,
@@ -131,15 +179,15 @@ impl<'a> Loop<'a> {
             control,
             log,
             kill_when_alone: None,
-            exec: false,
+            exec,
         }
     }
 
-    /// Adds a client that attached before the process started (exec).
-    pub fn add_client(&mut self, stream: UnixStream, streams: Streams) -> io::Result<()> {
-        stream.set_nonblocking(true)?;
+    /// A client that has already attached (an exec's).
+    pub fn add_client(&mut self, socket: OwnedFd, streams: Streams) -> Result<(), Errno> {
+        sys::set_nonblocking(&socket, true)?;
         self.clients.push(Client {
-            stream,
+            socket,
             streams,
             decoder: Decoder::default(),
             out: Vec::new(),
@@ -148,44 +196,41 @@ impl<'a> Loop<'a> {
         Ok(())
     }
 
-    /// Kills `pid` once no client is left (an exec whose caller went away).
+    /// Exec mode: the process dies when its last client goes.
     pub fn kill_when_alone(&mut self, pid: Pid) {
         self.kill_when_alone = Some(pid);
-        self.exec = true;
     }
 
-    /// Runs until the container's init (`pid`) has exited and its output is drained;
-    /// returns its wait status.
-    pub fn run(&mut self, pid: Pid, signals: &SignalFd) -> io::Result<WaitStatus> {
-        let mut exited: Option<(WaitStatus, Instant)> = None;
-        let mut chunk = vec![0u8; 32 * 1024];
+    /// Pumps until `pid` has exited and its output is drained; returns how it exited.
+    /// Every other child (orphans the monitor inherits as a subreaper) is reaped too.
+    pub fn run(&mut self, pid: Pid, signals: &OwnedFd) -> Result<WaitStatus, Errno> {
+        let mut exited: Option<(WaitStatus, Duration)> = None;
+        let mut chunk = vec![0u8; CHUNK];
         loop {
-            // An exec whose client is behind: leave the output in the pipes for now.
             let hold_output = self.exec && self.clients.iter().any(|c| c.out.len() > EXEC_BACKLOG);
             if let Some((status, at)) = exited
                 && (self.outputs.iter().all(Option::is_none)
-                    || (at.elapsed() >= DRAIN_AFTER_EXIT && !hold_output))
+                    || (sys::now() >= at + DRAIN_AFTER_EXIT && !hold_output))
             {
                 self.finish_outputs();
                 return Ok(status);
             }
-            // Poll set: signals, control, outputs, stdin sink, clients (in that order).
             let mut fds = vec![
-                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals, PollFlags::IN),
+                PollFd::new(self.control, PollFlags::IN),
             ];
             let open: Vec<usize> = (0..self.outputs.len())
                 .filter(|i| self.outputs[*i].is_some() && !hold_output)
                 .collect();
             for i in &open {
                 if let Some(output) = &self.outputs[*i] {
-                    fds.push(PollFd::new(output.file.as_fd(), PollFlags::POLLIN));
+                    fds.push(PollFd::new(&output.fd, PollFlags::IN));
                 }
             }
             let sink_at = fds.len();
             let sink_polled = match &self.input.sink {
                 Some(sink) if !self.input.pending.is_empty() => {
-                    fds.push(PollFd::new(sink.as_fd(), PollFlags::POLLOUT));
+                    fds.push(PollFd::new(sink, PollFlags::OUT));
                     true
                 }
                 _ => false,
@@ -195,27 +240,20 @@ impl<'a> Loop<'a> {
             for client in &self.clients {
                 let mut flags = PollFlags::empty();
                 if read_clients {
-                    flags |= PollFlags::POLLIN;
+                    flags |= PollFlags::IN;
                 }
                 if !client.out.is_empty() {
-                    flags |= PollFlags::POLLOUT;
+                    flags |= PollFlags::OUT;
                 }
-                fds.push(PollFd::new(client.stream.as_fd(), flags));
+                fds.push(PollFd::new(&client.socket, flags));
             }
-            let timeout = if exited.is_some() {
-                PollTimeout::from(50u16)
-            } else {
-                PollTimeout::NONE
-            };
-            match poll(&mut fds, timeout) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+            let timeout = exited.map(|_| Duration::from_millis(50));
+            match sys::poll(&mut fds, timeout) {
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e),
                 Ok(_) => {}
             }
-            let events: Vec<PollFlags> = fds
-                .iter()
-                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
-                .collect();
+            let events: Vec<PollFlags> = fds.iter().map(PollFd::revents).collect();
             drop(fds);
             let ready = |i: usize| !events[i].is_empty();
 
@@ -227,31 +265,23 @@ impl<'a> Loop<'a> {
             if sink_polled && ready(sink_at) {
                 self.write_stdin();
             }
-            // Clients, newest first so removal keeps the indexes of the others valid.
             for index in (0..self.clients.len()).rev() {
-                let flags = events.get(clients_at + index).copied();
-                let Some(flags) = flags else { continue };
+                let Some(&flags) = events.get(clients_at + index) else {
+                    continue;
+                };
                 if flags.is_empty() {
                     continue;
                 }
-                let keep = self.serve_client(index, flags, &mut chunk);
-                if !keep {
+                if !self.serve_client(index, flags, &mut chunk) {
                     self.drop_client(index);
                 }
             }
             if ready(0) {
-                while let Ok(Some(_)) = signals.read_signal() {}
-                // Reap every child that has exited: the init, and orphans we adopted.
-                loop {
-                    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                        Ok(WaitStatus::StillAlive) | Err(_) => break,
-                        Ok(status) => {
-                            if status.pid() == Some(pid) && exited.is_none() {
-                                exited = Some((status, Instant::now()));
-                                // Its pid may be reused from now on: never kill it.
-                                self.kill_when_alone = None;
-                            }
-                        }
+                sys::drain_signals(signals);
+                while let Ok(Some((child, status))) = rustix::process::wait(WaitOptions::NOHANG) {
+                    if child == pid && exited.is_none() {
+                        exited = Some((status, sys::now()));
+                        self.kill_when_alone = None;
                     }
                 }
             }
@@ -261,16 +291,15 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Tells every attached client the exit code, gives them a moment to read their last
-    /// output, and lets them go.
+    /// Sends every client its last output and the exit frame, then closes them.
     pub fn farewell(&mut self, exit_code: i32) {
+        let patience = if self.exec { EXEC_FAREWELL } else { FAREWELL };
         for client in &mut self.clients {
-            attach::encode(Kind::Exit, &exit_code.to_be_bytes(), &mut client.out);
-            let _ = client.stream.set_nonblocking(false);
-            let patience = if self.exec { EXEC_FAREWELL } else { FAREWELL };
-            let _ = client.stream.set_write_timeout(Some(patience));
-            let _ = client.stream.write_all(&client.out);
-            let _ = client.stream.shutdown(std::net::Shutdown::Both);
+            frames::encode(Kind::Exit, &exit_code.to_be_bytes(), &mut client.out);
+            let _ = sys::set_nonblocking(&client.socket, false);
+            let _ = sys::set_timeouts(&client.socket, None, Some(patience));
+            let _ = sys::write_all(&client.socket, &client.out);
+            let _ = rustix::net::shutdown(&client.socket, rustix::net::Shutdown::Both);
         }
         self.clients.clear();
     }
@@ -291,7 +320,7 @@ impl<'a> Loop<'a> {
         };
         let stream = output.stream;
         let log = &mut *self.log;
-        match output.file.read(chunk) {
+        match rustix::io::read(&output.fd, &mut *chunk) {
             Ok(0) => {
                 output
                     .splitter
@@ -312,12 +341,12 @@ impl<'a> Loop<'a> {
                         Stream::Stderr => client.streams.stderr,
                     };
                     if wanted {
-                        attach::encode(kind, &chunk[..n], &mut client.out);
+                        frames::encode(kind, &chunk[..n], &mut client.out);
                     }
                 }
             }
-            Err(e) if would_block(&e) => {}
-            // EIO: a terminal whose other side is gone; any other error ends it too.
+            Err(e) if would_block(e) => {}
+            // EIO: a terminal whose other side is closed.
             Err(_) => {
                 output
                     .splitter
@@ -328,17 +357,17 @@ impl<'a> Loop<'a> {
     }
 
     fn write_stdin(&mut self) {
-        let Some(sink) = self.input.sink.as_mut() else {
+        let Some(sink) = &self.input.sink else {
             self.input.pending.clear();
             return;
         };
-        match sink.write(&self.input.pending) {
+        match rustix::io::write(sink, &self.input.pending) {
             Ok(n) => {
                 self.input.pending.drain(..n);
             }
-            Err(e) if would_block(&e) => {}
-            // The container closed its stdin: what it did not read is lost.
+            Err(e) if would_block(e) => {}
             Err(_) => {
+                // The container closed its stdin: what is pending is lost.
                 self.input.pending.clear();
                 self.input.sink = None;
             }
@@ -348,28 +377,30 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Handles a client's readiness; `false` when it should be dropped.
+    /// Serves a client's events; false when it is to be dropped.
     fn serve_client(&mut self, index: usize, flags: PollFlags, chunk: &mut [u8]) -> bool {
-        if flags.contains(PollFlags::POLLOUT) {
+        if flags.contains(PollFlags::OUT) {
             let client = &mut self.clients[index];
-            match client.stream.write(&client.out) {
+            match rustix::io::write(&client.socket, &client.out) {
                 Ok(n) => {
                     client.out.drain(..n);
                 }
-                Err(e) if would_block(&e) => {}
+                Err(e) if would_block(e) => {}
                 Err(_) => return false,
             }
         }
+        // A client that cannot keep up is dropped; an exec's output waits for its one
+        // client instead (see EXEC_BACKLOG).
         if !self.exec && self.clients[index].out.len() > CLIENT_BACKLOG {
             return false;
         }
-        if !flags.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+        if !flags.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
             return true;
         }
-        match self.clients[index].stream.read(chunk) {
+        match rustix::io::read(&self.clients[index].socket, &mut *chunk) {
             Ok(0) => return false,
             Ok(n) => self.clients[index].decoder.push(&chunk[..n]),
-            Err(e) if would_block(&e) => return true,
+            Err(e) if would_block(e) => return true,
             Err(_) => return false,
         }
         loop {
@@ -394,7 +425,7 @@ impl<'a> Loop<'a> {
             }
             Kind::Resize => {
                 if let (Some(terminal), Some((columns, rows))) =
-                    (&self.terminal, attach::parse_resize(&payload))
+                    (&self.terminal, frames::parse_resize(&payload))
                 {
                     let size = rustix::termios::Winsize {
                         ws_row: rows,
@@ -405,7 +436,6 @@ impl<'a> Loop<'a> {
                     let _ = rustix::termios::tcsetwinsize(terminal, size);
                 }
             }
-            // Output kinds from a client, or stdin it did not ask for: ignored.
             _ => {}
         }
     }
@@ -418,17 +448,17 @@ impl<'a> Loop<'a> {
         if self.clients.is_empty()
             && let Some(pid) = self.kill_when_alone.take()
         {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
     }
 
-    /// A client let go of stdin: with `stdin_once`, the container's stdin ends.
+    /// A client let go of stdin: with stdin_once, the container's stdin closes (after
+    /// what is pending; a terminal gets an end-of-file character instead).
     fn stdin_released(&mut self) {
         if !self.input.once || self.input.sink.is_none() || self.input.closing {
             return;
         }
         if self.input.tty {
-            // A terminal stays open for output; its line discipline turns EOT into EOF.
             self.input.pending.push(EOT);
         }
         self.input.closing = true;
@@ -437,29 +467,27 @@ impl<'a> Loop<'a> {
         }
     }
 
+    /// Answers every waiting control connection: `reopen`, or `attach <streams>`.
     fn accept_control(&mut self) {
-        while let Ok((stream, _)) = self.control.accept() {
-            let _ = stream.set_nonblocking(false);
-            // The daemon sends its request line at once; a silent connection must not
-            // hold the container's output up for long.
-            let _ = stream.set_read_timeout(Some(REQUEST_LINE_WAIT));
-            let Ok(line) = attach::read_request(&stream) else {
+        while let Ok(socket) = sys::accept(self.control) {
+            let _ = sys::set_timeouts(&socket, Some(REQUEST_LINE_WAIT), Some(REQUEST_LINE_WAIT));
+            let Ok(line) = read_request(&socket) else {
                 continue;
             };
             let mut words = line.split_whitespace();
             let answer = match (words.next(), words.next()) {
                 (Some("reopen"), None) => match self.log.reopen() {
-                    Ok(()) => "ok".to_string(),
-                    Err(e) => format!("error {e}"),
+                    Ok(()) => String::from("ok"),
+                    Err(e) => format!("error {}", sys::Message(e)),
                 },
                 (Some("attach"), Some(wanted)) => match Streams::parse(wanted) {
                     Some(streams) if streams.stdin && self.input.sink.is_none() => {
-                        "error the container's stdin is closed".to_string()
+                        String::from("error the container's stdin is closed")
                     }
                     Some(streams) => {
-                        let mut stream = stream;
-                        if writeln!(stream, "ok").is_ok() {
-                            let _ = self.add_client(stream, streams);
+                        if sys::write_all(&socket, b"ok\n").is_ok() {
+                            let _ = sys::set_timeouts(&socket, None, None);
+                            let _ = self.add_client(socket, streams);
                         }
                         continue;
                     }
@@ -467,50 +495,62 @@ impl<'a> Loop<'a> {
                 },
                 _ => format!("error unknown request {line:?}"),
             };
-            let mut stream = stream;
-            let _ = writeln!(stream, "{answer}");
+            let _ = sys::write_all(&socket, format!("{answer}\n").as_bytes());
         }
     }
 }
 
-/// Waits for the first attach client of an exec (until `timeout`), and answers it.
-pub fn first_client(
-    control: &UnixListener,
-    timeout: Duration,
-) -> io::Result<(UnixStream, Streams)> {
-    let deadline = Instant::now() + timeout;
+/// Reads the request line of a new control connection, byte by byte: frames may follow
+/// it at once and belong to the pump.
+fn read_request(socket: &OwnedFd) -> Result<String, Errno> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
     loop {
-        match control.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-                let line = attach::read_request(&stream)?;
+        match rustix::io::read(socket, &mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() >= 4096 => return Err(Errno::MSGSIZE),
+            Ok(_) => line.push(byte[0]),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Waits for the one client of an exec (see `monitor::exec_monitor`).
+pub fn first_client(control: &OwnedFd, timeout: Duration) -> Result<(OwnedFd, Streams), Errno> {
+    let deadline = sys::now() + timeout;
+    loop {
+        match sys::accept(control) {
+            Ok(socket) => {
+                sys::set_timeouts(&socket, Some(Duration::from_secs(1)), None)?;
+                let line = read_request(&socket)?;
                 let streams = line
                     .strip_prefix("attach ")
                     .and_then(|wanted| Streams::parse(wanted.trim()));
-                let mut stream = stream;
                 match streams {
                     Some(streams) => {
-                        writeln!(stream, "ok")?;
-                        return Ok((stream, streams));
+                        sys::write_all(&socket, b"ok\n")?;
+                        sys::set_timeouts(&socket, None, None)?;
+                        return Ok((socket, streams));
                     }
                     None => {
-                        let _ = writeln!(stream, "error an exec takes one attach request");
+                        let _ =
+                            sys::write_all(&socket, b"error an exec takes one attach request\n");
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no client attached to the exec",
-                    ));
+            Err(e) if would_block(e) => {
+                let now = sys::now();
+                if now >= deadline {
+                    return Err(Errno::TIMEDOUT);
                 }
-                let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN)];
-                let wait = PollTimeout::try_from(left.min(Duration::from_millis(500)))
-                    .unwrap_or(PollTimeout::from(500u16));
-                let _ = poll(&mut fds, wait);
+                let mut fds = [PollFd::new(control, PollFlags::IN)];
+                let _ = sys::poll(
+                    &mut fds,
+                    Some((deadline - now).min(Duration::from_millis(500))),
+                );
             }
             Err(e) => return Err(e),
         }
