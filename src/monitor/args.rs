@@ -36,7 +36,7 @@ pub fn install(state: &Path) -> std::io::Result<PathBuf> {
 }
 
 impl MonitorArgs {
-    /// The arguments that [`MonitorArgs::parse`] reads back.
+    /// The arguments that [`super::argv::parse`] reads back.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         let mut value = |flag: &str, v: &std::ffi::OsStr| {
