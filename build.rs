@@ -36,6 +36,7 @@ fn build_monitor() -> Result<(), Box<dyn std::error::Error>> {
     // Files the monitor compiles from the daemon's tree.
     for path in [
         "src/monitor/argv.rs",
+        "src/monitor/files.rs",
         "src/monitor/frames.rs",
         "src/logs/record.rs",
     ] {

@@ -7,8 +7,8 @@
 //! and linked statically. It maps a few tens of kilobytes where a program on glibc maps
 //! two megabytes.
 //!
-//! The code it shares with the daemon (the command line, the attach frames, the log
-//! format) is compiled from the daemon's own files, which use only `core` and `alloc`.
+//! The code it shares with the daemon (the command line, the files it writes and the
+//! exit record, the attach frames, the log format) is compiled from the daemon's own files, which use only `core` and `alloc`.
 
 #![no_std]
 #![no_main]
@@ -21,8 +21,11 @@ mod rt;
 mod sys;
 
 // The daemon's side of these files uses a few items the monitor does not.
+#[allow(dead_code)]
 #[path = "../../src/monitor/argv.rs"]
 mod argv;
+#[path = "../../src/monitor/files.rs"]
+mod files;
 #[allow(dead_code)]
 #[path = "../../src/monitor/frames.rs"]
 mod frames;

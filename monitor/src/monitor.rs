@@ -14,6 +14,7 @@ use rustix::net::RecvFlags;
 use rustix::process::{Pid, WaitOptions, WaitStatus};
 
 use crate::argv::Args;
+use crate::files;
 use crate::frames::{self, Kind};
 use crate::pump::{self, Loop, Stdio};
 use crate::record::Stream;
@@ -34,28 +35,29 @@ impl Paths<'_> {
         format!("{}/{name}", self.args.dir.trim_end_matches('/'))
     }
     fn exit_file(&self) -> String {
-        self.in_dir("exit.json")
+        self.in_dir(files::EXIT)
     }
     fn error_file(&self) -> String {
-        self.in_dir("monitor.error")
+        self.in_dir(files::ERROR)
     }
     fn pid_file(&self) -> String {
-        self.in_dir("container.pid")
+        self.in_dir(files::CONTAINER_PID)
     }
     fn monitor_pid_file(&self) -> String {
-        self.in_dir("monitor.pid")
+        self.in_dir(files::MONITOR_PID)
     }
     fn runtime_log(&self) -> String {
         format!("{}/runc.log", self.args.bundle.trim_end_matches('/'))
     }
-    /// The control socket's path with the extension `tty`.
+    /// The control socket's path with the console socket's extension.
     fn console_socket(&self) -> String {
         let socket = &self.args.socket;
         let name_at = socket.rfind('/').map_or(0, |i| i + 1);
-        match socket[name_at..].rfind('.') {
-            Some(dot) if dot > 0 => format!("{}.tty", &socket[..name_at + dot]),
-            _ => format!("{socket}.tty"),
-        }
+        let stem = match socket[name_at..].rfind('.') {
+            Some(dot) if dot > 0 => &socket[..name_at + dot],
+            _ => socket.as_str(),
+        };
+        format!("{stem}.{}", files::CONSOLE_EXTENSION)
     }
 }
 
@@ -122,11 +124,8 @@ fn monitor(args: &Args, paths: &Paths<'_>) -> Result<(), String> {
     let (secs, nanos) = sys::wall_clock();
     let finished_at_ns = secs as i64 * 1_000_000_000 + i64::from(nanos);
     let oom_killed = args.memory_cgroup.as_deref().is_some_and(oom_killed);
-    let signal = signal.map_or("null".to_string(), |s| s.to_string());
-    let record = format!(
-        "{{\"exit_code\":{exit_code},\"signal\":{signal},\"finished_at_ns\":{finished_at_ns},\"oom_killed\":{oom_killed}}}"
-    );
-    let tmp = format!("{}/.exit.json.tmp", args.dir.trim_end_matches('/'));
+    let record = files::exit_record(exit_code, signal, finished_at_ns, oom_killed);
+    let tmp = paths.in_dir(&format!(".{}.tmp", files::EXIT));
     sys::write_file(&tmp, record.as_bytes()).map_err(fail("writing the exit file"))?;
     sys::rename(&tmp, &paths.exit_file()).map_err(fail("writing the exit file"))?;
     let _ = sys::remove(&args.socket);

@@ -1,11 +1,14 @@
-//! The monitor's command line as the monitor reads it: the daemon writes it with
-//! [`super::MonitorArgs::to_args`]. Code that needs only `core` and `alloc`, so the
-//! monitor (which has no standard library) compiles this same file.
+//! The monitor's command line: the daemon writes it ([`Args::to_args`]), the monitor
+//! reads it ([`parse`]). Hand-written both ways, so the monitor carries no
+//! argument-parsing library. Code that needs only `core` and `alloc`, so the monitor
+//! (which has no standard library) compiles this same file.
 
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
-/// What the daemon asked of one monitor (see `MonitorArgs` for each field).
+/// What the daemon asks of one monitor. Paths are UTF-8, as the daemon's paths and ids
+/// are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Args {
     pub id: String,
@@ -14,12 +17,54 @@ pub struct Args {
     pub runtime_root: String,
     pub log_path: String,
     pub dir: String,
+    /// The control socket.
     pub socket: String,
+    /// `/sys/fs/cgroup/memory/<cgroups path>` for the OOM check, when cgroup v1.
     pub memory_cgroup: Option<String>,
+    /// The container has a terminal (its spec says `terminal: true`).
     pub tty: bool,
+    /// The container's stdin stays open for attached clients (else it is /dev/null).
     pub stdin: bool,
+    /// Close stdin when the first client attached to it lets go.
     pub stdin_once: bool,
+    /// Exec mode: run this process spec in the (running) container `id` with `runc exec`
+    /// once the first client has attached, relay its stdio to that client, kill it when
+    /// the client goes away, and exit with it. No log, no exit file.
     pub exec_process: Option<String>,
+}
+
+impl Args {
+    /// The arguments that [`parse`] reads back.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut value = |flag: &str, v: &str| {
+            args.push(flag.to_string());
+            args.push(v.to_string());
+        };
+        value("--id", &self.id);
+        value("--bundle", &self.bundle);
+        value("--runtime", &self.runtime);
+        value("--runtime-root", &self.runtime_root);
+        value("--log", &self.log_path);
+        value("--dir", &self.dir);
+        value("--control-socket", &self.socket);
+        if let Some(cgroup) = &self.memory_cgroup {
+            value("--memory-cgroup", cgroup);
+        }
+        if let Some(process) = &self.exec_process {
+            value("--exec-process", process);
+        }
+        for (flag, on) in [
+            ("--tty", self.tty),
+            ("--stdin", self.stdin),
+            ("--stdin-once", self.stdin_once),
+        ] {
+            if on {
+                args.push(flag.to_string());
+            }
+        }
+        args
+    }
 }
 
 /// Reads the arguments (without the program name). Every value is UTF-8: the daemon's
@@ -69,4 +114,63 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Result<Args, Strin
         }
     }
     Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Args {
+        Args {
+            id: "abc".into(),
+            bundle: "/s/containers/abc".into(),
+            runtime: "/usr/sbin/runc".into(),
+            runtime_root: "/s/runtime/runc".into(),
+            log_path: "/var/log/pods/p/c/0.log".into(),
+            dir: "/s/containers/abc".into(),
+            socket: "/s/m/abc.sock".into(),
+            memory_cgroup: Some("/sys/fs/cgroup/memory/pod/abc".into()),
+            tty: true,
+            stdin: false,
+            stdin_once: true,
+            exec_process: None,
+        }
+    }
+
+    fn read_back(args: &Args) -> Result<Args, String> {
+        let line = args.to_args();
+        parse(line.iter().map(|a| a.as_bytes()))
+    }
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(read_back(&sample()), Ok(sample()));
+        let exec = Args {
+            memory_cgroup: None,
+            exec_process: Some("/s/execs/1/process.json".into()),
+            tty: false,
+            stdin: true,
+            ..sample()
+        };
+        assert_eq!(read_back(&exec), Ok(exec));
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        let run = |args: &[&str]| parse(args.iter().map(|a| a.as_bytes()));
+        assert_eq!(run(&["--id"]).err().as_deref(), Some("--id needs a value"));
+        assert_eq!(
+            run(&["--colour", "red"]).err().as_deref(),
+            Some("unknown flag --colour")
+        );
+        let mut line = sample().to_args();
+        let at = line.iter().position(|a| a == "--dir").expect("has --dir");
+        line.drain(at..at + 2);
+        let line: Vec<&str> = line.iter().map(String::as_str).collect();
+        assert_eq!(run(&line).err().as_deref(), Some("--dir is required"));
+        assert!(
+            parse([&b"--id"[..], &b"\xff\xfe"[..]]).is_err(),
+            "not UTF-8"
+        );
+    }
 }

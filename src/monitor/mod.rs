@@ -1,6 +1,6 @@
 //! The per-container monitor: `berth-monitor`, a small program of its own (built from
 //! `monitor/` with berth, embedded in the berth binary and installed under the state
-//! directory at start-up, see [`args`]) that owns one container from its creation to its
+//! directory at start-up, see [`program`]) that owns one container from its creation to its
 //! exit. This module is the daemon's side: the monitor's files, its command line, the
 //! attach protocol's client, the exit record.
 //!
@@ -26,13 +26,15 @@
 //! the same way, for one client.
 //!
 //! The code both sides need is in files that use only `core` and `alloc`, which the
-//! monitor compiles too: [`argv`] (its command line), [`frames`] (the attach frames) and
-//! the log format's writer (`logs/record.rs`).
+//! monitor compiles too: [`argv`] (its command line), [`files`] (the files it writes and
+//! the exit record), [`frames`] (the attach frames) and the log format's writer
+//! (`logs/record.rs`).
 
-pub mod args;
 pub mod argv;
 pub mod attach;
+pub mod files;
 pub mod frames;
+pub mod program;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -61,29 +63,17 @@ impl MonitorPaths {
     }
 
     pub fn exit_file(&self) -> PathBuf {
-        self.dir.join("exit.json")
+        self.dir.join(files::EXIT)
     }
     pub fn control_socket(&self) -> PathBuf {
         self.socket.clone()
     }
-    /// Where the monitor reports a failure once it no longer talks to the daemon.
-    pub fn error_file(&self) -> PathBuf {
-        self.dir.join("monitor.error")
-    }
-    pub fn pid_file(&self) -> PathBuf {
-        self.dir.join("container.pid")
-    }
     pub fn monitor_pid_file(&self) -> PathBuf {
-        self.dir.join("monitor.pid")
-    }
-    /// Where runc hands over the container's terminal (next to the control socket, for
-    /// the same length limit).
-    pub fn console_socket(&self) -> PathBuf {
-        self.socket.with_extension("tty")
+        self.dir.join(files::MONITOR_PID)
     }
 }
 
-/// How a container ended, as the monitor records it.
+/// How a container ended, as the monitor records it ([`files::exit_record`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {
     /// The exit code, or 128 + the signal number when a signal killed it.
@@ -101,31 +91,6 @@ impl ExitRecord {
     }
 }
 
-/// The monitor's command line (the daemon builds it, `berth-monitor` reads it: see
-/// [`args`]).
-#[derive(Debug, Clone)]
-pub struct MonitorArgs {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub runtime: PathBuf,
-    pub runtime_root: PathBuf,
-    pub log_path: PathBuf,
-    pub dir: PathBuf,
-    pub socket: PathBuf,
-    /// `/sys/fs/cgroup/memory/<cgroups path>` for the OOM check, when cgroup v1.
-    pub memory_cgroup: Option<PathBuf>,
-    /// The container has a terminal (its spec says `terminal: true`).
-    pub tty: bool,
-    /// The container's stdin stays open for attached clients (else it is /dev/null).
-    pub stdin: bool,
-    /// Close stdin when the first client attached to it lets go.
-    pub stdin_once: bool,
-    /// Exec mode: run this process spec in the (running) container `id` with `runc exec`
-    /// once the first client has attached, relay its stdio to that client, kill it when
-    /// the client goes away, and exit with it. No log, no exit file.
-    pub exec_process: Option<PathBuf>,
-}
-
 /// Asks a running container's monitor to reopen its log; synchronous.
 pub fn request_reopen(paths: &MonitorPaths) -> io::Result<()> {
     let mut stream = UnixStream::connect(paths.control_socket())?;
@@ -138,5 +103,33 @@ pub fn request_reopen(paths: &MonitorPaths) -> io::Result<()> {
         other => Err(io::Error::other(
             other.trim_start_matches("error ").to_string(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_monitors_exit_record_reads_back() {
+        let record = |signal| {
+            serde_json::from_str::<ExitRecord>(&files::exit_record(
+                137,
+                signal,
+                1_779_593_400,
+                true,
+            ))
+            .expect("an ExitRecord")
+        };
+        assert_eq!(
+            record(Some(9)),
+            ExitRecord {
+                exit_code: 137,
+                signal: Some(9),
+                finished_at_ns: 1_779_593_400,
+                oom_killed: true,
+            }
+        );
+        assert_eq!(record(None).signal, None);
     }
 }

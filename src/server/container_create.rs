@@ -332,15 +332,16 @@ impl CriService {
         let program = self.containers.monitor_program();
         let memory_cgroup =
             Path::new("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'));
-        let args = crate::monitor::MonitorArgs {
+        let path = |p: &Path| p.display().to_string();
+        let args = crate::monitor::argv::Args {
             id: id.to_string(),
-            bundle: state_dir.to_path_buf(),
-            runtime: runtime.binary().to_path_buf(),
-            runtime_root: runtime.root().to_path_buf(),
-            log_path: log_path.to_path_buf(),
-            dir: state_dir.to_path_buf(),
-            socket: self.containers.monitor_paths(id).socket,
-            memory_cgroup: Some(memory_cgroup),
+            bundle: path(state_dir),
+            runtime: path(runtime.binary()),
+            runtime_root: path(runtime.root()),
+            log_path: path(log_path),
+            dir: path(state_dir),
+            socket: path(&self.containers.monitor_paths(id).socket),
+            memory_cgroup: Some(path(&memory_cgroup)),
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin && config.stdin_once,

@@ -77,9 +77,9 @@ impl CriService {
         ))? {
             tracing::info!(file = %file.display(), subnet, "wrote the default CNI network config");
         }
-        let monitor = crate::monitor::args::install(&config.state).map_err(Error::io(
+        let monitor = crate::monitor::program::install(&config.state).map_err(Error::io(
             "installing the monitor program",
-            &crate::monitor::args::program_path(&config.state),
+            &crate::monitor::program::program_path(&config.state),
         ))?;
         let containers = Arc::new(Containers::open(
             &config.root,

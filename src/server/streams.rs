@@ -147,19 +147,20 @@ impl CriService {
         .map_err(|e| e.to_string())?;
         let program = self.containers.monitor_program().to_path_buf();
         // The client's end of stdin is the process's (stdin_once, as for `kubectl exec`).
-        let args = crate::monitor::MonitorArgs {
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = crate::monitor::argv::Args {
             id: record.id.clone(),
-            bundle: paths.dir.clone(),
-            runtime: runtime.binary().to_path_buf(),
-            runtime_root: runtime.root().to_path_buf(),
+            bundle: path(&paths.dir),
+            runtime: path(runtime.binary()),
+            runtime_root: path(runtime.root()),
             log_path: "/dev/null".into(),
-            dir: paths.dir.clone(),
-            socket: paths.socket.clone(),
+            dir: path(&paths.dir),
+            socket: path(&paths.socket),
             memory_cgroup: None,
             tty: request.tty,
             stdin: request.stdin,
             stdin_once: request.stdin,
-            exec_process: Some(process),
+            exec_process: Some(path(&process)),
         };
         let mut child = tokio::process::Command::new(program)
             .args(args.to_args())
