@@ -39,6 +39,7 @@ fn build_monitor() -> Result<(), Box<dyn std::error::Error>> {
         "src/monitor/files.rs",
         "src/monitor/frames.rs",
         "src/logs/record.rs",
+        "src/oci/runc_log.rs",
     ] {
         println!("cargo:rerun-if-changed={path}");
     }

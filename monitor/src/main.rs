@@ -8,7 +8,7 @@
 //! two megabytes.
 //!
 //! The code it shares with the daemon (the command line, the files it writes and the
-//! exit record, the attach frames, the log format) is compiled from the daemon's own files, which use only `core` and `alloc`.
+//! exit record, the attach frames, the log format, runc's error messages) is compiled from the daemon's own files, which use only `core` and `alloc`.
 
 #![no_std]
 #![no_main]
@@ -32,6 +32,8 @@ mod frames;
 #[allow(dead_code)]
 #[path = "../../src/logs/record.rs"]
 mod record;
+#[path = "../../src/oci/runc_log.rs"]
+mod runc_log;
 
 fn main() -> i32 {
     if sys::ignore_sigpipe().is_err() {

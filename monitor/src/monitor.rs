@@ -18,6 +18,7 @@ use crate::files;
 use crate::frames::{self, Kind};
 use crate::pump::{self, Loop, Stdio};
 use crate::record::Stream;
+use crate::runc_log;
 use crate::sys;
 
 /// How long runc may take to hand over a container's terminal.
@@ -298,7 +299,10 @@ fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
     };
     if status.exit_status() != Some(0) {
         let logged = sys::read_file(&runtime_log).unwrap_or_default();
-        return Err(last_error(&logged)
+        let message = core::str::from_utf8(&logged)
+            .ok()
+            .and_then(runc_log::last_error);
+        return Err(message
             .unwrap_or_else(|| format!("{} failed ({})", args.runtime, describe_status(status))));
     }
     if let Some(e) = console_error {
@@ -387,63 +391,6 @@ fn receive_terminal(
         }
     }
     Err("runc sent no terminal descriptor".to_string())
-}
-
-/// The message of the last error in a runc JSON log (`{"level":"error","msg":"…"}`).
-fn last_error(log: &[u8]) -> Option<String> {
-    let log = core::str::from_utf8(log).ok()?;
-    log.lines()
-        .rev()
-        .filter(|line| line.contains("\"level\":\"error\""))
-        .find_map(|line| json_string_field(line, "msg"))
-}
-
-/// The string value of `"field":"…"` in one line of JSON, unescaped.
-fn json_string_field(line: &str, field: &str) -> Option<String> {
-    let key = format!("\"{field}\":\"");
-    let start = line.find(&key)? + key.len();
-    let mut out = String::new();
-    let mut chars = line[start..].chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'b' => out.push('\u{8}'),
-                'f' => out.push('\u{c}'),
-                'u' => {
-                    let mut code = hex4(&mut chars)?;
-                    // A pair of UTF-16 surrogates is one character.
-                    if (0xd800..0xdc00).contains(&code) {
-                        let rest = chars.as_str();
-                        if let Some(low) = rest.strip_prefix("\\u").and_then(|r| r.get(..4))
-                            && let Ok(low) = u32::from_str_radix(low, 16)
-                            && (0xdc00..0xe000).contains(&low)
-                        {
-                            code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
-                            chars = rest[6..].chars();
-                        }
-                    }
-                    out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                }
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
-}
-
-/// Four hexadecimal digits of a `\\u` escape.
-fn hex4(chars: &mut core::str::Chars<'_>) -> Option<u32> {
-    let digits = chars.as_str().get(..4)?;
-    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    *chars = chars.as_str()[4..].chars();
-    u32::from_str_radix(digits, 16).ok()
 }
 
 /// Whether the memory cgroup (v1) recorded an OOM kill.

@@ -28,7 +28,7 @@
 //! The code both sides need is in files that use only `core` and `alloc`, which the
 //! monitor compiles too: [`argv`] (its command line), [`files`] (the files it writes and
 //! the exit record), [`frames`] (the attach frames) and the log format's writer
-//! (`logs/record.rs`).
+//! (`logs/record.rs`), and the reader of runc's error messages (`oci/runc_log.rs`).
 
 pub mod argv;
 pub mod attach;

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod runc;
+pub mod runc_log;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

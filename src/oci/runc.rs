@@ -7,6 +7,8 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::process::Command;
 
+use super::runc_log::last_error;
+
 /// A failed runtime command, with what the runtime said.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -198,14 +200,6 @@ impl Runtime {
     }
 }
 
-/// The message of the last error in a runc JSON log (`{"level":"error","msg":…}`).
-pub fn last_error(log: &str) -> Option<String> {
-    log.lines().rev().find_map(|line| {
-        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
-        (entry["level"] == "error").then(|| entry["msg"].as_str().map(str::to_string))?
-    })
-}
-
 /// The runtime's own message: the `msg="…"` of its last log line, or its whole stderr.
 fn runtime_message(stderr: &str, status: std::process::ExitStatus) -> String {
     let line = stderr
@@ -244,10 +238,5 @@ mod tests {
         );
         assert_eq!(runtime_message("plain failure\n", status), "plain failure");
         assert!(runtime_message("", status).contains("failed"));
-        let log = "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"container_linux.go: starting container process caused: exec: no such file\"}\n";
-        assert_eq!(
-            super::last_error(log).as_deref(),
-            Some("container_linux.go: starting container process caused: exec: no such file")
-        );
     }
 }
