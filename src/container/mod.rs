@@ -140,10 +140,7 @@ impl Containers {
             "Error"
         }
         .to_string();
-        if !self.records.save_if_unchanged(&before, &record)? {
-            return Ok(self.records.get(&record.id).unwrap_or(record));
-        }
-        Ok(record)
+        self.records.correct(&before, record)
     }
 
     pub fn save(&self, record: &ContainerRecord) -> Result<(), StoreError> {

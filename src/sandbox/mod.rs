@@ -134,9 +134,7 @@ impl Sandboxes {
             tracing::warn!(sandbox = %record.id, pid = record.pid, "the pause process is gone; sandbox not ready");
             let before = record.clone();
             record.state = SandboxState::NotReady;
-            if !self.records.save_if_unchanged(&before, &record)? {
-                return Ok(self.records.get(&record.id).unwrap_or(record));
-            }
+            return self.records.correct(&before, record);
         }
         Ok(record)
     }

@@ -92,21 +92,24 @@ impl<R: Named> RecordCache<R> {
         Ok(())
     }
 
-    /// Stores `after` only if the cached record is still `before`: for corrections made
-    /// without the record's lock (a listing that notices an exit), which must neither undo
-    /// a change made meanwhile under the lock nor bring back a record removed meanwhile.
-    /// Returns whether it stored.
-    pub fn save_if_unchanged(&self, before: &R, after: &R) -> Result<bool, StoreError>
+    /// Stores `after`, a correction of `before`, only if the cached record is still
+    /// `before`: for corrections made without the record's lock (a listing that notices
+    /// an exit), which must neither undo a change made meanwhile under the lock nor bring
+    /// back a record removed meanwhile. Returns the record that stands: `after`, or the
+    /// newer one (`after` again when the record is gone: what the caller saw of it).
+    pub fn correct(&self, before: &R, after: R) -> Result<R, StoreError>
     where
         R: PartialEq,
     {
         let mut records = unpoisoned(self.records.write());
-        if records.get(before.id()) != Some(before) {
-            return Ok(false);
+        match records.get(before.id()) {
+            Some(current) if current == before => {}
+            Some(newer) => return Ok(newer.clone()),
+            None => return Ok(after),
         }
-        self.store.put(after)?;
+        self.store.put(&after)?;
         records.insert(after.id().to_string(), after.clone());
-        Ok(true)
+        Ok(after)
     }
 
     /// Forgets a record, frees its name and drops its lock.
@@ -186,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn save_if_unchanged_keeps_newer_changes_and_removals() {
+    fn corrections_keep_newer_changes_and_removals() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let cache: RecordCache<SandboxRecord> = RecordCache::load(store.clone()).unwrap();
@@ -202,16 +205,16 @@ mod tests {
         };
 
         cache.save(&newer).unwrap();
-        assert!(!cache.save_if_unchanged(&seen, &corrected).unwrap());
+        assert_eq!(cache.correct(&seen, corrected.clone()).unwrap().pid, 9);
         assert_eq!(cache.get("abc123").map(|r| r.pid), Some(9));
 
-        assert!(cache.save_if_unchanged(&newer, &corrected).unwrap());
+        assert_eq!(cache.correct(&newer, corrected.clone()).unwrap().pid, 7);
         assert_eq!(cache.get("abc123").map(|r| r.pid), Some(7));
         let stored: Vec<SandboxRecord> = store.list().unwrap();
         assert_eq!(stored.first().map(|r| r.pid), Some(7), "written through");
 
         cache.forget(&corrected).unwrap();
-        assert!(!cache.save_if_unchanged(&corrected, &newer).unwrap());
+        cache.correct(&corrected, newer).unwrap();
         assert!(!cache.contains("abc123"), "a removed record stays removed");
         let stored: Vec<SandboxRecord> = store.list().unwrap();
         assert!(stored.is_empty());
