@@ -354,11 +354,16 @@ impl CriService {
             .stderr(Stdio::null())
             .kill_on_drop(false)
             .spawn()
-            .map_err(Error::io("starting the monitor", program))?;
+            .map_err(|e| {
+                Error::Task(format!(
+                    "starting the monitor of {id} ({}): {e}",
+                    program.display()
+                ))
+            })?;
         let stdout = child
             .stdout
             .take()
-            .ok_or_else(|| Error::Task("the monitor has no stdout".to_string()))?;
+            .ok_or_else(|| Error::Task(format!("the monitor of {id} has no stdout")))?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let answer = tokio::time::timeout(CREATE_TIMEOUT, lines.next_line())
             .await
@@ -375,7 +380,7 @@ impl CriService {
             return pid
                 .trim()
                 .parse()
-                .map_err(|_| Error::Task(format!("the monitor said {answer:?}")));
+                .map_err(|_| Error::Task(format!("the monitor of {id} said {answer:?}")));
         }
         Err(Error::Runtime(crate::oci::runc::OciError::Failed {
             binary: runtime.binary().to_path_buf(),
