@@ -18,7 +18,7 @@ use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, ListContainersRequest, PullImageRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
-    StartContainerRequest, StopContainerRequest,
+    StopContainerRequest,
 };
 use berth::proto::{ContainerStatus, LinuxContainerResources, SupplementalGroupsPolicy};
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
@@ -1053,10 +1053,7 @@ async fn a_created_container_runs_only_when_started() {
     assert_eq!(state(&status), Some(ContainerState::ContainerCreated));
 
     let err = w
-        .client
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
+        .try_start(&id)
         .await
         .expect_err("a missing program cannot start");
     assert!(
@@ -1106,13 +1103,7 @@ async fn a_created_container_runs_only_when_started() {
         })
         .await
         .expect("stop the pod");
-    let err = w
-        .client
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect_err("its pod is stopped");
+    let err = w.try_start(&id).await.expect_err("its pod is stopped");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     let status = w.status(&id).await.status.expect("status");
     assert_eq!(state(&status), Some(ContainerState::ContainerCreated));

@@ -167,12 +167,17 @@ impl World {
     }
 
     pub async fn start(&mut self, id: &str) {
+        self.try_start(id).await.expect("start container");
+    }
+
+    /// StartContainer, for starts that may fail.
+    pub async fn try_start(&mut self, id: &str) -> Result<(), tonic::Status> {
         self.client
             .start_container(StartContainerRequest {
                 container_id: id.into(),
             })
             .await
-            .expect("start container");
+            .map(drop)
     }
 
     pub async fn status(&mut self, id: &str) -> ContainerStatusResponse {
