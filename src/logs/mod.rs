@@ -8,8 +8,9 @@
 //!
 //! Each record is one line: an RFC 3339 timestamp with nanoseconds, the stream, `P` for a
 //! partial piece of a longer line or `F` for the piece that ends it, and the content
-//! without its newline (or `\r\n`, as a terminal ends lines). [`LineSplitter`] cuts a stream of output into such pieces;
-//! [`write_record`] formats one (these three in `record.rs`, which the monitor compiles too); [`parse_record`] reads one back.
+//! without its newline (or `\r\n`, as a terminal ends lines). [`LineSplitter`] cuts a
+//! stream of output into such pieces and [`write_record`] formats one (both in
+//! `record.rs`, which the monitor compiles too); [`parse_record`] reads one back.
 //!
 //! Pure code, no I/O: the per-container monitor feeds it what the container writes.
 
@@ -64,15 +65,16 @@ pub fn parse_record(line: &[u8]) -> Option<Record<'_>> {
     })
 }
 
-/// `2026-11-24T03:30:00.123456789Z` (UTC, nine fraction digits).
-pub fn rfc3339_nanos(time: SystemTime) -> String {
-    let mut out = Vec::with_capacity(30);
-    push_rfc3339(&mut out, time.into());
-    String::from_utf8_lossy(&out).into_owned()
-}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `2026-11-24T03:30:00.123456789Z` (UTC, nine fraction digits).
+    fn rfc3339_nanos(time: SystemTime) -> String {
+        let mut out = Vec::with_capacity(30);
+        push_rfc3339(&mut out, time.into());
+        String::from_utf8_lossy(&out).into_owned()
+    }
     use std::time::Duration;
 
     fn pieces(max: usize, chunks: &[&[u8]]) -> Vec<(String, Tag)> {
