@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod cgroups;
 pub mod client;
 pub mod config;
 pub mod container;

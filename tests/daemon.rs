@@ -158,6 +158,40 @@ async fn verbose_status_returns_the_config() {
         daemon.paths().cni_conf.to_str().unwrap()
     );
     assert_eq!(config["runtime"]["default_handler"], "runc");
+
+    // The cgroup layout, against what the host's own files say: v2 when the root is the
+    // unified hierarchy, hybrid when one is mounted beside v1 hierarchies.
+    let cgroups: serde_json::Value =
+        serde_json::from_str(&info["cgroups"]).expect("cgroups is JSON");
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mode = if root.join("cgroup.controllers").exists() {
+        "v2"
+    } else if root.join("unified/cgroup.controllers").exists() {
+        "hybrid"
+    } else {
+        "v1"
+    };
+    assert_eq!(cgroups["mode"], mode, "{cgroups}");
+    let omitted: Vec<&str> = cgroups["omitted"]
+        .as_array()
+        .expect("omitted is a list")
+        .iter()
+        .filter_map(|o| o["field"].as_str())
+        .collect();
+    let hugetlb = if mode == "v2" {
+        std::fs::read_to_string(root.join("cgroup.controllers"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == "hugetlb")
+    } else {
+        root.join("hugetlb/tasks").exists()
+    };
+    assert_eq!(
+        !omitted.contains(&"hugepage_limits"),
+        hugetlb,
+        "hugepage limits are kept exactly when a usable hugetlb controller exists: {cgroups}"
+    );
+    assert_eq!(omitted.contains(&"unified"), mode != "v2", "{cgroups}");
 }
 
 #[tokio::test]

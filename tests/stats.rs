@@ -234,6 +234,143 @@ async fn resource_updates_reach_the_cgroup_and_the_status() {
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
+/// The huge page sizes of this host, as a kubelet sends them: every size, limit 0.
+fn host_hugepage_limits() -> Vec<berth::proto::HugepageLimit> {
+    let mut sizes: Vec<u64> = std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    sizes.sort();
+    sizes
+        .into_iter()
+        .map(|kb| berth::proto::HugepageLimit {
+            page_size: if kb % (1 << 20) == 0 {
+                format!("{}GB", kb >> 20)
+            } else if kb % (1 << 10) == 0 {
+                format!("{}MB", kb >> 10)
+            } else {
+                format!("{kb}KB")
+            },
+            limit: 0,
+        })
+        .collect()
+}
+
+/// The resources a kubelet 1.35 sends for a container with 200m CPU and 64Mi of memory
+/// (CreateContainer, and the same with 300m in an in-place resize): a limit for every
+/// huge page size, swap equal to the memory limit. Whatever this host's cgroups can
+/// take, the container starts and the resize applies; requests no host could take are
+/// refused, naming the field, before the runtime sees them.
+#[tokio::test]
+async fn the_kubelets_resources_fit_this_hosts_cgroups() {
+    let mut w = world().await;
+    let kubelet = |quota: i64| LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: quota,
+        cpu_shares: 102,
+        memory_limit_in_bytes: 64 << 20,
+        memory_swap_limit_in_bytes: 64 << 20,
+        oom_score_adj: 999,
+        hugepage_limits: host_hugepage_limits(),
+        ..Default::default()
+    };
+    let mut config = container("kubelet-resources", "sleep 3600");
+    config.linux = Some(berth::proto::LinuxContainerConfig {
+        resources: Some(kubelet(20_000)),
+        ..Default::default()
+    });
+    let id = w.create(config.clone()).await;
+    w.start(&id).await;
+    let status = w.status(&id).await.status.unwrap();
+    assert_eq!(
+        status.state,
+        berth::proto::ContainerState::ContainerRunning as i32
+    );
+    let quota = |id: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new("/sys/fs/cgroup/cpu/berth-test")
+                .join(id)
+                .join("cpu.cfs_quota_us"),
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(quota(&id), "20000");
+    w.client
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(kubelet(30_000)),
+            ..Default::default()
+        })
+        .await
+        .expect("the kubelet's in-place resize");
+    assert_eq!(quota(&id), "30000");
+
+    let refused = |field: &str, e: tonic::Status| {
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    };
+    let mut bad = kubelet(30_000);
+    bad.unified.insert("../../../etc/x".into(), "1".into());
+    let err = w
+        .client
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(bad),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused("unified", err);
+    assert_eq!(quota(&id), "30000", "a refused update changes nothing");
+    let mut bad = kubelet(20_000);
+    bad.hugepage_limits.push(berth::proto::HugepageLimit {
+        page_size: "3XB".into(),
+        limit: 0,
+    });
+    let before = w
+        .client
+        .list_containers(berth::proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut config = container("bad-page-size", "sleep 3600");
+    config.linux = Some(berth::proto::LinuxContainerConfig {
+        resources: Some(bad),
+        ..Default::default()
+    });
+    let err = w
+        .client
+        .create_container(berth::proto::CreateContainerRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    refused("hugepage_limits[", err);
+    let after = w
+        .client
+        .list_containers(berth::proto::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        before.containers.len(),
+        after.containers.len(),
+        "nothing half made"
+    );
+}
+
 /// A created container is not in the runtime yet: an update before its start goes into
 /// the spec it starts with.
 #[tokio::test]

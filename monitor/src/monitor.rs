@@ -124,7 +124,7 @@ fn monitor(args: &Args, paths: &Paths<'_>) -> Result<(), String> {
     let (exit_code, signal) = exit_code(status);
     let (secs, nanos) = sys::wall_clock();
     let finished_at_ns = secs as i64 * 1_000_000_000 + i64::from(nanos);
-    let oom_killed = args.memory_cgroup.as_deref().is_some_and(oom_killed);
+    let oom_killed = args.oom_events.as_deref().is_some_and(oom_killed);
     let record = files::exit_record(exit_code, signal, finished_at_ns, oom_killed);
     let tmp = paths.in_dir(&format!(".{}.tmp", files::EXIT));
     sys::write_file(&tmp, record.as_bytes()).map_err(fail("writing the exit file"))?;
@@ -393,10 +393,11 @@ fn receive_terminal(
     Err("runc sent no terminal descriptor".to_string())
 }
 
-/// Whether the memory cgroup (v1) recorded an OOM kill.
-fn oom_killed(memory_cgroup: &str) -> bool {
-    let path = format!("{}/memory.oom_control", memory_cgroup.trim_end_matches('/'));
-    let Ok(text) = sys::read_file(&path) else {
+/// Whether the container's memory cgroup recorded an OOM kill: an `oom_kill N` line
+/// with N > 0 in `events` (v1's `memory.oom_control` and v2's `memory.events` both
+/// have one).
+fn oom_killed(events: &str) -> bool {
+    let Ok(text) = sys::read_file(events) else {
         return false;
     };
     core::str::from_utf8(&text)

@@ -19,8 +19,10 @@ pub struct Args {
     pub dir: String,
     /// The control socket.
     pub socket: String,
-    /// `/sys/fs/cgroup/memory/<cgroups path>` for the OOM check, when cgroup v1.
-    pub memory_cgroup: Option<String>,
+    /// The container's file that counts OOM kills in an `oom_kill N` line
+    /// (`memory.oom_control` on cgroup v1, `memory.events` on v2), when the host has a
+    /// memory controller.
+    pub oom_events: Option<String>,
     /// The container has a terminal (its spec says `terminal: true`).
     pub tty: bool,
     /// The container's stdin stays open for attached clients (else it is /dev/null).
@@ -48,8 +50,8 @@ impl Args {
         value("--log", &self.log_path);
         value("--dir", &self.dir);
         value("--control-socket", &self.socket);
-        if let Some(cgroup) = &self.memory_cgroup {
-            value("--memory-cgroup", cgroup);
+        if let Some(file) = &self.oom_events {
+            value("--oom-events", file);
         }
         if let Some(process) = &self.exec_process {
             value("--exec-process", process);
@@ -93,7 +95,7 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Result<Args, Strin
                     "--log" => parsed.log_path = value,
                     "--dir" => parsed.dir = value,
                     "--control-socket" => parsed.socket = value,
-                    "--memory-cgroup" => parsed.memory_cgroup = Some(value),
+                    "--oom-events" => parsed.oom_events = Some(value),
                     "--exec-process" => parsed.exec_process = Some(value),
                     _ => return Err(format!("unknown flag {flag}")),
                 }
@@ -129,7 +131,7 @@ mod tests {
             log_path: "/var/log/pods/p/c/0.log".into(),
             dir: "/s/containers/abc".into(),
             socket: "/s/m/abc.sock".into(),
-            memory_cgroup: Some("/sys/fs/cgroup/memory/pod/abc".into()),
+            oom_events: Some("/sys/fs/cgroup/memory/pod/abc/memory.oom_control".into()),
             tty: true,
             stdin: false,
             stdin_once: true,
@@ -146,7 +148,7 @@ mod tests {
     fn round_trips() {
         assert_eq!(read_back(&sample()), Ok(sample()));
         let exec = Args {
-            memory_cgroup: None,
+            oom_events: None,
             exec_process: Some("/s/execs/1/process.json".into()),
             tty: false,
             stdin: true,

@@ -157,9 +157,51 @@ impl CriService {
                     c.sandbox.runtime_handler
                 ),
             })?;
+        let rootfs = self.mount_rootfs(c, undo)?;
+        let security = c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let user = resolve(
+            &rootfs,
+            &UserRequest {
+                run_as_user: security.run_as_user.map(|v| v.value),
+                run_as_username: security.run_as_username.clone(),
+                run_as_group: security.run_as_group.map(|v| v.value),
+                supplemental_groups: security.supplemental_groups.clone(),
+                image_user: c.image.user.clone(),
+                strict_groups: security.supplemental_groups_policy
+                    == crate::proto::SupplementalGroupsPolicy::Strict as i32,
+            },
+        )
+        .map_err(|reason| Error::invalid("config.linux.security_context", reason))?;
+        let run = self.images.run_config(&c.image)?;
+        prepare_mount_sources(&c.config.mounts)?;
+        let spec = self.spec_of(c, &rootfs, &user, &run)?;
 
-        // The rootfs: the image's layers under a private writable layer.
-        let layer_dir = self.containers.layer_dir(id);
+        let state_dir = self.containers.state_dir(id);
+        std::fs::create_dir_all(&state_dir)
+            .map_err(Error::io("container state directory", &state_dir))?;
+        let removed = state_dir.clone();
+        undo.push("container state directory", move || async move {
+            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
+        });
+        let bundle_config = state_dir.join("config.json");
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
+        std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
+
+        let record = container_record(c, &run, &user);
+        self.containers.save(&record)?;
+        Ok(record.id)
+    }
+
+    /// The rootfs: the image's layers under a private writable layer, mounted at
+    /// `<layer dir>/rootfs`.
+    fn mount_rootfs(&self, c: &ContainerRequest, undo: &mut Rollback) -> Result<PathBuf> {
+        let layer_dir = self.containers.layer_dir(&c.id);
         std::fs::create_dir_all(&layer_dir)
             .map_err(Error::io("container directory", &layer_dir))?;
         let removed = layer_dir.clone();
@@ -175,41 +217,19 @@ impl CriService {
         undo.push("rootfs mount", move || async move {
             files::unmount(&mounted).map_err(|e| e.to_string())
         });
+        Ok(rootfs)
+    }
 
+    /// The container's OCI spec, its resources fitted to the host's cgroups.
+    fn spec_of(
+        &self,
+        c: &ContainerRequest,
+        rootfs: &Path,
+        user: &crate::spec::container::ResolvedUser,
+        run: &crate::image::manifest::RunConfig,
+    ) -> Result<oci_spec::runtime::Spec> {
         let linux = c.config.linux.clone().unwrap_or_default();
         let security = linux.security_context.clone().unwrap_or_default();
-        let user = resolve(
-            &rootfs,
-            &UserRequest {
-                run_as_user: security.run_as_user.map(|v| v.value),
-                run_as_username: security.run_as_username.clone(),
-                run_as_group: security.run_as_group.map(|v| v.value),
-                supplemental_groups: security.supplemental_groups.clone(),
-                image_user: c.image.user.clone(),
-                strict_groups: security.supplemental_groups_policy
-                    == crate::proto::SupplementalGroupsPolicy::Strict as i32,
-            },
-        )
-        .map_err(|reason| Error::invalid("config.linux.security_context", reason))?;
-        let run = self.images.run_config(&c.image)?;
-        // The kubelet expects a missing host path of a bind mount to be created.
-        for mount in &c.config.mounts {
-            let host = Path::new(&mount.host_path);
-            if !host.is_absolute() || host.components().any(|c| c == Component::ParentDir) {
-                return Err(Error::invalid(
-                    "config.mounts.host_path",
-                    format!(
-                        "{:?} must be an absolute path without '..'",
-                        mount.host_path
-                    ),
-                ));
-            }
-            if std::fs::symlink_metadata(host).is_err() {
-                std::fs::create_dir_all(host)
-                    .map_err(Error::io("creating the mount source", host))?;
-            }
-        }
-
         let sandbox_config = decode_config(&c.sandbox);
         let pod_namespaces = sandbox_config
             .linux
@@ -217,33 +237,13 @@ impl CriService {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
-        let target_pid = match security.namespace_options.as_ref() {
-            Some(o) if o.pid == CriNamespaceMode::Target as i32 => {
-                let target =
-                    self.containers
-                        .find(&o.target_id)?
-                        .ok_or_else(|| Error::NotFound {
-                            kind: "target container",
-                            id: o.target_id.clone(),
-                        })?;
-                if target.state != ContainerState::Running {
-                    return Err(Error::WrongState {
-                        kind: "target container",
-                        id: target.id,
-                        reason: "it is not running".to_string(),
-                    });
-                }
-                Some(target.pid)
-            }
-            _ => None,
-        };
         let pod = PodContext {
             pause_pid: c.sandbox.pid,
             netns: c.sandbox.netns.as_ref().map(PathBuf::from),
             host_ipc: pod_namespaces.ipc == CriNamespaceMode::Node as i32,
             dir: self.sandboxes.dir(&c.sandbox.id),
         };
-        let cgroups_path = super::stats::container_cgroup(&c.sandbox, id);
+        let cgroups_path = super::stats::container_cgroup(&c.sandbox, &c.id);
         let wanted_oom = linux
             .resources
             .as_ref()
@@ -258,13 +258,13 @@ impl CriService {
             .map_err(|reason| Error::invalid("config.linux.security_context.seccomp", reason))?;
         let apparmor = crate::container::security::apparmor(&security)
             .map_err(|reason| Error::invalid("config.linux.security_context.apparmor", reason))?;
-        let spec = container_spec(&ContainerSpecInput {
+        let mut spec = container_spec(&ContainerSpecInput {
             config: &c.config,
-            image: &run,
-            rootfs: &rootfs,
-            user: &user,
+            image: run,
+            rootfs,
+            user,
             pod: &pod,
-            target_pid,
+            target_pid: self.target_pid(&security)?,
             cgroups_path: &cgroups_path,
             host_capabilities: &own_capabilities(),
             oom_score_adj: clamp_oom_score_adj(wanted_oom),
@@ -274,48 +274,47 @@ impl CriService {
             selinux_label: crate::container::security::selinux(&security),
         })
         .map_err(|e| Error::invalid("config", e.to_string()))?;
+        if let Some(mut linux) = spec.linux().clone() {
+            let mut resources = linux.resources().clone().unwrap_or_default();
+            self.fit_resources(
+                &mut resources,
+                &c.id,
+                "config.linux.resources.hugepage_limits",
+            )?;
+            linux.set_resources(Some(resources));
+            spec.set_linux(Some(linux));
+        }
+        Ok(spec)
+    }
 
-        let state_dir = self.containers.state_dir(id);
-        std::fs::create_dir_all(&state_dir)
-            .map_err(Error::io("container state directory", &state_dir))?;
-        let removed = state_dir.clone();
-        undo.push("container state directory", move || async move {
-            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
-        });
-        let bundle_config = state_dir.join("config.json");
-        let json = serde_json::to_vec(&spec)
-            .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
-        std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
-
-        let metadata = c.config.metadata.clone().unwrap_or_default();
-        let record = ContainerRecord {
-            id: id.to_string(),
-            sandbox_id: c.sandbox.id.clone(),
-            name: metadata.name.clone(),
-            attempt: metadata.attempt,
-            image: c
-                .config
-                .image
-                .as_ref()
-                .map(|i| i.image.clone())
-                .unwrap_or_default(),
-            image_ref: c.image.id.clone(),
-            layers: c.image.layers.clone(),
-            created_at_ns: crate::image::now_ns(),
-            labels: c.config.labels.clone().into_iter().collect(),
-            annotations: c.config.annotations.clone().into_iter().collect(),
-            state: ContainerState::Created,
-            config: base64::engine::general_purpose::STANDARD.encode(c.config.encode_to_vec()),
-            log_path: c.log_path.display().to_string(),
-            runtime_handler: c.sandbox.runtime_handler.clone(),
-            stop_signal: run.stop_signal.clone(),
-            uid: user.uid,
-            gid: user.gid,
-            supplemental_groups: user.additional_gids.clone(),
-            ..ContainerRecord::default()
+    /// The pid whose PID namespace the container joins, when it asks for a target
+    /// container's (`NamespaceMode::TARGET`); that container must be running.
+    fn target_pid(
+        &self,
+        security: &crate::proto::LinuxContainerSecurityContext,
+    ) -> Result<Option<i32>> {
+        let Some(options) = security
+            .namespace_options
+            .as_ref()
+            .filter(|o| o.pid == CriNamespaceMode::Target as i32)
+        else {
+            return Ok(None);
         };
-        self.containers.save(&record)?;
-        Ok(record.id)
+        let target = self
+            .containers
+            .find(&options.target_id)?
+            .ok_or_else(|| Error::NotFound {
+                kind: "target container",
+                id: options.target_id.clone(),
+            })?;
+        if target.state != ContainerState::Running {
+            return Err(Error::WrongState {
+                kind: "target container",
+                id: target.id,
+                reason: "it is not running".to_string(),
+            });
+        }
+        Ok(Some(target.pid))
     }
 
     /// Starts the container's monitor and waits for it to report the container started;
@@ -330,8 +329,6 @@ impl CriService {
         config: &ContainerConfig,
     ) -> Result<i32> {
         let program = self.containers.monitor_program();
-        let memory_cgroup =
-            Path::new("/sys/fs/cgroup/memory").join(cgroups_path.trim_start_matches('/'));
         let path = |p: &Path| p.display().to_string();
         let args = crate::monitor::argv::Args {
             id: id.to_string(),
@@ -341,7 +338,7 @@ impl CriService {
             log_path: path(log_path),
             dir: path(state_dir),
             socket: path(&self.containers.monitor_paths(id).socket),
-            memory_cgroup: Some(path(&memory_cgroup)),
+            oom_events: self.cgroups.oom_events(cgroups_path).as_deref().map(path),
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin && config.stdin_once,
@@ -388,6 +385,61 @@ impl CriService {
             id: id.to_string(),
             message: answer.strip_prefix("error ").unwrap_or(&answer).to_string(),
         }))
+    }
+}
+
+/// The kubelet expects a missing host path of a bind mount to be created.
+fn prepare_mount_sources(mounts: &[crate::proto::Mount]) -> Result<()> {
+    for mount in mounts {
+        let host = Path::new(&mount.host_path);
+        if !host.is_absolute() || host.components().any(|c| c == Component::ParentDir) {
+            return Err(Error::invalid(
+                "config.mounts.host_path",
+                format!(
+                    "{:?} must be an absolute path without '..'",
+                    mount.host_path
+                ),
+            ));
+        }
+        if std::fs::symlink_metadata(host).is_err() {
+            std::fs::create_dir_all(host).map_err(Error::io("creating the mount source", host))?;
+        }
+    }
+    Ok(())
+}
+
+/// The record of a container just created.
+fn container_record(
+    c: &ContainerRequest,
+    run: &crate::image::manifest::RunConfig,
+    user: &crate::spec::container::ResolvedUser,
+) -> ContainerRecord {
+    let metadata = c.config.metadata.clone().unwrap_or_default();
+    ContainerRecord {
+        id: c.id.clone(),
+        sandbox_id: c.sandbox.id.clone(),
+        name: metadata.name.clone(),
+        attempt: metadata.attempt,
+        image: c
+            .config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
+        image_ref: c.image.id.clone(),
+        layers: c.image.layers.clone(),
+        created_at_ns: crate::image::now_ns(),
+        labels: c.config.labels.clone().into_iter().collect(),
+        annotations: c.config.annotations.clone().into_iter().collect(),
+        state: ContainerState::Created,
+        config: base64::engine::general_purpose::STANDARD.encode(c.config.encode_to_vec()),
+        log_path: c.log_path.display().to_string(),
+        runtime_handler: c.sandbox.runtime_handler.clone(),
+        stop_signal: run.stop_signal.clone(),
+        uid: user.uid,
+        gid: user.gid,
+        supplemental_groups: user.additional_gids.clone(),
+        ..ContainerRecord::default()
     }
 }
 

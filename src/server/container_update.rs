@@ -1,9 +1,10 @@
 //! UpdateContainerResources (in-place resize) and UpdatePodSandboxResources.
 //!
-//! Containers: new CPU, memory, cpuset and hugepage
-//! limits applied through the OCI runtime to a created or running container, and kept in
-//! its spec
-//! and record so ContainerStatus reports them and a created container starts with them.
+//! Containers: new CPU, memory, cpuset and hugepage limits, fitted to the host's cgroups
+//! as at CreateContainer, applied through the OCI runtime to a created or running
+//! container, and kept in its spec and record so ContainerStatus reports them and a
+//! created container starts with them. Pods: the new total written into the pod's
+//! cgroup, for the controllers the host has.
 
 use std::sync::Arc;
 
@@ -35,7 +36,9 @@ impl CriService {
                 reason: "it has exited".to_string(),
             });
         }
-        let mut resources = resources_of(&linux)?;
+        let mut resources =
+            resources_of(&linux).map_err(|e| Error::invalid("linux", e.to_string()))?;
+        self.fit_resources(&mut resources, &record.id, "linux.hugepage_limits")?;
         // The spec keeps its device rules; only the limits change.
         let spec_path = self.containers.state_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&spec_path).map_err(Error::io("reading the spec", &spec_path))?;
@@ -74,6 +77,29 @@ impl CriService {
 }
 
 impl CriService {
+    /// Takes out of `resources` what this host's cgroups cannot apply (the same rules at
+    /// CreateContainer and UpdateContainerResources); a huge page size the kernel lacks
+    /// is refused, naming `hugepages_field`.
+    pub(super) fn fit_resources(
+        &self,
+        resources: &mut oci_spec::runtime::LinuxResources,
+        container: &str,
+        hugepages_field: &'static str,
+    ) -> Result<()> {
+        let dropped = self
+            .cgroups
+            .fit(resources)
+            .map_err(|reason| Error::invalid(hugepages_field, reason))?;
+        if !dropped.is_empty() {
+            tracing::debug!(
+                container,
+                ?dropped,
+                "left out limits this host cannot apply"
+            );
+        }
+        Ok(())
+    }
+
     /// UpdatePodSandboxResources: the pod's new total (its containers' resources plus
     /// its overhead) written into the pod's cgroup, its `cgroup_parent`. A pod without a
     /// cgroup of its own (no `cgroup_parent`) cannot be resized.
@@ -122,7 +148,7 @@ impl CriService {
 pub fn pod_limits(
     resources: &LinuxContainerResources,
     overhead: &LinuxContainerResources,
-) -> crate::stats::Limits {
+) -> crate::cgroups::limits::Limits {
     let positive = |v: i64| u64::try_from(v).unwrap_or(0);
     let period = if resources.cpu_period > 0 {
         resources.cpu_period
@@ -149,7 +175,7 @@ pub fn pod_limits(
     } else {
         0
     };
-    crate::stats::Limits {
+    crate::cgroups::limits::Limits {
         cpu_shares: positive(resources.cpu_shares) + positive(overhead.cpu_shares),
         cpu_quota: quota,
         cpu_period: if quota > 0 { positive(period) } else { 0 },

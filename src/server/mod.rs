@@ -45,7 +45,8 @@ pub struct CriService {
     /// The node's pod CIDR(s) as the kubelet last gave them, comma separated; cached
     /// from the store.
     pod_cidr: RwLock<Option<String>>,
-    cgroups: crate::stats::Cgroups,
+    /// The host's cgroup layout, read once at start-up.
+    cgroups: crate::cgroups::Layout,
     /// Exec, Attach and PortForward requests waiting for their clients.
     stream_tokens: Arc<crate::streaming::tokens::Tokens<crate::streaming::StreamRequest>>,
     /// `http://host:port` of the streaming server, once it listens.
@@ -87,6 +88,8 @@ impl CriService {
             monitor,
             store.clone(),
         )?);
+        let cgroups = crate::cgroups::Layout::detect();
+        tracing::info!("{}", cgroups.summary());
         let stream_tokens = Arc::new(crate::streaming::tokens::Tokens::new(
             std::time::Duration::from_secs(config.streaming.token_ttl_seconds),
             crate::streaming::tokens::MAX_TOKENS,
@@ -98,7 +101,7 @@ impl CriService {
             sandboxes: Arc::new(sandboxes),
             containers,
             pod_cidr: RwLock::new(pod_cidr),
-            cgroups: crate::stats::Cgroups::default(),
+            cgroups,
             stream_tokens,
             streaming_base: std::sync::OnceLock::new(),
             cpu_rates: crate::stats::CpuRates::default(),

@@ -44,6 +44,7 @@ impl CriService {
             info.insert("config".to_string(), to_json(config));
             let pod_cidr = self.pod_cidr();
             info.insert("podCIDR".to_string(), to_json(&pod_cidr));
+            info.insert("cgroups".to_string(), to_json(&self.cgroups.summary()));
         }
         // The default handler is announced under the empty name (api.proto RuntimeHandler).
         let features = || Some(RuntimeHandlerFeatures::default());

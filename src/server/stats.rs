@@ -108,7 +108,7 @@ impl CriService {
             container_stats.push(stats);
         }
         let pause = if sandbox.state == SandboxState::Ready {
-            self.cgroups.usage(&sandbox.cgroups_path)
+            crate::stats::usage(&self.cgroups, &sandbox.cgroups_path)
         } else {
             CgroupUsage::default()
         };
@@ -167,7 +167,7 @@ impl CriService {
         let now = crate::image::now_ns();
         let usage = match (record.state, sandbox) {
             (ContainerState::Running, Some(sandbox)) => {
-                self.cgroups.usage(&container_cgroup(sandbox, &record.id))
+                crate::stats::usage(&self.cgroups, &container_cgroup(sandbox, &record.id))
             }
             _ => CgroupUsage::default(),
         };

@@ -156,7 +156,7 @@ impl CriService {
             log_path: "/dev/null".into(),
             dir: path(&paths.dir),
             socket: path(&paths.socket),
-            memory_cgroup: None,
+            oom_events: None,
             tty: request.tty,
             stdin: request.stdin,
             stdin_once: request.stdin,

@@ -600,10 +600,13 @@ fn resources(
     }
 }
 
-/// CPU, memory, cpuset and hugepage limits; zero means "not set" in the CRI.
+/// CPU, memory, cpuset and hugepage limits; zero means "not set" in the CRI. Only the
+/// request's own shape is checked here (each error names its field); what the host can
+/// take is [`crate::cgroups::Layout::fit`]'s to say.
 pub fn resources_of(
     r: &crate::proto::LinuxContainerResources,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    check_resources(r)?;
     let mut cpu = LinuxCpuBuilder::default();
     if r.cpu_shares > 0 {
         cpu = cpu.shares(r.cpu_shares as u64);
@@ -650,6 +653,45 @@ pub fn resources_of(
         );
     }
     Ok(builder.build()?)
+}
+
+/// What no host would take: `unified` keys that are not a cgroup file's name (runc
+/// would write them as paths), page sizes that are not sizes, and swap below the memory
+/// limit or without one (the CRI's swap limit counts memory and swap together).
+fn check_resources(r: &crate::proto::LinuxContainerResources) -> Result<(), SpecError> {
+    for key in r.unified.keys() {
+        let file_name = !key.is_empty()
+            && key != "."
+            && key != ".."
+            && key.contains('.')
+            && !key.contains(['/', '\0']);
+        if !file_name {
+            return Err(SpecError::new(format!(
+                "resources.unified: {key:?} is not a cgroup v2 file name such as memory.high"
+            )));
+        }
+    }
+    for (i, limit) in r.hugepage_limits.iter().enumerate() {
+        let size = &limit.page_size;
+        let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &size[digits.len()..];
+        let valid = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && ["KB", "MB", "GB", "TB", "PB"].contains(&unit);
+        if !valid {
+            return Err(SpecError::new(format!(
+                "resources.hugepage_limits[{i}].page_size: {size:?} is not a page size such as 2MB or 1GB"
+            )));
+        }
+    }
+    let (limit, swap) = (r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes);
+    if swap > 0 && (limit <= 0 || swap < limit) {
+        return Err(SpecError::new(format!(
+            "resources.memory_swap_limit_in_bytes: {swap} needs a memory_limit_in_bytes no larger \
+             (it counts memory and swap together), not {limit}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1043,5 +1085,51 @@ mod tests {
             make(&config, Some(77)).is_err(),
             "rro needs a read-only, private mount"
         );
+    }
+
+    #[test]
+    fn resources_of_refuses_what_no_host_would_take() {
+        use crate::proto::HugepageLimit;
+        // What a kubelet sends for a burstable container: swap equal to the limit.
+        let kubelet = LinuxContainerResources {
+            cpu_shares: 102,
+            cpu_quota: 20_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 64 << 20,
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            }],
+            ..Default::default()
+        };
+        let oci = resources_of(&kubelet).unwrap();
+        assert_eq!(oci.memory().unwrap().swap(), Some(64 << 20));
+        assert_eq!(oci.hugepage_limits().as_ref().map(Vec::len), Some(1));
+
+        let refused = |r: LinuxContainerResources| resources_of(&r).unwrap_err().to_string();
+        for key in ["../../etc/passwd", "memory/high", "", "nodot"] {
+            let mut r = kubelet.clone();
+            r.unified.insert(key.into(), "1".into());
+            assert!(refused(r).contains("resources.unified"), "{key:?}");
+        }
+        for size in ["2XB", "MB", "-2MB", "2 MB"] {
+            let mut r = kubelet.clone();
+            r.hugepage_limits[0].page_size = size.into();
+            assert!(
+                refused(r).contains("hugepage_limits[0].page_size"),
+                "{size:?}"
+            );
+        }
+        let below = LinuxContainerResources {
+            memory_swap_limit_in_bytes: 32 << 20,
+            ..kubelet.clone()
+        };
+        assert!(refused(below).contains("memory_swap_limit_in_bytes"));
+        let alone = LinuxContainerResources {
+            memory_limit_in_bytes: 0,
+            ..kubelet
+        };
+        assert!(refused(alone).contains("memory_swap_limit_in_bytes"));
     }
 }

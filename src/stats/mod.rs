@@ -1,6 +1,5 @@
-//! Resource usage as the kubelet reads it, and a pod cgroup's limits as it resizes them
-//! (UpdatePodSandboxResources). Usage (`kubectl top`, eviction): CPU and memory from
-//! the cgroups (v1 or v2), processes from the pids controller, the writable layer's
+//! Resource usage as the kubelet reads it (`kubectl top`, eviction): CPU and memory from
+//! the cgroups (v1 or v2, in the files the host's [`Layout`] says), processes from the pids controller, the writable layer's
 //! bytes and inodes, and a pod's network counters from its network namespace (read as
 //! `/proc/<pause pid>/net/dev`, which shows that process's namespace).
 //!
@@ -9,8 +8,10 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
+
+use crate::cgroups::{Layout, Mode};
 
 /// A cgroup's figures at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,19 +105,6 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceFigures> {
         .collect()
 }
 
-/// The host's cgroup layout.
-#[derive(Debug, Clone)]
-pub struct Cgroups {
-    root: PathBuf,
-    unified: bool,
-}
-
-impl Default for Cgroups {
-    fn default() -> Self {
-        Cgroups::at(Path::new("/sys/fs/cgroup"))
-    }
-}
-
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -126,154 +114,59 @@ fn read_limit(path: &Path) -> Option<u64> {
     read_u64(path).filter(|v| *v < (1u64 << 62))
 }
 
-impl Cgroups {
-    /// The layout under `root`: cgroup v2 when `root` is the unified hierarchy.
-    pub fn at(root: &Path) -> Cgroups {
-        Cgroups {
-            root: root.to_path_buf(),
-            unified: root.join("cgroup.controllers").exists(),
-        }
-    }
-
-    /// The figures of the cgroup at `path` (as in the OCI `cgroupsPath`).
-    pub fn usage(&self, path: &str) -> CgroupUsage {
-        let relative = path.trim_start_matches('/');
-        if self.unified {
-            let dir = self.root.join(relative);
-            let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
-                .ok()
-                .and_then(|t| parse_flat_keyed(&t).get("usage_usec").map(|us| us * 1000));
-            let memory = read_u64(&dir.join("memory.current")).map(|usage| {
-                let text = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-                let stat = parse_flat_keyed(&text);
-                let get = |k: &str| stat.get(k).copied().unwrap_or(0);
-                MemoryFigures {
-                    usage,
-                    working_set: usage.saturating_sub(get("inactive_file")),
-                    rss: get("anon"),
-                    page_faults: get("pgfault"),
-                    major_page_faults: get("pgmajfault"),
-                    limit: read_limit(&dir.join("memory.max")),
-                }
-            });
-            return CgroupUsage {
-                cpu_ns: cpu,
-                memory,
-                processes: read_u64(&dir.join("pids.current")),
-            };
-        }
-        let controller = |name: &str| self.root.join(name).join(relative);
-        let memory_dir = controller("memory");
-        let memory = read_u64(&memory_dir.join("memory.usage_in_bytes")).map(|usage| {
-            let text = std::fs::read_to_string(memory_dir.join("memory.stat")).unwrap_or_default();
+/// The figures of the cgroup at `path` (as in the OCI `cgroupsPath`), from the files
+/// of the host's layout.
+pub fn usage(layout: &Layout, path: &str) -> CgroupUsage {
+    let processes = layout
+        .dir("pids", path)
+        .and_then(|d| read_u64(&d.join("pids.current")));
+    if layout.mode() == Mode::V2 {
+        let Some(dir) = layout.dir("memory", path) else {
+            return CgroupUsage::default();
+        };
+        let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
+            .ok()
+            .and_then(|t| parse_flat_keyed(&t).get("usage_usec").map(|us| us * 1000));
+        let memory = read_u64(&dir.join("memory.current")).map(|usage| {
+            let text = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
             let stat = parse_flat_keyed(&text);
             let get = |k: &str| stat.get(k).copied().unwrap_or(0);
             MemoryFigures {
                 usage,
-                working_set: usage.saturating_sub(get("total_inactive_file")),
-                rss: get("total_rss"),
-                page_faults: get("total_pgfault"),
-                major_page_faults: get("total_pgmajfault"),
-                limit: read_limit(&memory_dir.join("memory.limit_in_bytes")),
+                working_set: usage.saturating_sub(get("inactive_file")),
+                rss: get("anon"),
+                page_faults: get("pgfault"),
+                major_page_faults: get("pgmajfault"),
+                limit: read_limit(&dir.join("memory.max")),
             }
         });
-        CgroupUsage {
-            cpu_ns: read_u64(&controller("cpuacct").join("cpuacct.usage")),
+        return CgroupUsage {
+            cpu_ns: cpu,
             memory,
-            processes: read_u64(&controller("pids").join("pids.current")),
-        }
+            processes,
+        };
     }
-}
-
-/// Limits to write into a cgroup; zero means "leave as is" (the CRI's "not set").
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub cpu_shares: u64,
-    pub cpu_quota: i64,
-    pub cpu_period: u64,
-    pub memory: u64,
-    pub cpuset_cpus: String,
-    pub cpuset_mems: String,
-}
-
-impl Cgroups {
-    /// Writes `limits` into the existing cgroup at `path` (the period before the quota;
-    /// for cgroup v2, shares become a weight). `Err` names the file that refused.
-    pub fn set_limits(&self, path: &str, limits: &Limits) -> Result<(), (PathBuf, std::io::Error)> {
-        let relative = path.trim_start_matches('/');
-        let mut writes: Vec<(PathBuf, String)> = Vec::new();
-        if self.unified {
-            let dir = self.root.join(relative);
-            if limits.cpu_shares > 0 {
-                writes.push((
-                    dir.join("cpu.weight"),
-                    shares_to_weight(limits.cpu_shares).to_string(),
-                ));
-            }
-            if limits.cpu_quota > 0 {
-                let period = if limits.cpu_period > 0 {
-                    limits.cpu_period
-                } else {
-                    100_000
-                };
-                writes.push((
-                    dir.join("cpu.max"),
-                    format!("{} {period}", limits.cpu_quota),
-                ));
-            }
-            if limits.memory > 0 {
-                writes.push((dir.join("memory.max"), limits.memory.to_string()));
-            }
-            if !limits.cpuset_cpus.is_empty() {
-                writes.push((dir.join("cpuset.cpus"), limits.cpuset_cpus.clone()));
-            }
-            if !limits.cpuset_mems.is_empty() {
-                writes.push((dir.join("cpuset.mems"), limits.cpuset_mems.clone()));
-            }
-        } else {
-            let at =
-                |controller: &str, file: &str| self.root.join(controller).join(relative).join(file);
-            if limits.cpu_shares > 0 {
-                writes.push((at("cpu", "cpu.shares"), limits.cpu_shares.to_string()));
-            }
-            if limits.cpu_period > 0 {
-                writes.push((
-                    at("cpu", "cpu.cfs_period_us"),
-                    limits.cpu_period.to_string(),
-                ));
-            }
-            if limits.cpu_quota > 0 {
-                writes.push((at("cpu", "cpu.cfs_quota_us"), limits.cpu_quota.to_string()));
-            }
-            if limits.memory > 0 {
-                writes.push((
-                    at("memory", "memory.limit_in_bytes"),
-                    limits.memory.to_string(),
-                ));
-            }
-            if !limits.cpuset_cpus.is_empty() {
-                writes.push((at("cpuset", "cpuset.cpus"), limits.cpuset_cpus.clone()));
-            }
-            if !limits.cpuset_mems.is_empty() {
-                writes.push((at("cpuset", "cpuset.mems"), limits.cpuset_mems.clone()));
-            }
-        }
-        for (file, value) in writes {
-            // Only existing files of an existing cgroup: never create one by writing.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&file)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
-                .map_err(|e| (file.clone(), e))?;
-        }
-        Ok(())
+    let memory = layout.dir("memory", path).and_then(|dir| {
+        let usage = read_u64(&dir.join("memory.usage_in_bytes"))?;
+        let text = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+        let stat = parse_flat_keyed(&text);
+        let get = |k: &str| stat.get(k).copied().unwrap_or(0);
+        Some(MemoryFigures {
+            usage,
+            working_set: usage.saturating_sub(get("total_inactive_file")),
+            rss: get("total_rss"),
+            page_faults: get("total_pgfault"),
+            major_page_faults: get("total_pgmajfault"),
+            limit: read_limit(&dir.join("memory.limit_in_bytes")),
+        })
+    });
+    CgroupUsage {
+        cpu_ns: layout
+            .dir("cpuacct", path)
+            .and_then(|d| read_u64(&d.join("cpuacct.usage"))),
+        memory,
+        processes,
     }
-}
-
-/// cgroup v1 CPU shares (2–262144) as a v2 weight (1–10000).
-pub fn shares_to_weight(shares: u64) -> u64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
 }
 
 /// The network interfaces of the namespace `pid` lives in.
@@ -343,6 +236,7 @@ impl CpuRates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::tests::FakeHost;
 
     #[test]
     fn net_dev_and_keyed_files() {
@@ -367,24 +261,23 @@ mod tests {
 
     #[test]
     fn cgroup_v1_and_v2_layouts() {
-        let v1 = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let path = v1.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
-        write("cpuacct/pod/c/cpuacct.usage", "123456\n");
-        write("memory/pod/c/memory.usage_in_bytes", "10000\n");
-        write(
+        let v1 = FakeHost::new(&[])
+            .v1("cpuacct", "cpuacct", &[])
+            .v1("memory", "memory", &[])
+            .v1("pids", "pids", &[]);
+        v1.write("cpuacct/pod/c/cpuacct.usage", "123456\n");
+        v1.write("memory/pod/c/memory.usage_in_bytes", "10000\n");
+        v1.write(
             "memory/pod/c/memory.stat",
             "total_inactive_file 3000\ntotal_rss 5000\ntotal_pgfault 7\ntotal_pgmajfault 1\n",
         );
-        write(
+        v1.write(
             "memory/pod/c/memory.limit_in_bytes",
             "9223372036854771712\n",
         );
-        write("pids/pod/c/pids.current", "3\n");
-        let usage = Cgroups::at(v1.path()).usage("/pod/c");
+        v1.write("pids/pod/c/pids.current", "3\n");
+        let layout = v1.layout();
+        let usage = usage(&layout, "/pod/c");
         assert_eq!(usage.cpu_ns, Some(123456));
         assert_eq!(usage.processes, Some(3));
         let memory = usage.memory.clone().unwrap();
@@ -396,28 +289,20 @@ mod tests {
             (memory.page_faults, memory.major_page_faults, memory.limit),
             (7, 1, None)
         );
-        assert_eq!(
-            Cgroups::at(v1.path()).usage("/gone"),
-            CgroupUsage::default()
-        );
+        assert_eq!(super::usage(&layout, "/gone"), CgroupUsage::default());
 
-        let v2 = tempfile::tempdir().unwrap();
-        let write = |rel: &str, text: &str| {
-            let path = v2.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        };
-        write("cgroup.controllers", "cpu memory pids\n");
-        write("pod/c/cpu.stat", "usage_usec 50\nuser_usec 30\n");
-        write("pod/c/memory.current", "8000\n");
-        write(
+        let v2 = FakeHost::new(&[]).v2("", "cpu memory pids", &[]);
+        v2.write("pod/c/cpu.stat", "usage_usec 50\nuser_usec 30\n");
+        v2.write("pod/c/memory.current", "8000\n");
+        v2.write(
             "pod/c/memory.stat",
             "anon 2000\ninactive_file 1000\npgfault 9\npgmajfault 2\n",
         );
-        write("pod/c/memory.max", "max\n");
-        write("pod/c/pids.current", "2\n");
-        let usage = Cgroups::at(v2.path()).usage("pod/c");
+        v2.write("pod/c/memory.max", "max\n");
+        v2.write("pod/c/pids.current", "2\n");
+        let usage = super::usage(&v2.layout(), "pod/c");
         assert_eq!(usage.cpu_ns, Some(50_000));
+        assert_eq!(usage.processes, Some(2));
         let memory = usage.memory.clone().unwrap();
         assert_eq!(
             (memory.working_set, memory.rss, memory.limit),
@@ -426,49 +311,6 @@ mod tests {
         let both = CgroupUsage::sum([&usage, &usage]);
         assert_eq!(both.cpu_ns, Some(100_000));
         assert_eq!(both.memory.unwrap().usage, 16000);
-    }
-
-    #[test]
-    fn limits_are_written_in_either_layout() {
-        let v1 = tempfile::tempdir().unwrap();
-        for f in [
-            "cpu/pod/cpu.shares",
-            "cpu/pod/cpu.cfs_quota_us",
-            "cpu/pod/cpu.cfs_period_us",
-            "memory/pod/memory.limit_in_bytes",
-        ] {
-            let path = v1.path().join(f);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, "").unwrap();
-        }
-        let limits = Limits {
-            cpu_shares: 512,
-            cpu_quota: 50_000,
-            cpu_period: 100_000,
-            memory: 64 << 20,
-            ..Default::default()
-        };
-        Cgroups::at(v1.path()).set_limits("/pod", &limits).unwrap();
-        let read = |f: &str| std::fs::read_to_string(v1.path().join(f)).unwrap();
-        assert_eq!(read("cpu/pod/cpu.shares"), "512");
-        assert_eq!(read("cpu/pod/cpu.cfs_quota_us"), "50000");
-        assert_eq!(
-            read("memory/pod/memory.limit_in_bytes"),
-            (64u64 << 20).to_string()
-        );
-        let err = Cgroups::at(v1.path())
-            .set_limits("/missing", &limits)
-            .unwrap_err();
-        assert!(err.0.ends_with("cpu.shares"), "{err:?}");
-        assert!(!v1.path().join("cpu/missing").exists(), "nothing created");
-        assert_eq!(
-            (
-                shares_to_weight(2),
-                shares_to_weight(1024),
-                shares_to_weight(262_144)
-            ),
-            (1, 39, 10000)
-        );
     }
 
     #[test]
