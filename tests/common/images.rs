@@ -23,7 +23,8 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 /// The applets [`LayerBuilder::busybox`] links to `bin/busybox`.
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "sleep", "true", "id", "touch", "mkdir", "rm", "httpd", "wget",
-    "stty", "tty", "dd", "hostname", "chmod", "grep", "head", "mknod",
+    "stty", "tty", "dd", "hostname", "chmod", "grep", "head", "mknod", "date", "test", "tar",
+    "env",
 ];
 
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";

@@ -475,6 +475,7 @@ pub fn go_program(name: &str) -> PathBuf {
 
 pub mod images;
 pub mod registry;
+pub mod replay;
 pub mod token;
 pub mod world;
 

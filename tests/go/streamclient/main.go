@@ -48,6 +48,7 @@ func main() {
 	height := flag.Int("height", 0, "terminal height to send on the resize stream")
 	hangup := flag.Duration("hangup", 0, "drop the connection after this long instead of waiting for the end")
 	inputSize := flag.Int("input-size", 0, "write this many bytes of 'x' on stdin (after -input)")
+	inputFile := flag.String("input-file", "", "write this file's bytes on stdin (after -input), e.g. a tar archive")
 	quiet := flag.Bool("quiet", false, "report stdout's length only")
 	flag.Parse()
 
@@ -152,6 +153,14 @@ func main() {
 	if in != nil {
 		if *input != "" {
 			in.Write([]byte(*input))
+		}
+		if *inputFile != "" {
+			data, err := os.ReadFile(*inputFile)
+			if err != nil {
+				out.Failure = fmt.Sprintf("reading %s: %v", *inputFile, err)
+				finish()
+			}
+			in.Write(data)
 		}
 		chunk := []byte(strings.Repeat("x", 64*1024))
 		for left := *inputSize; left > 0; left -= len(chunk) {
