@@ -327,6 +327,11 @@ impl Replay {
                 Ok(())
             }
             "Exec" => self.exec(request, answer).await,
+            "ImageFsInfo" => image_fs_as_the_kubelet_reads_it(answer),
+            "ListContainerStats" => container_stats_as_the_kubelet_reads_them(answer),
+            "RuntimeConfig" if recorded != answer => Err(format!(
+                "the kubelet read the cgroup driver from {recorded}, got {answer}"
+            )),
             "PortForward" => port_forward(answer).await,
             "UpdateContainerResources" => {
                 self.resized.store(true, Ordering::SeqCst);
@@ -529,6 +534,44 @@ fn behind(method: &str, recorded: &Value, ours: &Value) -> bool {
         _ => return false,
     };
     rank(ours, "state", order) < rank(recorded, "state", order)
+}
+
+/// What the kubelet's stats provider needs of ImageFsInfo: `used_bytes` always set (it
+/// reads it without a check), mountpoints that exist (cadvisor stats them), and the
+/// containers' filesystem named as the images' when they are one (not split).
+fn image_fs_as_the_kubelet_reads_it(answer: &Value) -> Result<(), String> {
+    let images = &answer["image_filesystems"][0];
+    let containers = &answer["container_filesystems"][0];
+    for fs in [images, containers] {
+        let mountpoint = fs["fs_id"]["mountpoint"].as_str().unwrap_or("");
+        if fs.get("used_bytes").is_none() || !Path::new(mountpoint).is_dir() {
+            return Err(format!("ImageFsInfo the kubelet cannot use: {answer}"));
+        }
+    }
+    if images["fs_id"] != containers["fs_id"] {
+        return Err(format!("one filesystem named twice: {answer}"));
+    }
+    Ok(())
+}
+
+/// What the kubelet's CRI stats provider reads of each container: its id and name,
+/// cumulative CPU and the working set of a running one, the writable layer on a
+/// filesystem it can stat.
+fn container_stats_as_the_kubelet_reads_them(answer: &Value) -> Result<(), String> {
+    for stats in answer["stats"].as_array().into_iter().flatten() {
+        let attributes = &stats["attributes"];
+        let named = attributes["id"].is_string() && attributes["metadata"]["name"].is_string();
+        let measured = stats.get("cpu").is_none()
+            || (stats["cpu"].get("usage_core_nano_seconds").is_some()
+                && stats["memory"].get("working_set_bytes").is_some());
+        let layer = stats["writable_layer"]["fs_id"]["mountpoint"]
+            .as_str()
+            .unwrap_or("");
+        if !named || !measured || !Path::new(layer).is_dir() {
+            return Err(format!("stats the kubelet cannot use: {stats}"));
+        }
+    }
+    Ok(())
 }
 
 /// An exited container ended as it did under the kubelet: the same exit code and

@@ -89,7 +89,7 @@ async fn stats_follow_cpu_memory_disk_and_network() {
     );
 
     let writer_stats = stats(&mut w.client, writer.clone()).await;
-    let layer = writer_stats.writable_layer.unwrap();
+    let layer = writer_stats.writable_layer.clone().unwrap();
     assert!(layer.used_bytes.unwrap().value >= 8 << 20, "{layer:?}");
     assert!(layer.inodes_used.unwrap().value >= 1);
     let memory = writer_stats.memory.unwrap();
@@ -101,6 +101,39 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         memory.usage_bytes
     );
     assert!(memory.working_set_bytes.unwrap().value <= memory.usage_bytes.unwrap().value);
+    // ImageFsInfo counts the writable layers as the containers' filesystem, named as the
+    // images' when both are on one filesystem (here: both under the daemon's root), so
+    // the kubelet's eviction manager sees one disk; the layer stats name the same one.
+    let fs = w
+        .daemon
+        .images()
+        .await
+        .image_fs_info(berth::proto::ImageFsInfoRequest {})
+        .await
+        .expect("image fs info")
+        .into_inner();
+    let (images, containers) = (&fs.image_filesystems[0], &fs.container_filesystems[0]);
+    let mountpoint = |u: &berth::proto::FilesystemUsage| u.fs_id.clone().unwrap().mountpoint;
+    assert_eq!(mountpoint(containers), mountpoint(images));
+    assert_eq!(mountpoint(containers), mountpoint(&layer));
+    let device = |p: String| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+    assert_eq!(
+        device(mountpoint(images)),
+        device(
+            w.daemon
+                .paths()
+                .root
+                .join("containers")
+                .display()
+                .to_string()
+        ),
+        "one filesystem"
+    );
+    assert!(
+        containers.used_bytes.unwrap().value >= layer.used_bytes.unwrap().value,
+        "{containers:?} holds the writer's {layer:?}"
+    );
+    assert!(containers.inodes_used.unwrap().value >= layer.inodes_used.unwrap().value);
     let burner_layer = first.writable_layer.unwrap().used_bytes.unwrap().value;
     assert!(
         burner_layer < 1 << 20,

@@ -72,6 +72,11 @@ impl Containers {
         self.root.join(id)
     }
 
+    /// `<root>/containers`: every container's writable layer is under it.
+    pub fn layers_root(&self) -> &Path {
+        &self.root
+    }
+
     /// `<state>/containers/<id>`: the bundle and the monitor's files.
     pub fn state_dir(&self, id: &str) -> PathBuf {
         self.state.join(id)

@@ -274,6 +274,11 @@ impl ImageManager {
         Ok(Some(image.id))
     }
 
+    /// Where the image store keeps its blobs and layers: the mountpoint ImageFsInfo names.
+    pub fn store_root(&self) -> &Path {
+        self.content.root()
+    }
+
     /// Bytes and inodes used by the image store, and the directory it lives in.
     pub fn usage(&self) -> Result<(PathBuf, u64, u64), ImageError> {
         let layers: Vec<LayerRecord> = self.store.list()?;

@@ -174,8 +174,12 @@ impl CriService {
         let upper = self.containers.layer_dir(&record.id).join("upper");
         let writable_layer = disk_usage(&upper).map(|(bytes, inodes)| FilesystemUsage {
             timestamp: now,
+            // The filesystem ImageFsInfo names for the containers.
             fs_id: Some(FilesystemIdentifier {
-                mountpoint: self.config.root.display().to_string(),
+                mountpoint: self
+                    .container_fs_mountpoint(self.images.store_root())
+                    .display()
+                    .to_string(),
             }),
             used_bytes: value(bytes),
             inodes_used: value(inodes),
