@@ -332,7 +332,7 @@ impl Replay {
             "RuntimeConfig" if recorded != answer => Err(format!(
                 "the kubelet read the cgroup driver from {recorded}, got {answer}"
             )),
-            "PortForward" => port_forward(answer).await,
+            "PortForward" => self.port_forward(&call.method, request, answer).await,
             "UpdateContainerResources" => {
                 self.resized.store(true, Ordering::SeqCst);
                 Ok(())
@@ -381,6 +381,32 @@ impl Replay {
             ));
         }
         Ok(())
+    }
+
+    /// Forwards port 8080 of the web pod (`forward_8080`), asking for another URL while
+    /// the server is not listening yet.
+    async fn port_forward(
+        &self,
+        method: &str,
+        request: &Value,
+        answer: &Value,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        let mut url = answer["url"].as_str().ok_or("no URL")?.to_string();
+        loop {
+            match forward_8080(&url).await? {
+                Ok(()) => return Ok(()),
+                Err(why) if start.elapsed() > Duration::from_secs(10) => return Err(why),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let again = self
+                .cri
+                .call(method, request)
+                .await
+                .map_err(|s| format!("PortForward again: {s}"))?;
+            url = again["url"].as_str().ok_or("no URL")?.to_string();
+        }
     }
 
     /// The capability sets of the rich pod's app, beyond what its recorded exec shows:
@@ -710,8 +736,9 @@ fn exit_code(seen: &Value) -> Result<i64, String> {
 }
 
 /// Forwards the pod's port 8080 as `kubectl port-forward` does and fetches the page.
-async fn port_forward(answer: &Value) -> Result<(), String> {
-    let url = answer["url"].as_str().ok_or("no URL")?;
+/// The replay reaches this call sooner after the web server's start than the user did;
+/// while nothing listens yet, the user would run port-forward again (a new URL).
+async fn forward_8080(url: &str) -> Result<Result<(), String>, String> {
     let output = tokio::time::timeout(
         Duration::from_secs(30),
         tokio::process::Command::new(common::go_program("pfclient"))
@@ -723,9 +750,18 @@ async fn port_forward(answer: &Value) -> Result<(), String> {
     .map_err(|e| format!("running the port-forward client: {e}"))?;
     let seen: Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&output.stdout)))?;
-    let data = seen["replies"][0]["data"].as_str().unwrap_or("");
-    if !data.contains("hello-from-httpd") {
-        return Err(format!("port 8080 answered {seen}"));
+    let reply = &seen["replies"][0];
+    if reply["data"]
+        .as_str()
+        .unwrap_or("")
+        .contains("hello-from-httpd")
+    {
+        return Ok(Ok(()));
     }
-    Ok(())
+    let refused = reply["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("Connection refused");
+    let why = format!("port 8080 answered {seen}");
+    if refused { Ok(Err(why)) } else { Err(why) }
 }
