@@ -19,17 +19,18 @@
 //! limits); a pod's resize is written through it ([`limits`]); the stats read their files
 //! where it says; the monitor learns from it which file counts OOM kills
 //! ([`Layout::oom_events`]). What it leaves out is said once at start-up and in `Status`'s
-//! verbose info ([`Layout::summary`]).
+//! verbose info ([`Layout::summary`]). One rule per kind of limit ([`Layout::refuses`])
+//! makes both that list and the fitting.
 //!
-//! The detection is a pure function of the mount table and the files under the mount
-//! points it names ([`Layout::probe`]), so the unit tests run it over fake trees.
+//! The detection reads only the mount table it is given and the files under the mount
+//! points that table names ([`Layout::probe`]), so the unit tests run it over fake trees.
 
 pub mod limits;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxCpu, LinuxResources};
+use oci_spec::runtime::LinuxResources;
 use serde::Serialize;
 
 /// The cgroup controllers a v1 hierarchy can carry (others in a mount's options, such as
@@ -101,33 +102,116 @@ pub struct Omission {
     pub reason: String,
 }
 
+/// The kinds of limit a container's spec can carry, each needing a controller (and
+/// some a feature of it) that a host may lack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Cpu,
+    CpuRealtime,
+    Cpuset,
+    Memory,
+    Swap,
+    Hugepages,
+    Pids,
+    BlockIo,
+    Network,
+    Rdma,
+    Unified,
+}
+
+impl Limit {
+    const ALL: [Limit; 11] = [
+        Limit::Cpu,
+        Limit::CpuRealtime,
+        Limit::Cpuset,
+        Limit::Memory,
+        Limit::Swap,
+        Limit::Hugepages,
+        Limit::Pids,
+        Limit::BlockIo,
+        Limit::Network,
+        Limit::Rdma,
+        Limit::Unified,
+    ];
+
+    /// The fields it is in: the CRI's names where the CRI has the limit, else the OCI
+    /// spec's.
+    pub fn field(self) -> &'static str {
+        match self {
+            Limit::Cpu => "cpu_shares, cpu_quota, cpu_period",
+            Limit::CpuRealtime => "cpu realtime_runtime, realtime_period",
+            Limit::Cpuset => "cpuset_cpus, cpuset_mems",
+            Limit::Memory => "memory_limit_in_bytes",
+            Limit::Swap => "memory_swap_limit_in_bytes",
+            Limit::Hugepages => "hugepage_limits",
+            Limit::Pids => "pids",
+            Limit::BlockIo => "block_io",
+            Limit::Network => "network",
+            Limit::Rdma => "rdma",
+            Limit::Unified => "unified",
+        }
+    }
+}
+
 impl Layout {
-    /// This host's layout.
-    pub fn detect() -> Layout {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        Layout::probe(&Host {
-            mountinfo: &read("/proc/self/mountinfo"),
-            self_cgroup: &read("/proc/self/cgroup"),
+    /// This host's layout. No mount table, or not one cgroup hierarchy in it, is an
+    /// error: the runtime could start no container.
+    pub fn detect() -> std::io::Result<Layout> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let layout = Layout::probe(&Host {
+            mountinfo: &mountinfo,
+            self_cgroup: &std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
             root: Path::new(ROOT),
             hugepages: Path::new("/sys/kernel/mm/hugepages"),
-        })
+        });
+        if layout.v1.is_empty() && layout.unified.is_none() {
+            return Err(std::io::Error::other(
+                "no cgroup hierarchy is mounted (none in /proc/self/mountinfo)",
+            ));
+        }
+        Ok(layout)
     }
 
-    /// The layout `host` describes.
+    /// Reads the layout off `host`'s mount table and the files of the hierarchies it
+    /// names, as the OCI runtimes would find it: the cgroup2 hierarchy at the root (v2) or
+    /// at `<root>/unified` (hybrid) over any other, and v1 hierarchies under the root
+    /// over any other mount of the same controller.
     pub fn probe(host: &Host<'_>) -> Layout {
         let mut v1: BTreeMap<String, PathBuf> = BTreeMap::new();
-        let mut unified = None;
+        let mut unified: Option<PathBuf> = None;
+        let hybrid_point = host.root.join("unified");
+        let rank = |point: &Path| {
+            if point == host.root {
+                2
+            } else if point == hybrid_point {
+                1
+            } else {
+                0
+            }
+        };
         for mount in host.mountinfo.lines().filter_map(parse_mount) {
             match mount.fstype {
-                // The first mount of a controller is the one the runtimes use.
                 "cgroup" => {
+                    let under_root = mount.point.starts_with(host.root);
                     for option in mount.options.split(',') {
-                        if V1_CONTROLLERS.contains(&option) && !v1.contains_key(option) {
+                        // The first mount of a controller, unless a later one is under
+                        // the root and the first is not.
+                        let better = match v1.get(option) {
+                            None => true,
+                            Some(known) => under_root && !known.starts_with(host.root),
+                        };
+                        if V1_CONTROLLERS.contains(&option) && better {
                             v1.insert(option.to_string(), mount.point.clone());
                         }
                     }
                 }
-                "cgroup2" if unified.is_none() => unified = Some(mount.point),
+                "cgroup2"
+                    if unified
+                        .as_deref()
+                        .is_none_or(|u| rank(&mount.point) > rank(u)) =>
+                {
+                    unified = Some(mount.point);
+                }
                 _ => {}
             }
         }
@@ -170,6 +254,7 @@ impl Layout {
         }
     }
 
+    /// v1, hybrid or v2: which files a cgroup's figures and limits are in.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -216,124 +301,170 @@ impl Layout {
             .map(|dir| dir.join(file))
     }
 
-    /// What this host cannot take, whatever the request: the same list every spec is
-    /// fitted by.
-    pub fn omissions(&self) -> Vec<Omission> {
-        let mut out = Vec::new();
-        let mut omit = |field: &'static str, reason: String| out.push(Omission { field, reason });
-        let missing = |controller: &str| match self.mode {
-            Mode::V2 => format!("the cgroup v2 root does not offer the {controller} controller"),
-            _ => format!("no cgroup v1 hierarchy has the {controller} controller"),
+    /// Why this host cannot take `limit`, or `None` when it can: the one rule both
+    /// [`Layout::omissions`] and [`Layout::fit`] follow.
+    pub fn refuses(&self, limit: Limit) -> Option<String> {
+        let need = |controller: &str| {
+            (!self.has(controller)).then(|| match self.mode {
+                Mode::V2 => {
+                    format!("the cgroup v2 root does not offer the {controller} controller")
+                }
+                _ => format!("no cgroup v1 hierarchy has the {controller} controller"),
+            })
         };
-        for (field, controller) in [
-            ("cpu_shares, cpu_quota, cpu_period", "cpu"),
-            ("cpuset_cpus, cpuset_mems", "cpuset"),
-            ("memory_limit_in_bytes", "memory"),
-            ("pids", "pids"),
-            ("block_io", "blkio"),
-        ] {
-            if !self.has(controller) {
-                omit(field, missing(controller));
-            }
-        }
-        if !self.has("hugetlb") {
-            let reason =
-                if self.mode == Mode::Hybrid && self.unified_controllers.contains("hugetlb") {
+        let unless = |ok: bool, reason: &str| (!ok).then(|| reason.to_string());
+        match limit {
+            Limit::Cpu => need("cpu"),
+            Limit::CpuRealtime => need("cpu").or_else(|| match self.mode {
+                Mode::V2 => unless(false, "cgroup v2 has no real-time group scheduling"),
+                _ => unless(
+                    self.cpu_realtime,
+                    "the cpu controller has no real-time group scheduling (no cpu.rt_runtime_us)",
+                ),
+            }),
+            Limit::Cpuset => need("cpuset"),
+            Limit::Memory => need("memory"),
+            Limit::Swap => need("memory").or_else(|| match self.mode {
+                Mode::V2 => unless(
+                    self.swap,
+                    "the memory controller accounts no swap (no memory.swap.max)",
+                ),
+                _ => unless(
+                    self.swap,
+                    "the memory controller accounts no swap (no memory.memsw.* files)",
+                ),
+            }),
+            Limit::Hugepages
+                if self.mode == Mode::Hybrid && self.unified_controllers.contains("hugetlb") =>
+            {
+                unless(
+                    self.has("hugetlb"),
                     "hugetlb is only on the cgroup v2 hierarchy of this hybrid host, where the OCI \
-                 runtime sets no limits"
-                        .to_string()
-                } else {
-                    missing("hugetlb")
-                };
-            omit("hugepage_limits", reason);
-        }
-        if self.has("memory") && !self.swap {
-            let reason = match self.mode {
-                Mode::V2 => "the memory controller accounts no swap (no memory.swap.max)",
-                _ => "the memory controller accounts no swap (no memory.memsw.* files)",
-            };
-            omit("memory_swap_limit_in_bytes", reason.to_string());
-        }
-        if self.has("cpu") && !self.cpu_realtime {
-            omit(
-                "cpu realtime_runtime, realtime_period",
-                "the cpu controller has no real-time group scheduling (no cpu.rt_runtime_us)"
-                    .to_string(),
-            );
-        }
-        if self.mode != Mode::V2 {
-            omit(
-                "unified",
-                "cgroup v2 keys apply only on a cgroup v2 host".to_string(),
-            );
-        }
-        for (field, controller) in [("network", "net_cls"), ("rdma", "rdma")] {
-            if !self.has(controller) {
-                omit(field, missing(controller));
+                     runtime sets no limits",
+                )
             }
+            Limit::Hugepages => need("hugetlb"),
+            Limit::Pids => need("pids"),
+            Limit::BlockIo => need("blkio"),
+            Limit::Network => need("net_cls"),
+            Limit::Rdma => need("rdma"),
+            Limit::Unified => unless(
+                self.mode == Mode::V2,
+                "cgroup v2 keys apply only on a cgroup v2 host",
+            ),
         }
-        out
     }
 
-    /// Takes out of `resources` what this host cannot apply (see [`Layout::omissions`]);
-    /// returns the fields it took out. Device rules always stay. A huge page size the
-    /// kernel does not have is an error: the request names something that cannot exist.
-    pub fn fit(&self, resources: &mut LinuxResources) -> Result<Vec<&'static str>, String> {
-        let mut dropped = Vec::new();
-        if let Some(cpu) = resources.cpu_mut() {
-            self.fit_cpu(cpu, &mut dropped);
-        }
-        let mut clear = |slot_is_set: bool, absent: bool, name: &'static str| {
-            let clear = slot_is_set && absent;
-            if clear {
-                dropped.push(name);
+    /// What this host cannot take, whatever the request: what every spec is fitted by.
+    pub fn omissions(&self) -> Vec<Omission> {
+        Limit::ALL
+            .iter()
+            .filter_map(|&limit| {
+                self.refuses(limit).map(|reason| Omission {
+                    field: limit.field(),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a container in cgroup `path` can take `limit`. Swap accounting on v2 is
+    /// asked again of the nearest existing cgroup on `path` when the start-up probe found
+    /// none: its files show only in cgroups whose parent delegates the memory
+    /// controller, which the daemon's own cgroup may not be, and the kubelet's pod
+    /// cgroups are.
+    fn takes(&self, limit: Limit, path: &str) -> bool {
+        match limit {
+            Limit::Swap if self.mode == Mode::V2 && !self.swap => {
+                self.has("memory") && self.swap_shows_on(path)
             }
-            clear
+            _ => self.refuses(limit).is_none(),
+        }
+    }
+
+    fn swap_shows_on(&self, path: &str) -> bool {
+        let Some(root) = &self.unified else {
+            return false;
         };
-        if clear(resources.memory().is_some(), !self.has("memory"), "memory") {
+        let mut dir = root.join(path.trim_start_matches('/'));
+        while dir.starts_with(root) && dir != *root {
+            if dir.is_dir() {
+                return dir.join("memory.swap.max").exists();
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+        false
+    }
+
+    /// Takes out of `resources`, for a container in cgroup `path`, what this host
+    /// cannot apply (the rules of [`Layout::refuses`]); returns what it took out. Device
+    /// rules always stay. A huge page size the kernel does not have is an error: the
+    /// request names something that cannot exist.
+    pub fn fit(&self, resources: &mut LinuxResources, path: &str) -> Result<Vec<Limit>, String> {
+        let mut dropped = Vec::new();
+        let mut drop = |limit: Limit, asked: bool| {
+            let drop = asked && !self.takes(limit, path);
+            if drop {
+                dropped.push(limit);
+            }
+            drop
+        };
+        if let Some(cpu) = resources.cpu_mut() {
+            let bandwidth = cpu.shares().is_some()
+                || cpu.quota().is_some()
+                || cpu.period().is_some()
+                || cpu.burst().is_some()
+                || cpu.idle().is_some();
+            if drop(Limit::Cpu, bandwidth) {
+                cpu.set_shares(None).set_quota(None).set_period(None);
+                cpu.set_burst(None).set_idle(None);
+            }
+            let realtime = cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some();
+            if drop(Limit::CpuRealtime, realtime) {
+                cpu.set_realtime_runtime(None).set_realtime_period(None);
+            }
+            if drop(Limit::Cpuset, cpu.cpus().is_some() || cpu.mems().is_some()) {
+                cpu.set_cpus(None).set_mems(None);
+            }
+        }
+        if drop(Limit::Memory, resources.memory().is_some()) {
             resources.set_memory(None);
         }
         if let Some(memory) = resources.memory_mut()
-            && clear(memory.swap().is_some(), !self.swap, "memory swap")
+            && drop(Limit::Swap, memory.swap().is_some())
         {
             memory.set_swap(None);
         }
-        let hugepages = resources.hugepage_limits().as_ref();
-        if clear(
-            hugepages.is_some_and(|h| !h.is_empty()),
-            !self.has("hugetlb"),
-            "hugepage_limits",
-        ) {
+        let hugepages = resources
+            .hugepage_limits()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty());
+        if drop(Limit::Hugepages, hugepages) {
             resources.set_hugepage_limits(None);
         }
-        if clear(resources.pids().is_some(), !self.has("pids"), "pids") {
+        if drop(Limit::Pids, resources.pids().is_some()) {
             resources.set_pids(None);
         }
-        if clear(
-            resources.block_io().is_some(),
-            !self.has("blkio"),
-            "block_io",
-        ) {
+        if drop(Limit::BlockIo, resources.block_io().is_some()) {
             resources.set_block_io(None);
         }
-        if clear(
-            resources.network().is_some(),
-            !self.has("net_cls"),
-            "network",
-        ) {
+        if drop(Limit::Network, resources.network().is_some()) {
             resources.set_network(None);
         }
-        if clear(resources.rdma().is_some(), !self.has("rdma"), "rdma") {
+        if drop(Limit::Rdma, resources.rdma().is_some()) {
             resources.set_rdma(None);
         }
         if let Some(unified) = resources.unified_mut().take() {
-            let before = unified.len();
+            let asked = unified.len();
             let kept: std::collections::HashMap<String, String> = unified
                 .into_iter()
-                .filter(|(key, _)| self.mode == Mode::V2 && self.has_unified_key(key))
+                .filter(|(key, _)| self.takes_unified_key(key, path))
                 .collect();
-            if kept.len() < before {
-                dropped.push("unified");
+            // Kept or dropped key by key (`takes_unified_key`), not as a whole.
+            if kept.len() < asked {
+                dropped.push(Limit::Unified);
             }
             resources.set_unified((!kept.is_empty()).then_some(kept));
         }
@@ -350,36 +481,16 @@ impl Layout {
         Ok(dropped)
     }
 
-    /// [`Layout::fit`] for the cpu and cpuset limits.
-    fn fit_cpu(&self, cpu: &mut LinuxCpu, dropped: &mut Vec<&'static str>) {
-        let bandwidth = cpu.shares().is_some()
-            || cpu.quota().is_some()
-            || cpu.period().is_some()
-            || cpu.burst().is_some()
-            || cpu.idle().is_some();
-        if bandwidth && !self.has("cpu") {
-            dropped.push("cpu");
-            cpu.set_shares(None).set_quota(None).set_period(None);
-            cpu.set_burst(None).set_idle(None);
+    /// A v2 key the root's controllers can take, on a v2 host: `cgroup.*` files are
+    /// always there; `memory.high` needs the memory controller, `memory.swap.max` (which
+    /// the kubelet sends on v2) swap accounting too, and so on.
+    fn takes_unified_key(&self, key: &str, path: &str) -> bool {
+        if self.mode != Mode::V2 {
+            return false;
         }
-        let realtime = cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some();
-        if realtime && !(self.has("cpu") && self.cpu_realtime) {
-            dropped.push("cpu realtime");
-            cpu.set_realtime_runtime(None).set_realtime_period(None);
-        }
-        if (cpu.cpus().is_some() || cpu.mems().is_some()) && !self.has("cpuset") {
-            dropped.push("cpuset");
-            cpu.set_cpus(None).set_mems(None);
-        }
-    }
-
-    /// A v2 key the root's controllers can take: `cgroup.*` files are always there;
-    /// `memory.high` needs the memory controller, `memory.swap.max` (which the kubelet
-    /// sends on v2) swap accounting too, and so on.
-    fn has_unified_key(&self, key: &str) -> bool {
         match key.split_once('.') {
             Some(("cgroup", _)) => true,
-            Some(("memory", file)) if file.starts_with("swap.") => self.has("memory") && self.swap,
+            Some(("memory", file)) if file.starts_with("swap.") => self.takes(Limit::Swap, path),
             Some((controller, _)) => self.unified_controllers.contains(controller),
             None => false,
         }
@@ -517,6 +628,9 @@ fn v2_swap(root: &Path, self_cgroup: &str) -> bool {
         .any(|e| e.path().join("memory.swap.max").exists())
 }
 
+/// The units of huge page sizes as the CRI and runc name them.
+pub const PAGE_SIZE_UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+
 /// `hugepages-2048kB` … as "2MB" …, the names the kubelet and runc use.
 fn hugepage_sizes(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -537,14 +651,13 @@ fn hugepage_sizes(dir: &Path) -> BTreeSet<String> {
 
 /// A page size in kB as the CRI names it: the largest unit that divides it.
 fn page_size_name(kb: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
     let mut value = kb;
     let mut unit = 0;
-    while unit + 1 < UNITS.len() && value >= 1024 && value.is_multiple_of(1024) {
+    while unit + 1 < PAGE_SIZE_UNITS.len() && value >= 1024 && value.is_multiple_of(1024) {
         value /= 1024;
         unit += 1;
     }
-    format!("{value}{}", UNITS[unit])
+    format!("{value}{}", PAGE_SIZE_UNITS[unit])
 }
 
 #[cfg(test)]

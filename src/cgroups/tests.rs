@@ -40,22 +40,28 @@ impl FakeHost {
         self.dir.path().join("sys/fs/cgroup")
     }
 
-    /// Mounts a v1 hierarchy at `root/<name>` with `options` (its controllers) and
-    /// `files` at its top.
-    pub(crate) fn v1(mut self, name: &str, options: &str, files: &[&str]) -> FakeHost {
-        let point = self.root().join(name);
+    /// Where `at` is: under the cgroup root, the root itself (`""`), or (`/x`) outside
+    /// it, in the fake host's own directory.
+    fn point(&self, at: &str) -> PathBuf {
+        match at.strip_prefix('/') {
+            Some(outside) => self.dir.path().join(outside),
+            None if at.is_empty() => self.root(),
+            None => self.root().join(at),
+        }
+    }
+
+    /// Mounts a v1 hierarchy at [`FakeHost::point`] `at` with `options` (its
+    /// controllers) and `files` at its top.
+    pub(crate) fn v1(mut self, at: &str, options: &str, files: &[&str]) -> FakeHost {
+        let point = self.point(at);
         self.mount(&point, "cgroup", &format!("rw,{options}"), files);
         self
     }
 
-    /// Mounts a cgroup2 hierarchy at `root/<at>` (`""`: the root itself) offering
-    /// `controllers`, with `files` (relative paths) in it.
+    /// Mounts a cgroup2 hierarchy at [`FakeHost::point`] `at` offering `controllers`,
+    /// with `files` (relative paths) in it.
     pub(crate) fn v2(mut self, at: &str, controllers: &str, files: &[&str]) -> FakeHost {
-        let point = if at.is_empty() {
-            self.root()
-        } else {
-            self.root().join(at)
-        };
+        let point = self.point(at);
         self.mount(&point, "cgroup2", "rw,nsdelegate", files);
         std::fs::write(point.join("cgroup.controllers"), format!("{controllers}\n")).unwrap();
         self
@@ -171,8 +177,8 @@ fn hybrid_host_drops_hugetlb_and_unified_keys() {
     let mut unified = std::collections::HashMap::new();
     unified.insert("memory.high".to_string(), "1000000".to_string());
     resources.set_unified(Some(unified));
-    let dropped = layout.fit(&mut resources).unwrap();
-    assert_eq!(dropped, ["hugepage_limits", "unified"]);
+    let dropped = layout.fit(&mut resources, "/kubepods/pod1/c").unwrap();
+    assert_eq!(dropped, [Limit::Hugepages, Limit::Unified]);
     assert_eq!(resources.hugepage_limits(), &None);
     assert_eq!(resources.unified(), &None);
     let memory = resources.memory().unwrap();
@@ -185,7 +191,7 @@ fn hybrid_host_drops_hugetlb_and_unified_keys() {
     assert_eq!((cpu.shares(), cpu.quota()), (Some(102), Some(20_000)));
 
     let omitted: Vec<&str> = layout.omissions().iter().map(|o| o.field).collect();
-    assert_eq!(omitted, ["hugepage_limits", "unified", "network", "rdma"]);
+    assert_eq!(omitted, ["hugepage_limits", "network", "rdma", "unified"]);
     let hugetlb = &layout.omissions()[0];
     assert!(
         hugetlb.reason.contains("only on the cgroup v2 hierarchy"),
@@ -222,7 +228,7 @@ fn v1_host_with_hugetlb_keeps_it_and_refuses_unknown_page_sizes() {
     );
 
     let mut resources = kubelet_resources();
-    let err = layout.fit(&mut resources).unwrap_err();
+    let err = layout.fit(&mut resources, "/kubepods/pod1/c").unwrap_err();
     assert!(err.contains("no 1GB huge pages (it has 2MB)"), "{err}");
 
     let mut resources = kubelet_resources();
@@ -239,8 +245,8 @@ fn v1_host_with_hugetlb_keeps_it_and_refuses_unknown_page_sizes() {
     resources.set_pids(Some(
         LinuxPidsBuilder::default().limit(100).build().unwrap(),
     ));
-    let dropped = layout.fit(&mut resources).unwrap();
-    assert_eq!(dropped, ["cpu realtime", "memory swap"]);
+    let dropped = layout.fit(&mut resources, "/kubepods/pod1/c").unwrap();
+    assert_eq!(dropped, [Limit::CpuRealtime, Limit::Swap]);
     assert_eq!(resources.hugepage_limits().as_ref().map(Vec::len), Some(1));
     assert_eq!(resources.memory().unwrap().swap(), None);
     assert_eq!(resources.cpu().clone().unwrap().realtime_runtime(), None);
@@ -287,8 +293,8 @@ fn v2_host_keeps_keys_its_controllers_take() {
         unified.insert(key.to_string(), value.to_string());
     }
     resources.set_unified(Some(unified));
-    let dropped = layout.fit(&mut resources).unwrap();
-    assert_eq!(dropped, ["unified"], "only the rdma key");
+    let dropped = layout.fit(&mut resources, "/kubepods/pod1/c").unwrap();
+    assert_eq!(dropped, [Limit::Unified], "only the rdma key");
     let kept = resources.unified().clone().unwrap();
     assert_eq!(kept.len(), 2);
     assert!(kept.contains_key("memory.high") && kept.contains_key("cgroup.freeze"));
@@ -314,8 +320,8 @@ fn v2_host_without_swap_accounting_drops_swap() {
     unified.insert("memory.swap.max".to_string(), "0".to_string());
     resources.set_unified(Some(unified));
     assert_eq!(
-        layout.fit(&mut resources).unwrap(),
-        ["memory swap", "unified"]
+        layout.fit(&mut resources, "/kubepods/pod1/c").unwrap(),
+        [Limit::Swap, Limit::Unified]
     );
     assert_eq!(resources.memory().unwrap().swap(), None);
     assert_eq!(resources.unified(), &None);
@@ -325,6 +331,52 @@ fn v2_host_without_swap_accounting_drops_swap() {
         "{omitted:?}"
     );
     assert!(omitted.contains(&"hugepage_limits"), "{omitted:?}");
+    let realtime = layout
+        .omissions()
+        .into_iter()
+        .find(|o| o.field.starts_with("cpu realtime"))
+        .unwrap();
+    assert_eq!(
+        realtime.reason,
+        "cgroup v2 has no real-time group scheduling"
+    );
+
+    // The daemon's cgroup does not delegate memory, but the kubelet's pod cgroups do:
+    // swap accounting shows there, and a container under them keeps its swap limit.
+    host.write("kubepods/pod2/memory.swap.max", "max\n");
+    let mut resources = kubelet_resources();
+    resources.set_hugepage_limits(None);
+    assert_eq!(layout.fit(&mut resources, "/kubepods/pod2/c").unwrap(), []);
+    assert_eq!(resources.memory().unwrap().swap(), Some(64 << 20));
+}
+
+#[test]
+fn the_hierarchies_the_runtime_uses_win_over_other_mounts() {
+    // A cgroup2 mount elsewhere (a container's view, a bind mount) before the root's.
+    let stray = FakeHost::new(&[]).v2("/elsewhere", "", &[]);
+    let host = stray.v2("", "cpu memory pids", &[]);
+    let layout = host.layout();
+    assert_eq!(layout.mode(), Mode::V2);
+    assert!(layout.has("memory"));
+    assert_eq!(layout.dir("memory", "/p"), Some(host.root().join("p")));
+    // On a hybrid host, the one at `unified` over any other; a v1 controller mounted
+    // under the root over an earlier mount elsewhere.
+    let host = FakeHost::new(&[])
+        .v2("/elsewhere", "", &[])
+        .v1("/outside", "memory", &[])
+        .v1("memory", "memory", &[])
+        .v2("unified", "hugetlb", &[]);
+    let layout = host.layout();
+    assert_eq!(layout.mode(), Mode::Hybrid);
+    assert_eq!(
+        layout.dir("memory", "/p"),
+        Some(host.root().join("memory/p"))
+    );
+    let summary = serde_json::to_value(layout.summary()).unwrap();
+    assert_eq!(
+        summary["unified"],
+        host.root().join("unified").display().to_string()
+    );
 }
 
 #[test]
@@ -332,8 +384,8 @@ fn a_host_without_cgroups_takes_no_limit() {
     let layout = FakeHost::new(&[]).layout();
     assert_eq!(layout.mode(), Mode::V1);
     let mut resources = kubelet_resources();
-    let dropped = layout.fit(&mut resources).unwrap();
-    assert_eq!(dropped, ["cpu", "memory", "hugepage_limits"]);
+    let dropped = layout.fit(&mut resources, "/kubepods/pod1/c").unwrap();
+    assert_eq!(dropped, [Limit::Cpu, Limit::Memory, Limit::Hugepages]);
     assert_eq!(layout.oom_events("/p/c"), None);
     assert_eq!(layout.dir("memory", "/p/c"), None);
 }

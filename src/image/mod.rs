@@ -279,8 +279,8 @@ impl ImageManager {
         self.content.root()
     }
 
-    /// Bytes and inodes used by the image store, and the directory it lives in.
-    pub fn usage(&self) -> Result<(PathBuf, u64, u64), ImageError> {
+    /// Bytes and inodes used by the image store.
+    pub fn usage(&self) -> Result<(u64, u64), ImageError> {
         let layers: Vec<LayerRecord> = self.store.list()?;
         let (blobs, blob_bytes) = self
             .content
@@ -288,7 +288,7 @@ impl ImageManager {
             .map_err(ImageError::io(self.content.root()))?;
         let bytes = blob_bytes + layers.iter().map(|l| l.bytes).sum::<u64>();
         let inodes = blobs.len() as u64 + layers.iter().map(|l| l.inodes).sum::<u64>();
-        Ok((self.content.root().to_path_buf(), bytes, inodes))
+        Ok((bytes, inodes))
     }
 
     /// Records an image, taking its tags away from any other image that had them.

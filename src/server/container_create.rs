@@ -16,6 +16,7 @@ use prost::Message as _;
 use tokio::io::AsyncBufReadExt;
 
 use super::CriService;
+use super::container_update::{In, refused};
 use super::sandbox_run::clamp_oom_score_adj;
 use super::sandbox_status::decode_config;
 use crate::container::name_key;
@@ -98,6 +99,10 @@ impl CriService {
                 "config.metadata.name",
                 format!("{:?} is not a container name", metadata.name),
             ));
+        }
+        if let Some(resources) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+            crate::spec::container::check_resources(resources)
+                .map_err(|e| refused(e, In::Create))?;
         }
         let image_name = config
             .image
@@ -276,11 +281,7 @@ impl CriService {
         .map_err(|e| Error::invalid("config", e.to_string()))?;
         if let Some(mut linux) = spec.linux().clone() {
             let mut resources = linux.resources().clone().unwrap_or_default();
-            self.fit_resources(
-                &mut resources,
-                &c.id,
-                "config.linux.resources.hugepage_limits",
-            )?;
+            self.fit_resources(&mut resources, &c.id, &cgroups_path, In::Create)?;
             linux.set_resources(Some(resources));
             spec.set_linux(Some(linux));
         }

@@ -3,8 +3,9 @@
 //! Containers: new CPU, memory, cpuset and hugepage limits, fitted to the host's cgroups
 //! as at CreateContainer, applied through the OCI runtime to a created or running
 //! container, and kept in its spec and record so ContainerStatus reports them and a
-//! created container starts with them. Pods: the new total written into the pod's
-//! cgroup, for the controllers the host has.
+//! created container starts with them. Pods: the new CPU, memory and cpuset total written
+//! into the pod's cgroup, for the controllers the host has (a pod cgroup's swap, huge
+//! page and v2 limits are the kubelet's, which made it).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::CriService;
 use super::sandbox_status::decode_container_config;
 use crate::error::{Error, Result};
 use crate::proto::{LinuxContainerConfig, LinuxContainerResources};
-use crate::spec::container::resources_of;
+use crate::spec::container::{ResourceError, ResourceField, check_resources, resources_of};
 use crate::store::ContainerState;
 
 impl CriService {
@@ -36,9 +37,14 @@ impl CriService {
                 reason: "it has exited".to_string(),
             });
         }
-        let mut resources =
-            resources_of(&linux).map_err(|e| Error::invalid("linux", e.to_string()))?;
-        self.fit_resources(&mut resources, &record.id, "linux.hugepage_limits")?;
+        check_resources(&linux).map_err(|e| refused(e, In::Update))?;
+        let mut resources = resources_of(&linux)?;
+        let cgroup = self
+            .sandboxes
+            .find(&record.sandbox_id)
+            .map(|sandbox| super::stats::container_cgroup(&sandbox, &record.id))
+            .unwrap_or_default();
+        self.fit_resources(&mut resources, &record.id, &cgroup, In::Update)?;
         // The spec keeps its device rules; only the limits change.
         let spec_path = self.containers.state_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&spec_path).map_err(Error::io("reading the spec", &spec_path))?;
@@ -77,25 +83,27 @@ impl CriService {
 }
 
 impl CriService {
-    /// Takes out of `resources` what this host's cgroups cannot apply (the same rules at
-    /// CreateContainer and UpdateContainerResources); a huge page size the kernel lacks
-    /// is refused, naming `hugepages_field`.
+    /// Takes out of `resources` what this host's cgroups cannot apply to a container
+    /// in cgroup `cgroup` (the same rules at CreateContainer and
+    /// UpdateContainerResources); a huge page size the kernel lacks is refused, naming
+    /// the field as request `within` has it.
     pub(super) fn fit_resources(
         &self,
         resources: &mut oci_spec::runtime::LinuxResources,
         container: &str,
-        hugepages_field: &'static str,
+        cgroup: &str,
+        within: In,
     ) -> Result<()> {
-        let dropped = self
-            .cgroups
-            .fit(resources)
-            .map_err(|reason| Error::invalid(hugepages_field, reason))?;
+        let dropped = self.cgroups.fit(resources, cgroup).map_err(|reason| {
+            let error = ResourceError {
+                field: ResourceField::HugepageLimits,
+                reason,
+            };
+            refused(error, within)
+        })?;
         if !dropped.is_empty() {
-            tracing::debug!(
-                container,
-                ?dropped,
-                "left out limits this host cannot apply"
-            );
+            let fields: Vec<&str> = dropped.iter().map(|l| l.field()).collect();
+            tracing::debug!(container, ?fields, "left out limits this host cannot apply");
         }
         Ok(())
     }
@@ -114,6 +122,11 @@ impl CriService {
                 "resources",
                 "neither resources nor overhead given",
             ));
+        }
+        for (given, within) in [(&overhead, In::PodOverhead), (&resources, In::PodResources)] {
+            if let Some(given) = given {
+                check_resources(given).map_err(|e| refused(e, within))?;
+            }
         }
         let sandbox = self.sandbox(id)?;
         let parent = super::sandbox_status::decode_config(&sandbox)
@@ -141,6 +154,38 @@ impl CriService {
         tracing::info!(sandbox = %sandbox.id, cgroup = %parent, "pod resources updated");
         Ok(())
     }
+}
+
+/// Which request a resources message came in, for the field an error names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum In {
+    /// CreateContainer's `config.linux.resources`.
+    Create,
+    /// UpdateContainerResources' `linux`.
+    Update,
+    /// UpdatePodSandboxResources' `overhead` and `resources`.
+    PodOverhead,
+    PodResources,
+}
+
+/// InvalidArgument for `error`, naming its field where request `within` has it.
+pub(super) fn refused(error: ResourceError, within: In) -> Error {
+    use ResourceField::*;
+    let field = match (within, error.field) {
+        (In::Create, Unified) => "config.linux.resources.unified",
+        (In::Create, HugepageLimits) => "config.linux.resources.hugepage_limits",
+        (In::Create, MemorySwapLimit) => "config.linux.resources.memory_swap_limit_in_bytes",
+        (In::Update, Unified) => "linux.unified",
+        (In::Update, HugepageLimits) => "linux.hugepage_limits",
+        (In::Update, MemorySwapLimit) => "linux.memory_swap_limit_in_bytes",
+        (In::PodOverhead, Unified) => "overhead.unified",
+        (In::PodOverhead, HugepageLimits) => "overhead.hugepage_limits",
+        (In::PodOverhead, MemorySwapLimit) => "overhead.memory_swap_limit_in_bytes",
+        (In::PodResources, Unified) => "resources.unified",
+        (In::PodResources, HugepageLimits) => "resources.hugepage_limits",
+        (In::PodResources, MemorySwapLimit) => "resources.memory_swap_limit_in_bytes",
+    };
+    Error::invalid(field, error.reason)
 }
 
 /// A pod's limits: its containers' total plus the overhead. Quotas add up over the

@@ -25,7 +25,8 @@ impl CriService {
     /// usual case: both under `root`), and the containers' directory when an operator
     /// mounted a disk of its own there.
     pub fn image_fs_info(&self) -> Result<ImageFsInfoResponse> {
-        let (images, bytes, inodes) = self.images.usage()?;
+        let (bytes, inodes) = self.images.usage()?;
+        let images = self.images.store_root();
         let now = crate::image::now_ns();
         let usage = |mountpoint: &Path, bytes, inodes| FilesystemUsage {
             timestamp: now,
@@ -44,9 +45,9 @@ impl CriService {
             })
             .fold((0, 0), |(b, i), (bytes, inodes)| (b + bytes, i + inodes));
         Ok(ImageFsInfoResponse {
-            image_filesystems: vec![usage(&images, bytes, inodes)],
+            image_filesystems: vec![usage(images, bytes, inodes)],
             container_filesystems: vec![usage(
-                &self.container_fs_mountpoint(&images),
+                &self.container_fs_mountpoint(images),
                 layer_bytes,
                 layer_inodes,
             )],

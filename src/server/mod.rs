@@ -88,7 +88,10 @@ impl CriService {
             monitor,
             store.clone(),
         )?);
-        let cgroups = crate::cgroups::Layout::detect();
+        let cgroups = crate::cgroups::Layout::detect().map_err(Error::io(
+            "reading the cgroup hierarchies from",
+            std::path::Path::new("/proc/self/mountinfo"),
+        ))?;
         tracing::info!("{}", cgroups.summary());
         let stream_tokens = Arc::new(crate::streaming::tokens::Tokens::new(
             std::time::Duration::from_secs(config.streaming.token_ttl_seconds),

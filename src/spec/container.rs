@@ -600,50 +600,59 @@ fn resources(
     }
 }
 
-/// CPU, memory, cpuset and hugepage limits; zero means "not set" in the CRI. Only the
-/// request's own shape is checked here (each error names its field); what the host can
-/// take is [`crate::cgroups::Layout::fit`]'s to say.
+/// CPU, memory, cpuset and hugepage limits; zero means "not set" in the CRI, and a
+/// limit not set is left out of the spec. Callers check the request's shape first
+/// ([`check_resources`], whose errors name the field); what the host can take is
+/// [`crate::cgroups::Layout::fit`]'s to say.
 pub fn resources_of(
     r: &crate::proto::LinuxContainerResources,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    check_resources(r)?;
-    let mut cpu = LinuxCpuBuilder::default();
-    if r.cpu_shares > 0 {
-        cpu = cpu.shares(r.cpu_shares as u64);
+    check_resources(r).map_err(|e| SpecError::new(e.to_string()))?;
+    let mut builder = LinuxResourcesBuilder::default();
+    let cpu_set = r.cpu_shares > 0
+        || r.cpu_quota > 0
+        || r.cpu_period > 0
+        || !r.cpuset_cpus.is_empty()
+        || !r.cpuset_mems.is_empty();
+    if cpu_set {
+        let mut cpu = LinuxCpuBuilder::default();
+        if r.cpu_shares > 0 {
+            cpu = cpu.shares(r.cpu_shares as u64);
+        }
+        if r.cpu_quota > 0 {
+            cpu = cpu.quota(r.cpu_quota);
+        }
+        if r.cpu_period > 0 {
+            cpu = cpu.period(r.cpu_period as u64);
+        }
+        if !r.cpuset_cpus.is_empty() {
+            cpu = cpu.cpus(r.cpuset_cpus.clone());
+        }
+        if !r.cpuset_mems.is_empty() {
+            cpu = cpu.mems(r.cpuset_mems.clone());
+        }
+        builder = builder.cpu(cpu.build()?);
     }
-    if r.cpu_quota > 0 {
-        cpu = cpu.quota(r.cpu_quota);
-    }
-    if r.cpu_period > 0 {
-        cpu = cpu.period(r.cpu_period as u64);
-    }
-    if !r.cpuset_cpus.is_empty() {
-        cpu = cpu.cpus(r.cpuset_cpus.clone());
-    }
-    if !r.cpuset_mems.is_empty() {
-        cpu = cpu.mems(r.cpuset_mems.clone());
-    }
-    let mut memory = LinuxMemoryBuilder::default();
     if r.memory_limit_in_bytes > 0 {
-        memory = memory.limit(r.memory_limit_in_bytes);
+        let mut memory = LinuxMemoryBuilder::default().limit(r.memory_limit_in_bytes);
+        if r.memory_swap_limit_in_bytes > 0 {
+            memory = memory.swap(r.memory_swap_limit_in_bytes);
+        }
+        builder = builder.memory(memory.build()?);
     }
-    if r.memory_swap_limit_in_bytes > 0 {
-        memory = memory.swap(r.memory_swap_limit_in_bytes);
+    if !r.hugepage_limits.is_empty() {
+        let hugepages = r
+            .hugepage_limits
+            .iter()
+            .map(|h| {
+                LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(h.limit as i64)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.hugepage_limits(hugepages);
     }
-    let hugepages = r
-        .hugepage_limits
-        .iter()
-        .map(|h| {
-            LinuxHugepageLimitBuilder::default()
-                .page_size(h.page_size.clone())
-                .limit(h.limit as i64)
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut builder = LinuxResourcesBuilder::default()
-        .cpu(cpu.build()?)
-        .memory(memory.build()?)
-        .hugepage_limits(hugepages);
     if !r.unified.is_empty() {
         builder = builder.unified(
             r.unified
@@ -655,10 +664,28 @@ pub fn resources_of(
     Ok(builder.build()?)
 }
 
-/// What no host would take: `unified` keys that are not a cgroup file's name (runc
-/// would write them as paths), page sizes that are not sizes, and swap below the memory
-/// limit or without one (the CRI's swap limit counts memory and swap together).
-fn check_resources(r: &crate::proto::LinuxContainerResources) -> Result<(), SpecError> {
+/// A field of the CRI's `LinuxContainerResources` that [`check_resources`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceField {
+    Unified,
+    HugepageLimits,
+    MemorySwapLimit,
+}
+
+/// A request's resources no host would take, and which field says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ResourceError {
+    pub field: ResourceField,
+    pub reason: String,
+}
+
+/// Refuses what no host would take: `unified` keys that are not a cgroup file's name
+/// (runc would write them as paths), page sizes that are not sizes, and swap below the
+/// memory limit or without one (the CRI's swap limit counts memory and swap together,
+/// as cgroup v1's memsw does).
+pub fn check_resources(r: &crate::proto::LinuxContainerResources) -> Result<(), ResourceError> {
+    let refuse = |field, reason| Err(ResourceError { field, reason });
     for key in r.unified.keys() {
         let file_name = !key.is_empty()
             && key != "."
@@ -666,9 +693,10 @@ fn check_resources(r: &crate::proto::LinuxContainerResources) -> Result<(), Spec
             && key.contains('.')
             && !key.contains(['/', '\0']);
         if !file_name {
-            return Err(SpecError::new(format!(
-                "resources.unified: {key:?} is not a cgroup v2 file name such as memory.high"
-            )));
+            return refuse(
+                ResourceField::Unified,
+                format!("{key:?} is not a cgroup v2 file name such as memory.high"),
+            );
         }
     }
     for (i, limit) in r.hugepage_limits.iter().enumerate() {
@@ -677,19 +705,23 @@ fn check_resources(r: &crate::proto::LinuxContainerResources) -> Result<(), Spec
         let unit = &size[digits.len()..];
         let valid = !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
-            && ["KB", "MB", "GB", "TB", "PB"].contains(&unit);
+            && crate::cgroups::PAGE_SIZE_UNITS.contains(&unit);
         if !valid {
-            return Err(SpecError::new(format!(
-                "resources.hugepage_limits[{i}].page_size: {size:?} is not a page size such as 2MB or 1GB"
-            )));
+            return refuse(
+                ResourceField::HugepageLimits,
+                format!("[{i}].page_size {size:?} is not a page size such as 2MB or 1GB"),
+            );
         }
     }
     let (limit, swap) = (r.memory_limit_in_bytes, r.memory_swap_limit_in_bytes);
     if swap > 0 && (limit <= 0 || swap < limit) {
-        return Err(SpecError::new(format!(
-            "resources.memory_swap_limit_in_bytes: {swap} needs a memory_limit_in_bytes no larger \
-             (it counts memory and swap together), not {limit}"
-        )));
+        return refuse(
+            ResourceField::MemorySwapLimit,
+            format!(
+                "{swap} needs a memory_limit_in_bytes no larger (it counts memory and swap \
+                 together), not {limit}"
+            ),
+        );
     }
     Ok(())
 }
@@ -1088,7 +1120,7 @@ mod tests {
     }
 
     #[test]
-    fn resources_of_refuses_what_no_host_would_take() {
+    fn resources_no_host_would_take_are_refused_by_field() {
         use crate::proto::HugepageLimit;
         // What a kubelet sends for a burstable container: swap equal to the limit.
         let kubelet = LinuxContainerResources {
@@ -1106,30 +1138,34 @@ mod tests {
         let oci = resources_of(&kubelet).unwrap();
         assert_eq!(oci.memory().unwrap().swap(), Some(64 << 20));
         assert_eq!(oci.hugepage_limits().as_ref().map(Vec::len), Some(1));
+        let unset = resources_of(&LinuxContainerResources::default()).unwrap();
+        assert_eq!(
+            (unset.cpu(), unset.memory(), unset.hugepage_limits()),
+            (&None, &None, &None),
+            "limits not set are left out"
+        );
 
-        let refused = |r: LinuxContainerResources| resources_of(&r).unwrap_err().to_string();
+        let refused = |r: LinuxContainerResources| check_resources(&r).unwrap_err().field;
         for key in ["../../etc/passwd", "memory/high", "", "nodot"] {
             let mut r = kubelet.clone();
             r.unified.insert(key.into(), "1".into());
-            assert!(refused(r).contains("resources.unified"), "{key:?}");
+            assert_eq!(refused(r), ResourceField::Unified, "{key:?}");
         }
         for size in ["2XB", "MB", "-2MB", "2 MB"] {
             let mut r = kubelet.clone();
             r.hugepage_limits[0].page_size = size.into();
-            assert!(
-                refused(r).contains("hugepage_limits[0].page_size"),
-                "{size:?}"
-            );
+            assert_eq!(refused(r), ResourceField::HugepageLimits, "{size:?}");
         }
         let below = LinuxContainerResources {
             memory_swap_limit_in_bytes: 32 << 20,
             ..kubelet.clone()
         };
-        assert!(refused(below).contains("memory_swap_limit_in_bytes"));
+        assert_eq!(refused(below), ResourceField::MemorySwapLimit);
         let alone = LinuxContainerResources {
             memory_limit_in_bytes: 0,
             ..kubelet
         };
-        assert!(refused(alone).contains("memory_swap_limit_in_bytes"));
+        assert_eq!(refused(alone.clone()), ResourceField::MemorySwapLimit);
+        assert!(resources_of(&alone).is_err(), "resources_of checks too");
     }
 }
