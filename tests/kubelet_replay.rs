@@ -31,7 +31,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
@@ -73,6 +73,10 @@ async fn a_kubelet_session_replays_with_the_recorded_codes() {
         failures.join("\n")
     );
     eprintln!("replayed 1043 calls in {took:?}");
+    assert!(
+        replay.measured.load(Ordering::SeqCst) > 0,
+        "ListContainerStats never measured a running container"
+    );
     replay.assert_nothing_left().await;
 }
 
@@ -91,6 +95,8 @@ struct Replay {
     tar: PathBuf,
     /// UpdateContainerResources has resized the rich pod's app.
     resized: AtomicBool,
+    /// Containers ListContainerStats gave CPU and memory figures for, over the replay.
+    measured: AtomicUsize,
 }
 
 impl Replay {
@@ -130,6 +136,7 @@ impl Replay {
             rewrites: Rewrites::default(),
             tar,
             resized: AtomicBool::new(false),
+            measured: AtomicUsize::new(0),
         }
     }
 
@@ -328,7 +335,11 @@ impl Replay {
             }
             "Exec" => self.exec(request, answer).await,
             "ImageFsInfo" => image_fs_as_the_kubelet_reads_it(answer),
-            "ListContainerStats" => container_stats_as_the_kubelet_reads_them(answer),
+            "ListContainerStats" => {
+                let measured = container_stats_as_the_kubelet_reads_them(answer)?;
+                self.measured.fetch_add(measured, Ordering::SeqCst);
+                Ok(())
+            }
             "RuntimeConfig" if recorded != answer => Err(format!(
                 "the kubelet read the cgroup driver from {recorded}, got {answer}"
             )),
@@ -396,7 +407,7 @@ impl Replay {
         loop {
             match forward_8080(&url).await? {
                 Ok(()) => return Ok(()),
-                Err(why) if start.elapsed() > Duration::from_secs(10) => return Err(why),
+                Err(why) if start.elapsed() > Duration::from_secs(20) => return Err(why),
                 Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -473,7 +484,7 @@ impl Replay {
             {
                 return Ok(());
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > Duration::from_secs(20) {
                 return Err(format!(
                     "{name}'s log {} holds {lines:?}, not {wanted:?}",
                     log.display()
@@ -544,7 +555,62 @@ impl Replay {
         let rules = String::from_utf8_lossy(&nat.stdout);
         let left: Vec<&str> = rules.lines().filter(|l| l.contains("18099")).collect();
         assert!(left.is_empty(), "hostPort rules left: {left:?}");
+
+        // No container in the runtime, no process of ours (monitors and what they ran
+        // name the state directory), no container or pause cgroup in the test's tree
+        // (the pod-level `kubepods/…/pod<uid>` directories are the kubelet's).
+        let runc = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(paths.state.join("runtime/runc"))
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        assert_eq!(
+            String::from_utf8_lossy(&runc.stdout).trim(),
+            "",
+            "runc containers"
+        );
+        let state = paths.state.to_string_lossy().into_owned();
+        let processes: Vec<String> = entries(PathBuf::from("/proc"))
+            .into_iter()
+            .filter(|pid| pid.parse::<u32>().is_ok())
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&state) && !c.contains(" serve "))
+            .collect();
+        assert_eq!(processes, Vec::<String>::new(), "processes left");
+        let mut leaves = Vec::new();
+        for hierarchy in entries(PathBuf::from("/sys/fs/cgroup")) {
+            let top = Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join(&self.cgroups.0);
+            leaves.extend(cgroup_dirs(&top).into_iter().filter(|d| {
+                d.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            }));
+        }
+        assert_eq!(leaves, Vec::<PathBuf>::new(), "container cgroups left");
     }
+}
+
+/// Every directory under `top`, `top` included.
+fn cgroup_dirs(top: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![top.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(children) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        pending.extend(
+            children
+                .flatten()
+                .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|c| c.path()),
+        );
+        found.push(dir);
+    }
+    found
 }
 
 /// Whether our answer is not yet where the kubelet's was: a container not yet exited,
@@ -581,23 +647,25 @@ fn image_fs_as_the_kubelet_reads_it(answer: &Value) -> Result<(), String> {
 }
 
 /// What the kubelet's CRI stats provider reads of each container: its id and name,
-/// cumulative CPU and the working set of a running one, the writable layer on a
-/// filesystem it can stat.
-fn container_stats_as_the_kubelet_reads_them(answer: &Value) -> Result<(), String> {
+/// cumulative CPU and memory with its working set (berth gives them for running
+/// containers only), the writable layer on a filesystem it can stat. Returns how many
+/// containers had CPU and memory figures.
+fn container_stats_as_the_kubelet_reads_them(answer: &Value) -> Result<usize, String> {
+    let mut measured = 0;
     for stats in answer["stats"].as_array().into_iter().flatten() {
         let attributes = &stats["attributes"];
         let named = attributes["id"].is_string() && attributes["metadata"]["name"].is_string();
-        let measured = stats.get("cpu").is_none()
-            || (stats["cpu"].get("usage_core_nano_seconds").is_some()
-                && stats["memory"].get("working_set_bytes").is_some());
+        let cpu = stats["cpu"].get("usage_core_nano_seconds").is_some();
+        let memory = stats["memory"].get("working_set_bytes").is_some();
         let layer = stats["writable_layer"]["fs_id"]["mountpoint"]
             .as_str()
             .unwrap_or("");
-        if !named || !measured || !Path::new(layer).is_dir() {
+        if !named || cpu != memory || !Path::new(layer).is_dir() {
             return Err(format!("stats the kubelet cannot use: {stats}"));
         }
+        measured += usize::from(cpu);
     }
-    Ok(())
+    Ok(measured)
 }
 
 /// An exited container ended as it did under the kubelet: the same exit code and
@@ -665,9 +733,10 @@ fn expectation(cmd: &[&str], resized: bool) -> Expected {
         ["grep", "CapEff", _] => out(0, &["CapEff:\t0000000000000000\n"]),
         // RuntimeDefault: a seccomp filter.
         ["grep", "^Seccomp:", _] => out(0, &["Seccomp:\t2\n"]),
-        // 200m, then 300m after the in-place resize.
+        // 200m, then 300m after the in-place resize: `cpu.cfs_quota_us` on v1, the
+        // quota before the period in `cpu.max` on v2.
         ["sh", "-c", quota] if quota.contains("cpu.cfs_quota_us") => {
-            out(0, &[if resized { "30000\n" } else { "20000\n" }])
+            out(0, &[if resized { "30000" } else { "20000" }])
         }
         other => panic!("the recording has an exec this test does not know: {other:?}"),
     }

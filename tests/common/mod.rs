@@ -489,8 +489,13 @@ impl Drop for CgroupTree {
         let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
             return;
         };
-        for hierarchy in hierarchies.flatten() {
-            let top = hierarchy.path().join(&self.0);
+        // Each v1 hierarchy (and a hybrid host's `unified`), or the root itself on v2.
+        let roots = hierarchies
+            .flatten()
+            .map(|h| h.path())
+            .chain([PathBuf::from("/sys/fs/cgroup")]);
+        for hierarchy in roots {
+            let top = hierarchy.join(&self.0);
             let mut dirs = Vec::new();
             collect_dirs(&top, &mut dirs);
             dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));

@@ -6,11 +6,13 @@
 //!
 //! Order: a call waits for the calls that, in the recording, had finished before it
 //! started and touch one of its objects (a pod, a container, the image), and for
-//! nothing else. Calls that overlapped in the recording run at once here too, and
-//! independent pods go on side by side: a 30 s graceful stop of one pod does not hold up
-//! the next, so a 100 s session replays in well under a minute. Calls about no object
-//! (Version, Status, the lists, the filesystem and stats queries) wait for every call
-//! that changed something before them, so they see the node as the kubelet saw it.
+//! nothing else. So every call on one pod or container comes in its recorded order, calls
+//! that overlapped in the recording run at once here too, and independent pods go on
+//! side by side: a 30 s graceful stop of one pod does not hold up the next, and a 100 s
+//! session replays in well under a minute. Calls about no object (Version, Status, the
+//! lists, the filesystem and stats queries) wait for every call that changed something
+//! before them: they see at least what the kubelet saw, and may see more, as pods that
+//! came later in the recording may already run here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
