@@ -1,7 +1,8 @@
 //! Resource usage as the kubelet reads it (`kubectl top`, eviction): CPU and memory from
-//! the cgroups (v1 or v2, in the files the host's [`Layout`] says), processes from the pids controller, the writable layer's
-//! bytes and inodes, and a pod's network counters from its network namespace (read as
-//! `/proc/<pause pid>/net/dev`, which shows that process's namespace).
+//! the cgroups (v1 or v2, in the files the host's [`Layout`] says), processes from the
+//! pids controller, the writable layer's bytes and inodes, and a pod's network counters
+//! from its network namespace (read as `/proc/<pause pid>/net/dev`, which shows that
+//! process's namespace).
 //!
 //! The parsers are pure and unit-tested; the readers return `None` for what the host
 //! does not have (a cgroup that is gone, a controller that is not mounted).
