@@ -34,10 +34,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
 use common::registry::Registry;
 use common::replay::{DynamicCri, Recorded, Rewrites, dependencies, load};
-use common::{CgroupTree, Daemon, Setup};
+use common::{CgroupTree, Daemon};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -101,22 +100,7 @@ struct Replay {
 
 impl Replay {
     async fn start(calls: Vec<Recorded>) -> Replay {
-        let registry = Registry::start().await;
-        let image = TestImage::new(
-            vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
-            ImageConfig {
-                cmd: vec!["sh".into()],
-                ..ImageConfig::default()
-            },
-        );
-        registry.push("library/busybox", "1.35", &image).await;
-        let daemon = Setup::new()
-            .toml(&format!(
-                "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
-                registry.url()
-            ))
-            .start()
-            .await;
+        let (registry, daemon) = common::world::busybox_mirror("1.35", "").await;
         let root = tempfile::Builder::new()
             .prefix("berth-replay-root-")
             .tempdir()

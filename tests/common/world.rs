@@ -31,8 +31,10 @@ pub async fn world() -> World {
     world_with("").await
 }
 
-/// The same world, with `extra` TOML in the daemon's config (before the registries).
-pub async fn world_with(extra: &str) -> World {
+/// A registry serving the test busybox as `docker.io/library/busybox:<tag>`, and a
+/// daemon (with `extra` TOML in its config, before the registries) whose docker.io
+/// mirror it is.
+pub async fn busybox_mirror(tag: &str, extra: &str) -> (Registry, Daemon) {
     let registry = Registry::start().await;
     let image = TestImage::new(
         vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
@@ -41,7 +43,7 @@ pub async fn world_with(extra: &str) -> World {
             ..ImageConfig::default()
         },
     );
-    registry.push("library/busybox", "latest", &image).await;
+    registry.push("library/busybox", tag, &image).await;
     let daemon = Setup::new()
         .toml(&format!(
             "{extra}\n[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"http://127.0.0.1:9\"",
@@ -49,6 +51,12 @@ pub async fn world_with(extra: &str) -> World {
         ))
         .start()
         .await;
+    (registry, daemon)
+}
+
+/// The same world, with `extra` TOML in the daemon's config (before the registries).
+pub async fn world_with(extra: &str) -> World {
+    let (registry, daemon) = busybox_mirror("latest", extra).await;
     let mut images = ImageServiceClient::new(super::connect(&daemon.paths().socket).await.unwrap());
     images
         .pull_image(PullImageRequest {
