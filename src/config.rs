@@ -22,9 +22,11 @@
 //! bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 //! default_bridge = "berth0"        # for the conflist written when conf_dir has none
 //! default_subnet = "10.88.0.0/16"
+//! plugin_timeout_seconds = 60      # a plugin taking longer is killed, the pod undone
 //!
 //! [runtime]
 //! default_handler = "runc"
+//! start_timeout_seconds = 60       # the same for starting a pause or a container
 //! [runtime.handlers.runc]
 //! path = "/usr/sbin/runc"
 //!
@@ -181,6 +183,9 @@ pub struct NetworkConfig {
     pub default_bridge: String,
     /// Its subnet, unless the kubelet has given a pod CIDR by then.
     pub default_subnet: String,
+    /// How long one plugin may take before it (and what it runs) is killed and the
+    /// pod's network torn down: the RunPodSandbox fails instead of hanging.
+    pub plugin_timeout_seconds: u64,
 }
 
 impl Default for NetworkConfig {
@@ -190,6 +195,7 @@ impl Default for NetworkConfig {
             bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
             default_bridge: "berth0".to_string(),
             default_subnet: "10.88.0.0/16".to_string(),
+            plugin_timeout_seconds: 60,
         }
     }
 }
@@ -202,6 +208,9 @@ pub struct RuntimeSettings {
     pub default_handler: String,
     /// `[runtime.handlers.<name>]`.
     pub handlers: BTreeMap<String, HandlerConfig>,
+    /// How long starting a pause container or a container may take before the
+    /// runtime (and what it made) is killed and the RPC fails.
+    pub start_timeout_seconds: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -209,6 +218,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             default_handler: IMPLICIT_HANDLER.to_string(),
             handlers: BTreeMap::new(),
+            start_timeout_seconds: 60,
         }
     }
 }
@@ -374,6 +384,23 @@ impl Config {
         }
         crate::server::validate_cidr(&self.network.default_subnet)
             .map_err(|reason| ConfigError::invalid("network.default_subnet", reason))?;
+        for (key, seconds) in [
+            (
+                "network.plugin_timeout_seconds",
+                self.network.plugin_timeout_seconds,
+            ),
+            (
+                "runtime.start_timeout_seconds",
+                self.runtime.start_timeout_seconds,
+            ),
+        ] {
+            if seconds == 0 || seconds > 3600 {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{seconds} is not 1 to 3600 seconds"),
+                ));
+            }
+        }
         if let Some(image) = &self.sandbox_image {
             crate::image::reference::Reference::parse(image)
                 .map_err(|reason| ConfigError::invalid("sandbox_image", reason))?;

@@ -13,6 +13,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod grpc;
+pub mod helpers;
 pub mod ids;
 pub mod image;
 pub mod logs;

@@ -69,6 +69,9 @@ pub struct Layout {
     mode: Mode,
     /// v1: each controller's hierarchy (its mount point).
     v1: BTreeMap<String, PathBuf>,
+    /// v1 hierarchies with no controller (`name=systemd`): runc makes its cgroups in
+    /// them too.
+    named: Vec<PathBuf>,
     /// The cgroup2 hierarchy: the root on v2, `…/unified` on a hybrid host.
     unified: Option<PathBuf>,
     /// The controllers the unified hierarchy offers (its root's `cgroup.controllers`).
@@ -178,6 +181,7 @@ impl Layout {
     /// over any other mount of the same controller.
     pub fn probe(host: &Host<'_>) -> Layout {
         let mut v1: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut named = Vec::new();
         let mut unified: Option<PathBuf> = None;
         let hybrid_point = host.root.join("unified");
         let rank = |point: &Path| {
@@ -193,6 +197,9 @@ impl Layout {
             match mount.fstype {
                 "cgroup" => {
                     let under_root = mount.point.starts_with(host.root);
+                    if mount.options.split(',').any(|o| o.starts_with("name=")) {
+                        named.push(mount.point.clone());
+                    }
                     for option in mount.options.split(',') {
                         // The first mount of a controller, unless a later one is under
                         // the root and the first is not.
@@ -225,6 +232,7 @@ impl Layout {
         if mode == Mode::V2 {
             // Controllers of v1 hierarchies mounted on a v2 host are not used.
             v1.clear();
+            named.clear();
         }
         let unified_controllers: BTreeSet<String> = unified
             .as_ref()
@@ -246,6 +254,7 @@ impl Layout {
         Layout {
             mode,
             v1,
+            named,
             unified,
             unified_controllers,
             swap,
@@ -286,6 +295,59 @@ impl Layout {
             Mode::V2 => self.unified.as_ref().map(|u| u.join(relative)),
             Mode::V1 | Mode::Hybrid => self.v1.get(controller).map(|h| h.join(relative)),
         }
+    }
+
+    /// Every directory of cgroup `path`: one per v1 hierarchy (each controller's, the
+    /// named ones' and a hybrid host's unified one, which runc joins too), or the one on
+    /// v2.
+    fn all_dirs(&self, path: &str) -> Vec<PathBuf> {
+        let relative = path.trim_start_matches('/');
+        let mut dirs: Vec<PathBuf> = self
+            .v1
+            .values()
+            .chain(&self.named)
+            .map(|h| h.join(relative))
+            .collect();
+        dirs.extend(self.unified.iter().map(|u| u.join(relative)));
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Ends what is left in cgroup `path` (a container's or pause's own, which a runtime
+    /// killed in the middle of a create may leave with its init in it) and removes it;
+    /// what a crash or a cut-short start leaves, when the runtime no longer knows the
+    /// container. Only that cgroup is touched, never its parent. Returns the processes
+    /// it ended.
+    pub async fn remove(&self, path: &str) -> usize {
+        let relative = path.trim_start_matches('/');
+        if relative.is_empty() || relative.split('/').any(|c| c == ".." || c.is_empty()) {
+            return 0;
+        }
+        let mut ended = 0;
+        for _ in 0..250 {
+            let mut left = false;
+            for dir in self.all_dirs(path) {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // In the container's own cgroup: its processes, ours to end.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    ended += 1;
+                    left = true;
+                }
+                if !left && dir.exists() {
+                    left = std::fs::remove_dir(&dir).is_err() && dir.exists();
+                }
+            }
+            if !left {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        ended
     }
 
     /// The file that counts OOM kills in cgroup `path`, as an `oom_kill N` line:

@@ -46,6 +46,26 @@ pub fn name_key(sandbox: &str, name: &str, attempt: u32) -> String {
     format!("{sandbox}/{name}/{attempt}")
 }
 
+/// Whether monitor `pid` has ended: a signal-0 probe, cheap enough for every listing
+/// (a reused pid reads as alive, which only delays the news). 0 is a record from before
+/// monitors were recorded: not known, so not dead.
+fn monitor_died(pid: i32) -> bool {
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+}
+
+/// Kills the init of a container whose monitor died (it would run with no one to read
+/// its output or record its end), if it still runs.
+fn end_unmonitored(pid: i32) {
+    if crate::oci::process_running(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 impl Containers {
     /// Loads the records; `monitor` is the installed monitor program.
     pub fn open(
@@ -96,6 +116,22 @@ impl Containers {
         }
     }
 
+    /// Containers with files and no record: what a CreateContainer cut short by a crash
+    /// left (the record is saved last), or a removal after its record went.
+    pub fn orphans(&self) -> Vec<String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for dir in [&self.root, &self.state] {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let is_id = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if is_id && !self.records.contains(&name) {
+                    ids.insert(name);
+                }
+            }
+        }
+        ids.into_iter().collect()
+    }
+
     /// The container with this id or unique id prefix, its state brought up to date.
     pub fn find(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         self.records.get(id).map(|r| self.refresh(r)).transpose()
@@ -123,14 +159,33 @@ impl Containers {
     }
 
     /// A live container whose monitor recorded an exit is Exited, with the code, time and
-    /// reason the monitor saw. Callers need not hold the container's lock: the correction
-    /// is stored only if nobody changed or removed the record meanwhile, and otherwise
-    /// their newer record is returned.
+    /// reason the monitor saw; a running one whose monitor died without recording one is
+    /// Exited with an unknown code (255, as containerd reports a container whose shim
+    /// died), and says so. Callers need not hold the container's lock: the correction is
+    /// stored only if nobody changed or removed the record meanwhile, and otherwise their
+    /// newer record is returned.
     pub fn refresh(&self, mut record: ContainerRecord) -> Result<ContainerRecord, StoreError> {
         if record.state == ContainerState::Exited {
             return Ok(record);
         }
-        let Some(exit) = ExitRecord::read(&self.monitor_paths(&record.id)) else {
+        let paths = self.monitor_paths(&record.id);
+        let Some(exit) = ExitRecord::read(&paths) else {
+            if record.state == ContainerState::Running
+                && monitor_died(record.monitor_pid)
+                // It may have written the exit file just before it ended.
+                && ExitRecord::read(&paths).is_none()
+            {
+                let before = record.clone();
+                record.state = ContainerState::Exited;
+                record.exit_code = 255;
+                record.reason = "Error".to_string();
+                record.message =
+                    "its monitor ended without recording the exit: the exit code is not known"
+                        .to_string();
+                record.finished_at_ns = crate::image::now_ns();
+                end_unmonitored(record.pid);
+                return self.records.correct(&before, record);
+            }
             return Ok(record);
         };
         let before = record.clone();

@@ -90,7 +90,7 @@ pub async fn serve(
     let config = Arc::new(config);
     let resources = prepare(&config)?;
     let service = Arc::new(CriService::new(config.clone(), resources.store.clone())?);
-    service.sweep_orphan_sandboxes().await;
+    service.recover().await;
     let listener = bind(&config.socket)?;
     let streaming = start_streaming(&config, &service).await?;
     tracing::info!(

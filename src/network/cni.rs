@@ -92,6 +92,10 @@ pub struct Cni {
     conf_dir: PathBuf,
     bin_dirs: Vec<PathBuf>,
     cache_dir: PathBuf,
+    /// What its plugins are tagged with ([`crate::helpers`]), when a daemon runs them.
+    helper_tag: Option<std::ffi::OsString>,
+    /// How long one plugin may take.
+    timeout: Duration,
 }
 
 impl Cni {
@@ -100,7 +104,22 @@ impl Cni {
             conf_dir,
             bin_dirs,
             cache_dir,
+            helper_tag: None,
+            timeout: PLUGIN_TIMEOUT,
         }
+    }
+
+    /// The same executor, a plugin that takes longer than `timeout` killed.
+    pub fn with_timeout(mut self, timeout: Duration) -> Cni {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same executor, its plugins tagged as helpers of the daemon whose state
+    /// directory is `tag`.
+    pub fn with_helper_tag(mut self, tag: &Path) -> Cni {
+        self.helper_tag = Some(tag.as_os_str().to_owned());
+        self
     }
 
     fn cache_path(&self, id: &str) -> PathBuf {
@@ -108,17 +127,52 @@ impl Cni {
     }
 
     /// ADD: brings up `lo`, then runs the network list in order.
+    ///
+    /// What DEL needs (the list, the port mappings) is cached before the first plugin
+    /// runs, and the result once the last has answered: a daemon that dies in between
+    /// leaves a cache its successor's DEL undoes the ADD with, without a `prevResult`
+    /// (which the CNI spec allows), instead of no cache and an IP lease nobody frees.
     pub async fn attach(&self, pod: &PodNetwork<'_>) -> Result<Attached, CniError> {
         let summary = super::readiness(&self.conf_dir, &self.bin_dirs)?;
         let list = load_list(&summary.file)?;
+        let mut cache = Cached {
+            list: list.clone(),
+            result: Value::Null,
+            port_mappings: pod.port_mappings.to_vec(),
+        };
+        self.write_cache(pod.id, &cache)?;
+        match self.add(&list, pod).await {
+            Ok(result) => {
+                cache.result = result;
+                self.write_cache(pod.id, &cache)?;
+                Ok(Attached {
+                    ips: result_ips(&cache.result),
+                })
+            }
+            Err(err) => {
+                // Undo what the plugins that ran did (an IP lease, iptables rules): DEL
+                // over the whole list, as the spec makes DEL idempotent.
+                if let Err(del) = self.detach(pod).await {
+                    // As before the cache existed: a DEL that fails here (a network
+                    // config its plugins refuse) would fail at every retry too.
+                    tracing::warn!(pod = pod.id, %del, "CNI DEL after a failed ADD failed");
+                    let _ = std::fs::remove_file(self.cache_path(pod.id));
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The ADDs themselves: `lo`, then each plugin of the list with the previous one's
+    /// result; returns the last result.
+    async fn add(&self, list: &Value, pod: &PodNetwork<'_>) -> Result<Value, CniError> {
         let loopback = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
         self.exec("ADD", &loopback, pod, "lo", Some(pod.netns))
             .await?;
-
         let version = list["cniVersion"].clone();
         let name = list["name"].clone();
         let mut previous: Option<Value> = None;
-        for plugin in plugins(&list) {
+        for plugin in plugins(list) {
             let conf = plugin_conf(
                 plugin,
                 &version,
@@ -126,50 +180,39 @@ impl Cni {
                 previous.as_ref(),
                 pod.port_mappings,
             );
-            match self
-                .exec("ADD", &conf, pod, POD_IFNAME, Some(pod.netns))
-                .await
-            {
-                Ok(result) => previous = Some(result),
-                Err(err) => {
-                    // Undo what the plugins before it did (an IP lease, iptables rules): DEL
-                    // over the whole list in reverse, as the spec makes DEL idempotent.
-                    for plugin in plugins(&list).into_iter().rev() {
-                        let conf = plugin_conf(
-                            plugin,
-                            &version,
-                            &name,
-                            previous.as_ref(),
-                            pod.port_mappings,
-                        );
-                        if let Err(del) = self
-                            .exec("DEL", &conf, pod, POD_IFNAME, Some(pod.netns))
-                            .await
-                        {
-                            tracing::warn!(pod = pod.id, %del, "CNI DEL after a failed ADD failed");
-                        }
-                    }
-                    return Err(err);
-                }
+            previous = Some(
+                self.exec("ADD", &conf, pod, POD_IFNAME, Some(pod.netns))
+                    .await?,
+            );
+        }
+        Ok(previous.unwrap_or(Value::Null))
+    }
+
+    /// Removes the temporary files of cache writes a crash cut short.
+    pub fn remove_stray_temporaries(&self) {
+        for entry in std::fs::read_dir(&self.cache_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().ends_with(".json.tmp") {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
-        let result = previous.unwrap_or(Value::Null);
-        let cache = Cached {
-            list: list.clone(),
-            result: result.clone(),
-            port_mappings: pod.port_mappings.to_vec(),
-        };
-        let path = self.cache_path(pod.id);
+    }
+
+    /// Writes what DEL will need, atomically (a torn cache would be no cache).
+    fn write_cache(&self, id: &str, cache: &Cached) -> Result<(), CniError> {
+        let path = self.cache_path(id);
         let cache_err = |reason: String| CniError::Cache {
             path: path.clone(),
             reason,
         };
         std::fs::create_dir_all(&self.cache_dir).map_err(|e| cache_err(e.to_string()))?;
-        let bytes = serde_json::to_vec(&cache).map_err(|e| cache_err(e.to_string()))?;
-        std::fs::write(&path, bytes).map_err(|e| cache_err(e.to_string()))?;
-        Ok(Attached {
-            ips: result_ips(&result),
-        })
+        let bytes = serde_json::to_vec(cache).map_err(|e| cache_err(e.to_string()))?;
+        let tmp = self.cache_dir.join(format!(".{id}.json.tmp"));
+        std::fs::write(&tmp, bytes).map_err(|e| cache_err(e.to_string()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| cache_err(e.to_string()))
     }
 
     /// DEL: runs the cached list in reverse, with the cached result as `prevResult` and
@@ -238,12 +281,18 @@ impl Cni {
             .env("CNI_IFNAME", ifname)
             .env("CNI_ARGS", pod.cni_args())
             .env("CNI_PATH", cni_path)
+            .envs(self.helper_tag.iter().map(|tag| (crate::helpers::ENV, tag)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that what it runs (IPAM, iptables) ends with it.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| fail(format!("cannot run {}: {e}", binary.display())))?;
+        let group = child
+            .id()
+            .map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));
         let input = serde_json::to_vec(conf).map_err(|e| fail(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
@@ -251,10 +300,16 @@ impl Cni {
                 .await
                 .map_err(|e| fail(format!("writing its config: {e}")))?;
         }
-        let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| fail(format!("no answer within {PLUGIN_TIMEOUT:?}")))?
-            .map_err(|e| fail(e.to_string()))?;
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(output) => output.map_err(|e| fail(e.to_string()))?,
+            Err(_) => {
+                // Our plugin's group, by the pid we started it with.
+                if let Some(group) = group {
+                    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                }
+                return Err(fail(format!("no answer within {:?}", self.timeout)));
+            }
+        };
         if !output.status.success() {
             return Err(fail(plugin_error(
                 &output.stdout,

@@ -55,7 +55,8 @@ pub async fn exec(
     cap: usize,
     mut cancel: oneshot::Receiver<()>,
 ) -> Result<ExecOutput, OciError> {
-    let mut child = Command::new(runtime.binary())
+    let mut command = Command::new(runtime.binary());
+    command
         .arg("--root")
         .arg(runtime.root())
         .arg("exec")
@@ -67,12 +68,12 @@ pub async fn exec(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|source| OciError::Exec {
-            binary: runtime.binary().to_path_buf(),
-            source,
-        })?;
+        .kill_on_drop(false);
+    runtime.tag(&mut command);
+    let mut child = command.spawn().map_err(|source| OciError::Exec {
+        binary: runtime.binary().to_path_buf(),
+        source,
+    })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stdout = child
         .stdout

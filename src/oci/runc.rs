@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::process::Command;
@@ -10,6 +11,10 @@ use tokio::process::Command;
 use super::runc_log::last_error;
 
 /// A failed runtime command, with what the runtime said.
+/// How long a runtime command may take unless the daemon says otherwise
+/// (`[runtime] start_timeout_seconds`).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("cannot run {binary}: {source}")]
@@ -39,11 +44,40 @@ pub struct RuntimeState {
 pub struct Runtime {
     binary: PathBuf,
     root: PathBuf,
+    /// What its commands are tagged with ([`crate::helpers`]), when a daemon runs them.
+    helper_tag: Option<std::ffi::OsString>,
+    /// How long one command may take before it (and what it started) is killed.
+    timeout: Duration,
 }
 
 impl Runtime {
     pub fn new(binary: PathBuf, root: PathBuf) -> Runtime {
-        Runtime { binary, root }
+        Runtime {
+            binary,
+            root,
+            helper_tag: None,
+            timeout: COMMAND_TIMEOUT,
+        }
+    }
+
+    /// The same runtime, a command that takes longer than `timeout` killed.
+    pub fn with_timeout(mut self, timeout: Duration) -> Runtime {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same runtime, its commands tagged as helpers of the daemon whose state
+    /// directory is `tag`.
+    pub fn with_helper_tag(mut self, tag: &Path) -> Runtime {
+        self.helper_tag = Some(tag.as_os_str().to_owned());
+        self
+    }
+
+    /// Tags `command`, a command of this runtime, as the daemon's helper.
+    pub fn tag(&self, command: &mut Command) {
+        if let Some(tag) = &self.helper_tag {
+            command.env(crate::helpers::ENV, tag);
+        }
     }
 
     pub fn binary(&self) -> &Path {
@@ -62,9 +96,48 @@ impl Runtime {
             .arg(&self.root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
+            .stderr(Stdio::piped());
+        self.bounded(&mut command);
         command
+    }
+
+    /// Tags a command of this runtime as the daemon's helper, and puts it in a process
+    /// group of its own that [`Runtime::finish`] can end whole.
+    fn bounded(&self, command: &mut Command) {
+        command.process_group(0).kill_on_drop(true);
+        self.tag(command);
+    }
+
+    /// Waits for a command started with [`Runtime::bounded`]; past the timeout, kills
+    /// its process group (the runtime and what it started that has no session of its
+    /// own yet) and fails.
+    async fn finish(
+        &self,
+        command: &'static str,
+        id: &str,
+        child: tokio::process::Child,
+    ) -> Result<std::process::Output, OciError> {
+        let group = child
+            .id()
+            .map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));
+        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(output) => output.map_err(|source| OciError::Exec {
+                binary: self.binary.clone(),
+                source,
+            }),
+            Err(_) => {
+                // Our command's group, by the pid we started it with.
+                if let Some(group) = group {
+                    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                }
+                Err(OciError::Failed {
+                    binary: self.binary.clone(),
+                    command,
+                    id: id.to_string(),
+                    message: format!("no answer within {:?}", self.timeout),
+                })
+            }
+        }
     }
 
     async fn run(
@@ -74,10 +147,11 @@ impl Runtime {
         mut cmd: Command,
     ) -> Result<Vec<u8>, OciError> {
         cmd.stdout(Stdio::piped());
-        let output = cmd.output().await.map_err(|source| OciError::Exec {
+        let child = cmd.spawn().map_err(|source| OciError::Exec {
             binary: self.binary.clone(),
             source,
         })?;
+        let output = self.finish(command, id, child).await?;
         if output.status.success() {
             return Ok(output.stdout);
         }
@@ -112,10 +186,12 @@ impl Runtime {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let status = cmd.status().await.map_err(|source| OciError::Exec {
+        self.bounded(&mut cmd);
+        let child = cmd.spawn().map_err(|source| OciError::Exec {
             binary: self.binary.clone(),
             source,
         })?;
+        let status = self.finish("create", id, child).await?.status;
         if status.success() {
             return Ok(());
         }
@@ -169,7 +245,7 @@ impl Runtime {
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(resources).await.map_err(exec_error)?;
         }
-        let output = child.wait_with_output().await.map_err(exec_error)?;
+        let output = self.finish("update", id, child).await?;
         if output.status.success() {
             return Ok(());
         }

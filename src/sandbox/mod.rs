@@ -72,13 +72,24 @@ impl Sandboxes {
             let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
             let root = state.join("runtime").join(name);
             std::fs::create_dir_all(&root).map_err(io(&root))?;
-            runtimes.insert(name.to_string(), Runtime::new(binary, root));
+            runtimes.insert(
+                name.to_string(),
+                Runtime::new(binary, root)
+                    .with_helper_tag(&state)
+                    .with_timeout(std::time::Duration::from_secs(
+                        config.runtime.start_timeout_seconds,
+                    )),
+            );
         }
         let cni = Cni::new(
             config.network.conf_dir.clone(),
             config.network.bin_dirs.clone(),
             state.join("cni/results"),
-        );
+        )
+        .with_helper_tag(&state)
+        .with_timeout(std::time::Duration::from_secs(
+            config.network.plugin_timeout_seconds,
+        ));
         let sandboxes = Sandboxes {
             state,
             records: RecordCache::load(store)?,

@@ -28,9 +28,6 @@ use crate::sandbox::files;
 use crate::spec::container::{ContainerSpecInput, PodContext, container_spec};
 use crate::store::{ContainerRecord, ContainerState, ImageRecord, SandboxRecord};
 
-/// How long the monitor may take to create the container.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
-
 struct ContainerRequest {
     id: String,
     name_key: String,
@@ -319,7 +316,7 @@ impl CriService {
     }
 
     /// Starts the container's monitor and waits for it to report the container started;
-    /// returns its pid.
+    /// returns the container's pid and the monitor's.
     pub(super) async fn start_monitor(
         &self,
         id: &str,
@@ -328,7 +325,7 @@ impl CriService {
         log_path: &Path,
         cgroups_path: &str,
         config: &ContainerConfig,
-    ) -> Result<i32> {
+    ) -> Result<(i32, i32)> {
         let program = self.containers.monitor_program();
         let path = |p: &Path| p.display().to_string();
         let args = crate::monitor::argv::Args {
@@ -350,6 +347,8 @@ impl CriService {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // It outlives the daemon: never a helper the next daemon would end.
+            .env_remove(crate::helpers::ENV)
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| {
@@ -358,18 +357,16 @@ impl CriService {
                     program.display()
                 ))
             })?;
+        let monitor_pid = child.id().map_or(0, |pid| pid as i32);
+        let timeout = Duration::from_secs(self.config.runtime.start_timeout_seconds);
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| Error::Task(format!("the monitor of {id} has no stdout")))?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let answer = tokio::time::timeout(CREATE_TIMEOUT, lines.next_line())
+        let answer = tokio::time::timeout(timeout, lines.next_line())
             .await
-            .map_err(|_| {
-                Error::Task(format!(
-                    "the monitor of {id} did not answer within {CREATE_TIMEOUT:?}"
-                ))
-            })?
+            .map_err(|_| Error::Task(format!("the runtime did not start {id} within {timeout:?}")))?
             .map_err(Error::io("reading the monitor", state_dir))?
             .unwrap_or_default();
         // The monitor lives on in its own session; tokio reaps it when it exits.
@@ -378,6 +375,7 @@ impl CriService {
             return pid
                 .trim()
                 .parse()
+                .map(|pid| (pid, monitor_pid))
                 .map_err(|_| Error::Task(format!("the monitor of {id} said {answer:?}")));
         }
         Err(Error::Runtime(crate::oci::runc::OciError::Failed {

@@ -69,19 +69,21 @@ impl CriService {
             )
             .await;
         record.started_at_ns = started_at_ns;
-        let saved = started.and_then(|pid| {
+        let saved = started.and_then(|(pid, monitor_pid)| {
             record.state = ContainerState::Running;
             record.pid = pid;
+            record.monitor_pid = monitor_pid;
             self.containers.save(&record).map_err(Error::from)
         });
         if let Err(err) = saved {
             // The monitor may still be at it (it answered late, or the record could not
             // be saved): end it and whatever the runtime made, then say how it ended, as
             // containerd does: exited, code 128, reason StartError.
-            self.end_cut_short_start(&record.id, &runtime).await;
+            self.end_container(&record.id).await;
             record.state = ContainerState::Exited;
             record.exit_code = 128;
             record.reason = "StartError".to_string();
+            record.message = err.to_string();
             record.pid = 0;
             record.finished_at_ns = crate::image::now_ns();
             self.containers.save(&record)?;
@@ -90,22 +92,6 @@ impl CriService {
         // It may have exited already (a short command): the exit file says so.
         self.containers.refresh(record)?;
         Ok(())
-    }
-
-    /// Kills the monitor of a start that did not finish, and the container it may have
-    /// run, and deletes that container from the runtime.
-    async fn end_cut_short_start(&self, id: &str, runtime: &Runtime) {
-        let paths = self.containers.monitor_paths(id);
-        if let Some(pid) = monitor_pid(&paths).filter(|&pid| crate::oci::process_running(pid)) {
-            // Our own monitor, by the pid it wrote.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        if let Err(err) = super::sandbox_run::stop_and_delete(runtime, id).await {
-            tracing::warn!(container = %id, %err, "removing a container whose start failed");
-        }
     }
 
     /// Signals the container (its stop signal, then SIGKILL after `timeout` seconds) and
@@ -131,8 +117,7 @@ impl CriService {
         // crash): its monitor's pid file says the runtime may have run it.
         let paths = self.containers.monitor_paths(&record.id);
         if record.state == ContainerState::Created && monitor_pid(&paths).is_some() {
-            let runtime = self.runtime_of(&record)?;
-            self.end_cut_short_start(&record.id, &runtime).await;
+            self.end_container(&record.id).await;
             return Ok(());
         }
         if !record.state.is_live() {
@@ -188,6 +173,14 @@ impl CriService {
         let layer_dir = self.containers.layer_dir(&record.id);
         let rootfs = layer_dir.join("rootfs");
         files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
+        // A monitor that was killed leaves its socket.
+        let socket = self.containers.monitor_paths(&record.id).control_socket();
+        match std::fs::remove_file(&socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("removing the monitor's socket", &socket)(e));
+            }
+            _ => {}
+        }
         for dir in [layer_dir, self.containers.state_dir(&record.id)] {
             remove_dir(&dir)?;
         }

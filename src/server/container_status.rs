@@ -34,7 +34,7 @@ impl CriService {
             image_ref: record.image_ref.clone(),
             image_id: record.image_ref.clone(),
             reason: record.reason.clone(),
-            message: String::new(),
+            message: record.message.clone(),
             labels: record.labels.clone().into_iter().collect(),
             annotations: record.annotations.clone().into_iter().collect(),
             mounts: config.mounts.clone(),

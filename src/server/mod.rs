@@ -10,6 +10,7 @@ mod image_pull;
 mod image_remove;
 mod image_status;
 mod metrics;
+mod recovery;
 mod runtime_info;
 mod sandbox_run;
 mod sandbox_status;

@@ -439,9 +439,15 @@ impl CriService {
             .map_err(|e| Error::Task(format!("encoding the pause spec: {e}")))?;
         std::fs::write(&config_path, json).map_err(Error::io("pause bundle", &config_path))?;
         let pid_file = dir.join("pause.pid");
-        pod.runtime.create(&pod.id, dir, &pid_file).await?;
-        if let Err(err) = pod.runtime.start(&pod.id).await {
+        let started = match pod.runtime.create(&pod.id, dir, &pid_file).await {
+            Ok(()) => pod.runtime.start(&pod.id).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = started {
+            // A create that failed or was killed half-way may have left the container in
+            // the runtime, or only its init in its cgroup.
             let _ = stop_and_delete(&pod.runtime, &pod.id).await;
+            self.cgroups.remove(&pod.cgroups_path).await;
             return Err(err.into());
         }
         let pid = std::fs::read_to_string(&pid_file)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::CriService;
 use super::container_lifecycle::remove_dir;
-use super::sandbox_run::{kill_and_delete, stop_and_delete};
+use super::sandbox_run::kill_and_delete;
 use crate::error::{Error, Result};
 use crate::network::cni::PodNetwork;
 use crate::sandbox::{files, netns};
@@ -72,48 +72,6 @@ impl CriService {
             self.images.collect_garbage_soon();
         }
         Ok(())
-    }
-
-    /// Cleans up what daemons that died in the middle of a RunPodSandbox left behind: a
-    /// pause container, a CNI attachment, a netns pin, mounts and files of a sandbox that
-    /// has no record. Runs at start-up.
-    pub async fn sweep_orphan_sandboxes(&self) {
-        for id in self.sandboxes.orphans() {
-            tracing::warn!(sandbox = %id, "cleaning up a sandbox left half made");
-            for runtime in self.sandboxes.runtimes() {
-                if let Err(err) = stop_and_delete(runtime, &id).await {
-                    tracing::warn!(sandbox = %id, %err, "removing its container failed");
-                }
-            }
-            let pin = self.sandboxes.netns_path(&id);
-            let network = PodNetwork {
-                id: &id,
-                netns: &pin,
-                name: "",
-                namespace: "",
-                uid: "",
-                port_mappings: &[],
-            };
-            if let Err(err) = self.sandboxes.cni.detach(&network).await {
-                tracing::warn!(sandbox = %id, %err, "CNI DEL failed");
-            }
-            let dir = self.sandboxes.dir(&id);
-            let results = [
-                netns::remove(&pin),
-                files::unmount(&dir.join("shm")),
-                files::unmount(&dir.join("rootfs")),
-                std::fs::remove_dir_all(&dir).or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                }),
-            ];
-            for err in results.into_iter().filter_map(|r| r.err()) {
-                tracing::warn!(sandbox = %id, %err, "clean-up step failed");
-            }
-        }
     }
 
     /// The stop itself, under the sandbox's lock. Safe to repeat.

@@ -167,6 +167,7 @@ impl CriService {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
+            .env_remove(crate::helpers::ENV)
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| format!("starting the exec monitor: {e}"))?;

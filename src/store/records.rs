@@ -125,8 +125,11 @@ pub struct ContainerRecord {
     pub annotations: BTreeMap<String, String>,
     pub state: ContainerState,
     pub exit_code: i32,
-    /// Completed, Error or OOMKilled once exited.
+    /// Completed, Error, OOMKilled or StartError once exited.
     pub reason: String,
+    /// What else ContainerStatus says of the exit (why its code is not known, why the
+    /// start failed).
+    pub message: String,
     /// The `ContainerConfig` as received, protobuf-encoded then base64.
     pub config: String,
     /// The log file: the sandbox's log directory joined with the config's log path.
@@ -134,6 +137,8 @@ pub struct ContainerRecord {
     pub runtime_handler: String,
     /// The container's init process, as seen from the host.
     pub pid: i32,
+    /// Its monitor, whose end without an exit file means the exit is not known.
+    pub monitor_pid: i32,
     /// The image's STOPSIGNAL, if any.
     pub stop_signal: String,
     /// The user the process runs as, resolved at creation.

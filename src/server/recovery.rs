@@ -1,0 +1,235 @@
+//! What a daemon does at start-up about what a dead one left: it finishes or undoes every
+//! RunPodSandbox, CreateContainer and StartContainer that was under way when it died,
+//! before it serves.
+//!
+//! 1. The dead daemon's helpers still running (a CNI plugin allocating an address, a
+//!    `runc create`) are ended first ([`crate::helpers`]), so nothing they would finish
+//!    can come after the undoing.
+//! 2. A pod sandbox with no record (RunPodSandbox saves the record last) is undone: its
+//!    pause container, its cgroup, its network (CNI DEL with the cache written before
+//!    the first ADD, so also when ADD did not finish), its netns pin, mounts and files.
+//! 3. A container with no record (CreateContainer saves it last) is undone: its
+//!    monitor, runtime container and cgroup if a start began, its rootfs mount and
+//!    files.
+//! 4. A container whose StartContainer was cut short (its record still says created,
+//!    but a monitor was started) is finished when its monitor got it running (it runs,
+//!    or has exited, monitored), and undone otherwise, so that a new StartContainer can
+//!    run it.
+//!
+//! Stops and removals need nothing here: they are idempotent, and the kubelet repeats
+//! them.
+
+use std::path::{Path, PathBuf};
+
+use super::CriService;
+use super::sandbox_run::stop_and_delete;
+use crate::monitor::{ExitRecord, MonitorPaths};
+use crate::network::cni::PodNetwork;
+use crate::sandbox::{files, netns};
+use crate::store::ContainerState;
+
+impl CriService {
+    /// Everything above, in that order. Runs before the daemon serves.
+    pub async fn recover(&self) {
+        let ended = crate::helpers::end_leftovers(&self.config.state).await;
+        if ended > 0 {
+            tracing::warn!(count = ended, "ended helpers a dead daemon left running");
+        }
+        self.sweep_orphan_sandboxes().await;
+        self.sweep_orphan_containers().await;
+        self.settle_cut_short_starts().await;
+    }
+
+    /// Undoes the pod sandboxes that have no record (step 2).
+    async fn sweep_orphan_sandboxes(&self) {
+        for id in self.sandboxes.orphans() {
+            tracing::warn!(sandbox = %id, "cleaning up a sandbox left half made");
+            let dir = self.sandboxes.dir(&id);
+            for runtime in self.sandboxes.runtimes() {
+                if let Err(err) = stop_and_delete(runtime, &id).await {
+                    tracing::warn!(sandbox = %id, %err, "removing its container failed");
+                }
+            }
+            if let Some(cgroup) = bundle_cgroup(&dir) {
+                self.cgroups.remove(&cgroup).await;
+            }
+            let pin = self.sandboxes.netns_path(&id);
+            let network = PodNetwork {
+                id: &id,
+                netns: &pin,
+                name: "",
+                namespace: "",
+                uid: "",
+                port_mappings: &[],
+            };
+            // The pin goes only once DEL is done: the bridge plugin finds the addresses
+            // whose masquerading it removes in the namespace.
+            if let Err(err) = self.sandboxes.cni.detach(&network).await {
+                tracing::warn!(sandbox = %id, %err, "CNI DEL failed; its pin stays for a retry");
+                continue;
+            }
+            let results = [
+                netns::remove(&pin),
+                files::unmount(&dir.join("shm")),
+                files::unmount(&dir.join("rootfs")),
+                remove_all(&dir),
+            ];
+            for err in results.into_iter().filter_map(|r| r.err()) {
+                tracing::warn!(sandbox = %id, %err, "clean-up step failed");
+            }
+        }
+        self.sandboxes.cni.remove_stray_temporaries();
+    }
+
+    /// Undoes the containers that have no record (step 3).
+    async fn sweep_orphan_containers(&self) {
+        for id in self.containers.orphans() {
+            tracing::warn!(container = %id, "cleaning up a container left half made");
+            self.end_container(&id).await;
+            let layer_dir = self.containers.layer_dir(&id);
+            let results = [
+                files::unmount(&layer_dir.join("rootfs")),
+                remove_all(&layer_dir),
+                remove_all(&self.containers.state_dir(&id)),
+            ];
+            for err in results.into_iter().filter_map(|r| r.err()) {
+                tracing::warn!(container = %id, %err, "clean-up step failed");
+            }
+        }
+    }
+
+    /// Finishes or undoes the starts a dead daemon left (step 4).
+    async fn settle_cut_short_starts(&self) {
+        let created = match self.containers.list() {
+            Ok(records) => records
+                .into_iter()
+                .filter(|r| r.state == ContainerState::Created),
+            Err(err) => {
+                tracing::warn!(%err, "cannot list the containers to settle their starts");
+                return;
+            }
+        };
+        for mut record in created {
+            let paths = self.containers.monitor_paths(&record.id);
+            let Some(monitor) = read_pid(&paths.monitor_pid_file()) else {
+                continue;
+            };
+            let container = read_pid(&paths.dir.join(crate::monitor::files::CONTAINER_PID));
+            let monitored =
+                crate::oci::process_running(monitor) || ExitRecord::read(&paths).is_some();
+            if let (Some(pid), true) = (container, monitored) {
+                record.state = ContainerState::Running;
+                record.pid = pid;
+                record.monitor_pid = monitor;
+                record.started_at_ns = started_at(&paths).unwrap_or_else(crate::image::now_ns);
+                let finished = self
+                    .containers
+                    .save(&record)
+                    .and_then(|()| self.containers.refresh(record.clone()));
+                match finished {
+                    Ok(_) => {
+                        tracing::info!(container = %record.id, "a start cut short had run it: running")
+                    }
+                    Err(err) => {
+                        tracing::warn!(container = %record.id, %err, "cannot record its start")
+                    }
+                }
+                continue;
+            }
+            tracing::info!(container = %record.id, "undoing a start cut short");
+            self.end_container(&record.id).await;
+            let files = [
+                paths.monitor_pid_file(),
+                paths.dir.join(crate::monitor::files::CONTAINER_PID),
+                paths.exit_file(),
+            ];
+            for file in files {
+                if let Err(err) = remove_file(&file) {
+                    tracing::warn!(container = %record.id, %err, "clean-up step failed");
+                }
+            }
+        }
+    }
+
+    /// Ends whatever runs of container `id` (its monitor's process group, the
+    /// runtime's container, what is left in its cgroup), and removes its monitor's
+    /// socket; for containers no record vouches for, or whose start is being undone.
+    pub(crate) async fn end_container(&self, id: &str) {
+        let paths = self.containers.monitor_paths(id);
+        if let Some(monitor) = read_pid(&paths.monitor_pid_file()) {
+            end_monitor(monitor, id);
+        }
+        for runtime in self.sandboxes.runtimes() {
+            if let Err(err) = stop_and_delete(runtime, id).await {
+                tracing::warn!(container = %id, %err, "removing its runtime container failed");
+            }
+        }
+        if let Some(cgroup) = bundle_cgroup(&paths.dir) {
+            self.cgroups.remove(&cgroup).await;
+        }
+        if let Err(err) = remove_file(&paths.control_socket()) {
+            tracing::warn!(container = %id, %err, "removing its monitor's socket failed");
+        }
+    }
+}
+
+/// Kills monitor `pid` of container `id` and its process group (the runtime it runs
+/// and, before the container has a session of its own, its init), after checking that
+/// the process is that container's monitor: a pid file outlives its process, and the
+/// pid may be another's by now.
+pub(crate) fn end_monitor(pid: i32, id: &str) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = cmdline.split(|&b| b == 0).any(|arg| arg == id.as_bytes());
+    if !ours || !crate::oci::process_running(pid) {
+        return;
+    }
+    // The monitor leads its own session and process group.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// The cgroup a bundle's `config.json` put its container in.
+fn bundle_cgroup(bundle: &Path) -> Option<String> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes).ok()?;
+    spec.linux()
+        .as_ref()?
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.display().to_string())
+}
+
+fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid: &i32| pid > 0)
+}
+
+/// When the runtime wrote the container's pid: as close to its start as is known.
+fn started_at(paths: &MonitorPaths) -> Option<i64> {
+    let written = std::fs::metadata(paths.dir.join(crate::monitor::files::CONTAINER_PID))
+        .ok()?
+        .modified()
+        .ok()?;
+    let since = written.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_nanos()).ok()
+}
+
+fn remove_all(dir: &PathBuf) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn remove_file(file: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
