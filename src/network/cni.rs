@@ -230,9 +230,18 @@ impl Cni {
         let version = cached.list["cniVersion"].clone();
         let name = cached.list["name"].clone();
         let prev = (!cached.result.is_null()).then_some(&cached.result);
+        // Every plugin gets its DEL, even after one failed: what the others hold (an
+        // address, rules) is freed all the same; the first failure is the answer, and
+        // the cache stays for a retry.
+        let mut failed = None;
         for plugin in plugins(&cached.list).into_iter().rev() {
             let conf = plugin_conf(plugin, &version, &name, prev, &cached.port_mappings);
-            self.exec("DEL", &conf, pod, POD_IFNAME, netns).await?;
+            if let Err(err) = self.exec("DEL", &conf, pod, POD_IFNAME, netns).await {
+                failed.get_or_insert(err);
+            }
+        }
+        if let Some(err) = failed {
+            return Err(err);
         }
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CniError::Cache {
@@ -295,10 +304,11 @@ impl Cni {
             .map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));
         let input = serde_json::to_vec(conf).map_err(|e| fail(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&input)
-                .await
-                .map_err(|e| fail(format!("writing its config: {e}")))?;
+            match stdin.write_all(&input).await {
+                // It ended without reading its config: its exit status says how it went.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.map_err(|e| fail(format!("writing its config: {e}")))?,
+            }
         }
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(output) => output.map_err(|e| fail(e.to_string()))?,

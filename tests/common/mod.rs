@@ -301,8 +301,46 @@ impl Setup {
             delete_runc_containers(&runtime_root);
         }
         self.detach_networks();
+        self.delete_nat_rules();
         unmount_under(self.dir.path());
         delete_link(&self.bridge);
+    }
+
+    /// Deletes the NAT rules (and the chains they jump to) that name this daemon's
+    /// subnet: the bridge plugin's masquerading and portmap's DNAT of pods a failed test
+    /// left without a CNI cache to DEL them with. Subnets are unique per test daemon, and
+    /// test binaries run one after another.
+    fn delete_nat_rules(&self) {
+        let Ok(saved) = Command::new("iptables-save").args(["-t", "nat"]).output() else {
+            return;
+        };
+        let prefix = format!("{}.", self.subnet.trim_end_matches(".0/24"));
+        let mut chains = std::collections::BTreeSet::new();
+        for rule in String::from_utf8_lossy(&saved.stdout).lines() {
+            let Some(spec) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            if !rule.contains(&prefix) || !rule.contains("name: \\\"berth\\\"") {
+                continue;
+            }
+            let Some(words) = shell_words(spec) else {
+                continue;
+            };
+            if let Some(at) = words.iter().position(|w| w == "-j") {
+                chains.extend(words.get(at + 1).filter(|c| c.starts_with("CNI-")).cloned());
+            }
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-D"])
+                .args(&words)
+                .output();
+        }
+        for chain in chains {
+            for op in ["-F", "-X"] {
+                let _ = Command::new("iptables")
+                    .args(["-t", "nat", op, &chain])
+                    .output();
+            }
+        }
     }
 
     /// CNI DEL for every pod the daemon left attached (its cached ADD results), while
@@ -353,6 +391,31 @@ impl Setup {
             });
         });
     }
+}
+
+/// An iptables-save rule split into words as the shell would (double quotes, `\"`
+/// inside them).
+fn shell_words(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', _) => quoted = !quoted,
+            ('\\', true) => word.push(chars.next()?),
+            (' ', false) => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            (c, _) => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    (!quoted).then_some(words)
 }
 
 /// Force-deletes every container in the runc root `root` (what a failed test left).

@@ -1,0 +1,849 @@
+//! Nothing is lost at any kill point. Rounds of concurrent operations (run a pod with a
+//! container, exec in a container, stop and remove a pod) are cut short by a `kill -9`
+//! of the daemon, each round at a later point (counted in RPCs sent, from the first of
+//! the round to the last); the daemon is started again on the same directories, and:
+//! - every container whose StartContainer answered OK runs, monitored (its log holds
+//!   what it printed), unless its pod was being stopped when the daemon died;
+//! - every pod is Ready or NotReady; nothing on the host is without a record (netns
+//!   pins, IP leases, pod and container directories, runtime containers) and no Ready
+//!   pod is without its parts;
+//!
+//! and after everything is removed, nothing is left: no netns pin, veth on the test
+//! bridge, IP lease, iptables rule naming a pod IP or a chain of the test network, mount
+//! under the test directories, cgroup, runtime container, helper, monitor or container
+//! process, nor any file under the state directory but what start-up makes.
+//!
+//! Also here: a killed monitor, a killed pause, a CNI plugin that hangs and a runtime
+//! that hangs on create.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use berth::proto::runtime_service_client::RuntimeServiceClient;
+use berth::proto::{
+    ContainerState, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest,
+    ListContainersRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxState,
+    PodSandboxStatusRequest, PortMapping, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
+};
+use common::world::{busybox_mirror, container, pod_config, records};
+use common::{CgroupTree, Daemon};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+/// Rounds, and operations started at once in each.
+const ROUNDS: usize = 10;
+const OPERATIONS: usize = 24;
+
+/// What the test knows of the pods it made.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Pod id → its containers whose StartContainer answered OK (id → name).
+    started: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods a stop or removal was sent for: their containers may have been stopped.
+    stopping: BTreeSet<String>,
+    /// Pods whose removal answered OK.
+    removed: BTreeSet<String>,
+    /// Names given out so far.
+    next: usize,
+}
+
+/// The daemon under test and what the operations share.
+struct Chaos {
+    daemon: Mutex<Daemon>,
+    _registry: common::registry::Registry,
+    logs: tempfile::TempDir,
+    cgroups: CgroupTree,
+    ledger: Mutex<Ledger>,
+    /// RPCs sent in this round, and the one the daemon dies at.
+    sent: AtomicUsize,
+    kill_at: AtomicUsize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_killed_at_any_point_loses_nothing() {
+    let (registry, daemon) = busybox_mirror("latest", "").await;
+    pull_busybox(&daemon).await;
+    let chaos = Arc::new(Chaos {
+        daemon: Mutex::new(daemon),
+        _registry: registry,
+        logs: tempfile::tempdir().unwrap(),
+        cgroups: CgroupTree(format!("berth-chaos-{}", std::process::id())),
+        ledger: Mutex::new(Ledger::default()),
+        sent: AtomicUsize::new(0),
+        kill_at: AtomicUsize::new(usize::MAX),
+    });
+    // A round sends about this many RPCs (see `operation`): the kill points spread over
+    // them, first to last.
+    let per_round = OPERATIONS / 4 * (3 + 3 + 1 + 2);
+    for round in 0..ROUNDS {
+        let point = 1 + round * (per_round - 1) / (ROUNDS - 1);
+        chaos.round(round, point).await;
+        chaos.check_consistency().await;
+    }
+    // The kills came in the middle of things: what the restarts had to finish or undo.
+    let log = chaos.daemon.lock().await.log();
+    let count = |what: &str| log.matches(what).count();
+    let recovered = [
+        ("pods undone", count("cleaning up a sandbox left half made")),
+        (
+            "containers undone",
+            count("cleaning up a container left half made"),
+        ),
+        ("starts finished", count("a start cut short had run it")),
+        ("starts undone", count("undoing a start cut short")),
+        (
+            "helper groups ended",
+            count("ended helpers a dead daemon left running"),
+        ),
+    ];
+    eprintln!("recovered over {ROUNDS} kills: {recovered:?}");
+    assert!(
+        recovered[0].1 > 0,
+        "no kill came in the middle of a RunPodSandbox: {recovered:?}"
+    );
+    chaos.remove_everything().await;
+    chaos.assert_nothing_left().await;
+}
+
+impl Chaos {
+    async fn client(&self) -> RuntimeServiceClient<Channel> {
+        self.daemon.lock().await.runtime().await
+    }
+
+    /// One round: the operations at once, the daemon killed at RPC `point`, then started
+    /// again.
+    async fn round(self: &Arc<Self>, round: usize, point: usize) {
+        self.sent.store(0, Ordering::SeqCst);
+        self.kill_at.store(point, Ordering::SeqCst);
+        let client = self.client().await;
+        let pods: Vec<String> = {
+            let ledger = self.ledger.lock().await;
+            ledger
+                .started
+                .keys()
+                .filter(|p| !ledger.stopping.contains(*p))
+                .cloned()
+                .collect()
+        };
+        let mut tasks = Vec::new();
+        for i in 0..OPERATIONS {
+            let chaos = self.clone();
+            let client = client.clone();
+            let target = (!pods.is_empty()).then(|| pods[(round * 7 + i) % pods.len()].clone());
+            tasks.push(tokio::spawn(async move {
+                chaos.operation(i % 4, client, target).await
+            }));
+        }
+        for task in tasks {
+            let _ = task.await.expect("an operation task");
+        }
+        // Every operation has ended: the kill came (or the round sent fewer RPCs).
+        let mut daemon = self.daemon.lock().await;
+        if daemon.pid().is_some() {
+            daemon.crash().await;
+        }
+        daemon.restart().await;
+    }
+
+    /// Counts an RPC about to be sent; the one at the kill point kills the daemon (a
+    /// few milliseconds later, so that the RPCs in flight are in the middle of their
+    /// work).
+    async fn send(&self) {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.kill_at.load(Ordering::SeqCst) {
+            let delay = Duration::from_millis((n % 4) as u64 * 7);
+            let chaos_daemon = &self.daemon;
+            tokio::time::sleep(delay).await;
+            chaos_daemon.lock().await.crash().await;
+        }
+    }
+
+    /// Operation `kind`: 0 and 1 run a pod with a container (one in four with a
+    /// hostPort), 2 execs in a running container of `target`, 3 stops and removes
+    /// `target`. Ends at the first RPC that fails (the daemon died).
+    async fn operation(
+        &self,
+        kind: usize,
+        mut client: RuntimeServiceClient<Channel>,
+        target: Option<String>,
+    ) -> Result<(), tonic::Status> {
+        match (kind, target) {
+            (0 | 1, _) => self.run_pod(&mut client).await,
+            (2, Some(pod)) => {
+                let started = self.ledger.lock().await.started.get(&pod).cloned();
+                let Some((id, _)) = started.and_then(|c| c.into_iter().next()) else {
+                    return Ok(());
+                };
+                self.send().await;
+                client
+                    .exec_sync(ExecSyncRequest {
+                        container_id: id,
+                        cmd: vec!["true".into()],
+                        timeout: 10,
+                    })
+                    .await
+                    .map(drop)
+            }
+            (3, Some(pod)) => {
+                self.ledger.lock().await.stopping.insert(pod.clone());
+                self.send().await;
+                client
+                    .stop_pod_sandbox(StopPodSandboxRequest {
+                        pod_sandbox_id: pod.clone(),
+                    })
+                    .await?;
+                self.send().await;
+                client
+                    .remove_pod_sandbox(RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.clone(),
+                    })
+                    .await?;
+                self.ledger.lock().await.removed.insert(pod);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_pod(
+        &self,
+        client: &mut RuntimeServiceClient<Channel>,
+    ) -> Result<(), tonic::Status> {
+        let n = {
+            let mut ledger = self.ledger.lock().await;
+            ledger.next += 1;
+            ledger.next
+        };
+        let name = format!("chaos-{n}");
+        let mut config: PodSandboxConfig = pod_config(&name, &format!("/{}", self.cgroups.0));
+        config.log_directory = self.logs.path().join(&name).display().to_string();
+        if n % 4 == 0 {
+            config.port_mappings = vec![PortMapping {
+                protocol: 0,
+                container_port: 80,
+                host_port: 21000 + n as i32,
+                host_ip: String::new(),
+            }];
+        }
+        self.send().await;
+        let pod = client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        self.ledger
+            .lock()
+            .await
+            .started
+            .entry(pod.clone())
+            .or_default();
+        self.send().await;
+        let id = client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container(
+                    &name,
+                    &format!("echo ready-{name}; exec sleep 3600"),
+                )),
+                sandbox_config: Some(config),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        self.send().await;
+        client
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await?;
+        let mut ledger = self.ledger.lock().await;
+        ledger.started.entry(pod).or_default().insert(id, name);
+        Ok(())
+    }
+
+    /// After a restart: what the module docs promise.
+    async fn check_consistency(&self) {
+        let mut client = self.client().await;
+        let pods = client
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .expect("list pods")
+            .into_inner()
+            .items;
+        let containers = client
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .expect("list containers")
+            .into_inner()
+            .containers;
+        let pod_ids: BTreeSet<String> = pods.iter().map(|p| p.id.clone()).collect();
+        let container_ids: BTreeSet<String> = containers.iter().map(|c| c.id.clone()).collect();
+        for pod in &pods {
+            assert!(
+                pod.state == PodSandboxState::SandboxReady as i32
+                    || pod.state == PodSandboxState::SandboxNotready as i32,
+                "{pod:?}"
+            );
+            assert!(pod_ids.contains(&pod.id));
+        }
+        let ledger = self.ledger.lock().await;
+        for (pod, started) in &ledger.started {
+            if ledger.stopping.contains(pod) {
+                continue;
+            }
+            for (id, name) in started {
+                let status = client
+                    .container_status(ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: false,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("the started container {name}: {e}"))
+                    .into_inner()
+                    .status
+                    .unwrap();
+                assert_eq!(
+                    status.state,
+                    ContainerState::ContainerRunning as i32,
+                    "{name} was started and nothing stopped it: {status:?}"
+                );
+                let log = self.logs.path().join(name).join(format!("{name}/0.log"));
+                let printed: Vec<String> = records(&log).into_iter().map(|r| r.2).collect();
+                assert_eq!(printed, [format!("ready-{name}")], "{name}'s log");
+            }
+        }
+        drop(ledger);
+        self.assert_parts_match(&pod_ids, &container_ids, &mut client)
+            .await;
+    }
+
+    /// Nothing on the host without a record; no Ready pod without its parts.
+    async fn assert_parts_match(
+        &self,
+        pods: &BTreeSet<String>,
+        containers: &BTreeSet<String>,
+        client: &mut RuntimeServiceClient<Channel>,
+    ) {
+        let daemon = self.daemon.lock().await;
+        let paths = daemon.paths().clone();
+        let records: BTreeSet<&String> = pods.iter().chain(containers).collect();
+        for dir in [paths.state.join("sandboxes"), paths.state.join("netns")] {
+            for id in entries(&dir) {
+                assert!(
+                    pods.contains(&id),
+                    "{} without a pod record",
+                    dir.join(&id).display()
+                );
+            }
+        }
+        for dir in [
+            paths.root.join("containers"),
+            paths.state.join("containers"),
+        ] {
+            for id in entries(&dir) {
+                assert!(
+                    containers.contains(&id),
+                    "{} without a container record",
+                    dir.join(&id).display()
+                );
+            }
+        }
+        for id in runc_containers(&paths.state) {
+            assert!(
+                records.contains(&id),
+                "runtime container {id} without a record"
+            );
+        }
+        let mut pod_ips = BTreeSet::new();
+        for id in pods {
+            let status = client
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: id.clone(),
+                    verbose: false,
+                })
+                .await
+                .expect("pod status")
+                .into_inner()
+                .status
+                .unwrap();
+            let ip = status.network.map(|n| n.ip).unwrap_or_default();
+            if status.state == PodSandboxState::SandboxReady as i32 {
+                assert!(!ip.is_empty(), "a Ready pod without an IP: {id}");
+                assert!(
+                    paths.state.join("netns").join(id).exists(),
+                    "a Ready pod without its netns: {id}"
+                );
+            }
+            if !ip.is_empty() {
+                pod_ips.insert(ip);
+            }
+        }
+        let leases = leases(&paths.state);
+        for lease in &leases {
+            assert!(
+                pod_ips.contains(lease),
+                "IP lease {lease} of no pod (pods: {pod_ips:?})"
+            );
+        }
+    }
+
+    /// Stops and removes every pod there is.
+    async fn remove_everything(&self) {
+        let mut client = self.client().await;
+        let pods = client
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .expect("list pods")
+            .into_inner()
+            .items;
+        for pod in pods {
+            client
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+                .await
+                .expect("stop pod");
+            client
+                .remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                })
+                .await
+                .expect("remove pod");
+        }
+    }
+
+    async fn assert_nothing_left(&self) {
+        let daemon = self.daemon.lock().await;
+        assert_nothing_left(&daemon, &self.cgroups.0);
+    }
+}
+
+/// Everything the module docs say is gone once every pod is removed.
+fn assert_nothing_left(daemon: &Daemon, cgroup_tree: &str) {
+    let paths = daemon.paths();
+    for dir in ["netns", "sandboxes", "containers", "cni/results", "m"] {
+        assert_eq!(
+            entries(&paths.state.join(dir)),
+            Vec::<String>::new(),
+            "{dir}"
+        );
+    }
+    assert_eq!(
+        entries(&paths.root.join("containers")),
+        Vec::<String>::new(),
+        "layers"
+    );
+    assert_eq!(leases(&paths.state), Vec::<String>::new(), "IP leases");
+    let bridge = &daemon.setup.bridge;
+    assert_eq!(
+        entries(&PathBuf::from(format!("/sys/class/net/{bridge}/brif"))),
+        Vec::<String>::new(),
+        "veths on {bridge}"
+    );
+    assert_eq!(
+        runc_containers(&paths.state),
+        Vec::<String>::new(),
+        "runtime containers"
+    );
+    let prefix = daemon.setup.dir().to_string_lossy().into_owned();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(mounts, Vec::<String>::new(), "mounts");
+    let subnet = daemon.setup.subnet.trim_end_matches(".0/24").to_string();
+    let nat = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .expect("iptables-save");
+    let rules: Vec<String> = String::from_utf8_lossy(&nat.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("{subnet}.")))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        rules,
+        Vec::<String>::new(),
+        "iptables rules of the test network"
+    );
+    let state = paths.state.to_string_lossy().into_owned();
+    let processes: Vec<String> = entries(Path::new("/proc"))
+        .into_iter()
+        .filter(|p| p.parse::<u32>().is_ok())
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let helper =
+                String::from_utf8_lossy(&environ).contains(&format!("BERTH_HELPER={state}"));
+            (helper || cmdline.contains(&state)).then_some(cmdline)
+        })
+        .collect();
+    assert_eq!(
+        processes,
+        Vec::<String>::new(),
+        "helpers, monitors or containers left"
+    );
+    let mut cgroups = Vec::new();
+    let root = Path::new("/sys/fs/cgroup");
+    // Each v1 hierarchy, or the v2 root.
+    let hierarchies = entries(root)
+        .into_iter()
+        .map(|h| root.join(h))
+        .chain([root.to_path_buf()]);
+    for hierarchy in hierarchies {
+        let top = hierarchy.join(cgroup_tree);
+        for child in entries(&top) {
+            if top.join(&child).is_dir() {
+                cgroups.push(top.join(child).display().to_string());
+            }
+        }
+    }
+    assert_eq!(
+        cgroups,
+        Vec::<String>::new(),
+        "cgroups of pods or containers"
+    );
+}
+
+async fn pull_busybox(daemon: &Daemon) {
+    daemon
+        .images()
+        .await
+        .pull_image(berth::proto::PullImageRequest {
+            image: Some(berth::proto::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+}
+
+/// The names in `dir` (none when it is not there).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The addresses host-local has leased in the daemon's default network.
+fn leases(state: &Path) -> Vec<String> {
+    entries(&state.join("cni/networks/berth"))
+        .into_iter()
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect()
+}
+
+/// The containers the daemon's runc knows.
+fn runc_containers(state: &Path) -> Vec<String> {
+    let output = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(state.join("runtime/runc"))
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A monitor killed with SIGKILL cannot record its container's exit: the container is
+/// reported exited with code 255 and a message that says why, its unmonitored process
+/// is ended, and it can be removed with nothing left.
+#[tokio::test]
+async fn a_killed_monitor_is_reported_and_its_container_removed() {
+    let mut w = common::world::world().await;
+    let id = w.create(container("orphaned", "exec sleep 3600")).await;
+    w.start(&id).await;
+    let paths = w.daemon.paths().clone();
+    let dir = paths.state.join("containers").join(&id);
+    let read_pid = |file: &str| -> i32 {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (monitor, init) = (read_pid("monitor.pid"), read_pid("container.pid"));
+    // Our own container's monitor, by its pid.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = common::wait_for(
+        "the container to be reported exited",
+        Duration::from_secs(10),
+        || {
+            let mut client = w.client.clone();
+            let id = id.clone();
+            async move {
+                let s = client
+                    .container_status(ContainerStatusRequest {
+                        container_id: id,
+                        verbose: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status?;
+                (s.state == ContainerState::ContainerExited as i32).then_some(s)
+            }
+        },
+    )
+    .await;
+    assert_eq!(status.exit_code, 255, "{status:?}");
+    assert!(status.message.contains("monitor"), "{status:?}");
+    common::wait_for("its process to end", Duration::from_secs(10), || async {
+        (!Path::new(&format!("/proc/{init}")).exists()
+            || std::fs::read_to_string(format!("/proc/{init}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            }))
+        .then_some(())
+    })
+    .await;
+    w.client
+        .remove_container(berth::proto::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("remove the container");
+    assert!(!dir.exists(), "its state directory");
+    assert!(
+        !paths.root.join("containers").join(&id).exists(),
+        "its layer"
+    );
+    assert_eq!(
+        entries(&paths.state.join("m")),
+        Vec::<String>::new(),
+        "its socket"
+    );
+    assert!(!runc_containers(&paths.state).contains(&id));
+}
+
+/// A conflist whose second plugin never answers ADD (it answers DEL at once).
+fn hanging_network(setup: &common::Setup, bin: &Path) -> String {
+    let plugin = bin.join("hang");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then exec sleep 3600; fi\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let leases = setup.paths.state.join("cni/networks");
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "berth",
+        "plugins": [
+            {
+                "type": "bridge", "bridge": setup.bridge, "isGateway": true, "ipMasq": true,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": setup.subnet}]], "dataDir": leases}
+            },
+            {"type": "hang"}
+        ]
+    })
+    .to_string()
+}
+
+/// A CNI plugin that hangs: RunPodSandbox fails once the plugin timeout has passed, the
+/// plugin (and what it ran) is killed, and what the plugins before it made (an address,
+/// a veth, masquerading) is released.
+#[tokio::test]
+async fn a_hanging_cni_plugin_fails_the_pod_in_time_and_leaves_nothing() {
+    let bin = tempfile::tempdir().unwrap();
+    let setup = common::Setup::new().toml(&format!(
+        "bin_dirs = [{:?}, \"/usr/lib/cni\"]\nplugin_timeout_seconds = 5",
+        bin.path()
+    ));
+    std::fs::write(
+        setup.paths.cni_conf.join("10-hang.conflist"),
+        hanging_network(&setup, bin.path()),
+    )
+    .unwrap();
+    let daemon = setup.start().await;
+    let mut client = daemon.runtime().await;
+    let started = std::time::Instant::now();
+    let err = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("hung-network", "/berth-test")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("the plugin never answers");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.message().contains("hang") && err.message().contains("no answer"),
+        "{err:?}"
+    );
+    assert_nothing_left(&daemon, "berth-test-none");
+}
+
+/// A runtime that makes the pause container, then hangs: RunPodSandbox fails once the
+/// start timeout has passed, the runtime command is killed, and the container it made,
+/// its cgroup and the pod's network are undone.
+#[tokio::test]
+async fn a_runtime_hanging_on_create_fails_the_pod_in_time_and_leaves_nothing() {
+    let bin = tempfile::tempdir().unwrap();
+    let runtime = bin.path().join("hang-runc");
+    std::fs::write(
+        &runtime,
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = create ]; then /usr/sbin/runc \"$@\"; exec sleep 3600; fi\ndone\nexec /usr/sbin/runc \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = format!("berth-hang-{}", std::process::id());
+    let _cgroups = CgroupTree(tree.clone());
+    let daemon = common::Setup::new()
+        .toml(&format!(
+            "[runtime]\nstart_timeout_seconds = 5\n[runtime.handlers.hang]\npath = {runtime:?}"
+        ))
+        .start()
+        .await;
+    let mut client = daemon.runtime().await;
+    let started = std::time::Instant::now();
+    let err = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("hung-runtime", &format!("/{tree}"))),
+            runtime_handler: "hang".into(),
+        })
+        .await
+        .expect_err("the runtime never answers");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.message().contains("no answer"), "{err:?}");
+    let hang_root = daemon.paths().state.join("runtime/hang");
+    let output = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&hang_root)
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "",
+        "the pause it made is gone"
+    );
+    assert_nothing_left(&daemon, &tree);
+}
+
+/// A daemon killed while a CNI plugin of a RunPodSandbox still runs: the next daemon ends
+/// that plugin before it undoes the pod, so the plugin cannot allocate an address after
+/// the undoing has released the pod's (here an IPAM plugin that starts only after a
+/// pause, as a slow one would).
+#[tokio::test]
+async fn a_plugin_the_dead_daemon_left_running_allocates_nothing_after_the_sweep() {
+    let bin = tempfile::tempdir().unwrap();
+    let slow = bin.path().join("slow-local");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then sleep 2; fi\nexec /usr/lib/cni/host-local\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let setup =
+        common::Setup::new().toml(&format!("bin_dirs = [{:?}, \"/usr/lib/cni\"]", bin.path()));
+    let leases_dir = setup.paths.state.join("cni/networks");
+    let second = setup.subnet.replacen("10.231.", "10.232.", 1);
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "berth",
+        "plugins": [
+            {
+                "type": "bridge", "bridge": setup.bridge, "isGateway": true, "ipMasq": true,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": setup.subnet}]], "dataDir": leases_dir}
+            },
+            {
+                "type": "slow-local",
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": second}]], "dataDir": leases_dir}
+            }
+        ]
+    });
+    std::fs::write(
+        setup.paths.cni_conf.join("10-slow.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
+    let mut daemon = setup.start().await;
+    let mut client = daemon.runtime().await;
+    let pending = tokio::spawn(async move {
+        client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_config("slow-network", "/berth-test")),
+                runtime_handler: String::new(),
+            })
+            .await
+    });
+    let state = daemon.paths().state.clone();
+    let tag = format!("BERTH_HELPER={}", state.display());
+    let helpers = move || -> Vec<String> {
+        entries(Path::new("/proc"))
+            .into_iter()
+            .filter(|pid| pid.parse::<u32>().is_ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == tag.as_bytes()))
+            })
+            .collect()
+    };
+    let waiting = helpers.clone();
+    common::wait_for("the slow plugin to run", Duration::from_secs(10), || {
+        let slow = waiting().into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("sleep"))
+        });
+        async move { slow.then_some(()) }
+    })
+    .await;
+    daemon.crash().await;
+    let _ = pending.await;
+    assert!(!helpers().is_empty(), "the plugin outlived its daemon");
+    daemon.restart().await;
+    let left = helpers.clone();
+    common::wait_for(
+        "the dead daemon's plugins to be gone",
+        Duration::from_secs(10),
+        || {
+            let running = left();
+            async move { running.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        daemon
+            .log()
+            .contains("ended helpers a dead daemon left running")
+    );
+    assert_nothing_left(&daemon, "berth-test-none");
+}
