@@ -840,10 +840,10 @@ async fn a_plugin_the_dead_daemon_left_running_allocates_nothing_after_the_sweep
         },
     )
     .await;
+    assert_nothing_left(&daemon, "berth-test-none");
     assert!(
         daemon
             .log()
             .contains("ended helpers a dead daemon left running")
     );
-    assert_nothing_left(&daemon, "berth-test-none");
 }

@@ -930,10 +930,22 @@ async fn seccomp_profiles_and_devices() {
             ..Default::default()
         },
     );
+    let over = |name: &str, path: &str| {
+        let mut config = container(name, "true");
+        config.mounts = vec![berth::proto::Mount {
+            container_path: path.into(),
+            host_path: "/tmp".into(),
+            ..Default::default()
+        }];
+        config
+    };
+    let (mut over_proc, mut over_sys) = (over("over-proc", "/proc"), over("over-sys", "/sys"));
     for (config, field) in [
         (&mut missing, "seccomp"),
         (&mut not_a_device, "config.devices"),
         (&mut relative, "seccomp"),
+        (&mut over_proc, "config.mounts.container_path"),
+        (&mut over_sys, "config.mounts.container_path"),
     ] {
         let err = w
             .client

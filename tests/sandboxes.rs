@@ -529,6 +529,36 @@ async fn bad_requests_are_refused_cleanly() {
         run(&mut client, dns).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+    // What runc or the kernel would refuse is refused first, naming the field: a
+    // sysctl of the node's own, one that is no sysctl name, a relative log directory.
+    for (key, said) in [
+        ("kernel.panic", "not namespaced"),
+        ("../../etc/x", "not a sysctl name"),
+    ] {
+        let mut sysctl = pod("sysctl");
+        sysctl
+            .linux
+            .as_mut()
+            .unwrap()
+            .sysctls
+            .insert(key.into(), "1".into());
+        let err = run(&mut client, sysctl).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("config.linux.sysctls") && err.message().contains(said),
+            "{}",
+            err.message()
+        );
+    }
+    let mut relative = pod("relative-logs");
+    relative.log_directory = "logs/pod".into();
+    let err = run(&mut client, relative).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("config.log_directory"),
+        "{}",
+        err.message()
+    );
 
     let id = run(&mut client, pod("dup")).await.unwrap();
     let err = run(&mut client, pod("dup")).await.unwrap_err();

@@ -97,6 +97,10 @@ impl CriService {
                 format!("{:?} is not a container name", metadata.name),
             ));
         }
+        for mount in &config.mounts {
+            check_mount_destination(&mount.container_path)
+                .map_err(|reason| Error::invalid("config.mounts.container_path", reason))?;
+        }
         if let Some(resources) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
             crate::spec::container::check_resources(resources)
                 .map_err(|e| refused(e, In::Create))?;
@@ -387,6 +391,39 @@ impl CriService {
     }
 }
 
+/// The files under /proc a mount may cover, as runc allows them (lxcfs serves these).
+const PROC_FILES: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Where a mount may go in the container: an absolute path without `..`, and not over
+/// the container's /proc or /sys (the runtime refuses those, and covering them would
+/// hide what it mounts there), but for the /proc files runc lets lxcfs cover.
+fn check_mount_destination(path: &str) -> std::result::Result<(), String> {
+    let destination = Path::new(path);
+    if !destination.is_absolute() || destination.components().any(|c| c == Component::ParentDir) {
+        return Err(format!("{path:?} must be an absolute path without '..'"));
+    }
+    let normal: PathBuf = destination.components().collect();
+    let over_proc =
+        normal.starts_with("/proc") && !PROC_FILES.iter().any(|f| normal == Path::new(f));
+    if over_proc || normal == Path::new("/sys") {
+        return Err(format!(
+            "{path:?} would cover the container's /proc or /sys"
+        ));
+    }
+    Ok(())
+}
+
 /// The kubelet expects a missing host path of a bind mount to be created.
 fn prepare_mount_sources(mounts: &[crate::proto::Mount]) -> Result<()> {
     for mount in mounts {
@@ -456,4 +493,36 @@ fn own_capabilities() -> HashSet<oci_spec::runtime::Capability> {
         .filter(|(bit, _)| mask & (1u64 << bit) != 0)
         .filter_map(|(_, name)| oci_spec::runtime::Capability::from_str(name).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_mount_destination;
+
+    #[test]
+    fn mounts_cannot_cover_proc_or_sys() {
+        for ok in [
+            "/data",
+            "/etc/hosts",
+            "/sys/fs/cgroup/x",
+            "/proc/cpuinfo",
+            "/procfs",
+            "/data/./x",
+        ] {
+            assert!(check_mount_destination(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "/proc",
+            "/proc/",
+            "/proc/self",
+            "/proc/sys/kernel",
+            "/sys",
+            "/sys/",
+            "//proc",
+            "data",
+            "/data/../proc",
+        ] {
+            assert!(check_mount_destination(refused).is_err(), "{refused}");
+        }
+    }
 }

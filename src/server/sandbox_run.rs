@@ -134,48 +134,22 @@ impl CriService {
         let id = crate::ids::random_id();
         let cgroups_path = cgroups_path(&linux.cgroup_parent, &id)
             .map_err(|r| Error::invalid("config.linux.cgroup_parent", r))?;
+        let host_network = options.network == node;
+        let host_ipc = options.ipc == node;
         let mut sysctls = BTreeMap::new();
         for (key, value) in &linux.sysctls {
-            let ok_key = !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b));
-            if !ok_key || value.contains('\n') {
-                return Err(Error::invalid(
-                    "config.linux.sysctls",
-                    format!("bad sysctl {key:?}"),
-                ));
-            }
-            sysctls.insert(key.clone(), value.clone());
+            let key = check_sysctl(key, value, host_network, host_ipc)
+                .map_err(|reason| Error::invalid("config.linux.sysctls", reason))?;
+            sysctls.insert(key, value.clone());
         }
-        let mut port_mappings = Vec::new();
-        for mapping in &config.port_mappings {
-            let valid = |p: i32| (1..=65535).contains(&p);
-            if mapping.host_port == 0 {
-                continue;
-            }
-            if !valid(mapping.host_port) || !valid(mapping.container_port) {
-                return Err(Error::invalid(
-                    "config.port_mappings",
-                    format!(
-                        "ports must be 1 to 65535: {}:{}",
-                        mapping.host_port, mapping.container_port
-                    ),
-                ));
-            }
-            if !mapping.host_ip.is_empty() && mapping.host_ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(Error::invalid(
-                    "config.port_mappings.host_ip",
-                    format!("{:?} is not an IP", mapping.host_ip),
-                ));
-            }
-            port_mappings.push(PortMapping {
-                host_port: mapping.host_port,
-                container_port: mapping.container_port,
-                protocol: protocol_name(mapping.protocol).to_string(),
-                host_ip: mapping.host_ip.clone(),
-            });
+        if !config.log_directory.is_empty() && !Path::new(&config.log_directory).is_absolute() {
+            // A relative one would put the logs wherever the daemon happens to run.
+            return Err(Error::invalid(
+                "config.log_directory",
+                format!("{:?} is not an absolute path", config.log_directory),
+            ));
         }
+        let port_mappings = port_mappings(&config)?;
         Ok(PodRequest {
             name_key: name_key(
                 &metadata.name,
@@ -184,9 +158,9 @@ impl CriService {
                 metadata.attempt,
             ),
             id,
-            host_network: options.network == node,
+            host_network,
             host_pid: options.pid == node,
-            host_ipc: options.ipc == node,
+            host_ipc,
             config,
             handler,
             runtime,
@@ -526,6 +500,95 @@ pub(crate) async fn stop_and_delete(
     delete_gone(runtime, id).await
 }
 
+/// The pod's hostPort mappings, checked (a zero host port maps nothing).
+fn port_mappings(config: &PodSandboxConfig) -> Result<Vec<PortMapping>> {
+    let mut mappings = Vec::new();
+    for mapping in &config.port_mappings {
+        let valid = |p: i32| (1..=65535).contains(&p);
+        if mapping.host_port == 0 {
+            continue;
+        }
+        if !valid(mapping.host_port) || !valid(mapping.container_port) {
+            return Err(Error::invalid(
+                "config.port_mappings",
+                format!(
+                    "ports must be 1 to 65535: {}:{}",
+                    mapping.host_port, mapping.container_port
+                ),
+            ));
+        }
+        if !mapping.host_ip.is_empty() && mapping.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::invalid(
+                "config.port_mappings.host_ip",
+                format!("{:?} is not an IP", mapping.host_ip),
+            ));
+        }
+        mappings.push(PortMapping {
+            host_port: mapping.host_port,
+            container_port: mapping.container_port,
+            protocol: protocol_name(mapping.protocol).to_string(),
+            host_ip: mapping.host_ip.clone(),
+        });
+    }
+    Ok(mappings)
+}
+
+/// The IPC namespace's sysctls (as runc knows them), besides `fs.mqueue.*`.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// A pod sysctl the pod's own namespaces hold, in its dotted form (`net/ipv4/x` is
+/// `net.ipv4.x`): a name of lowercase words, in the network namespace (`net.*`, unless
+/// the pod shares the node's), the IPC one (unless shared) or the UTS one
+/// (`kernel.domainname`). Any other would be the node's own, which the runtime refuses
+/// (and a pod must not change).
+pub(crate) fn check_sysctl(
+    key: &str,
+    value: &str,
+    host_network: bool,
+    host_ipc: bool,
+) -> std::result::Result<String, String> {
+    let dotted = key.replace('/', ".");
+    let words_ok = dotted.split('.').all(|w| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+    });
+    if !words_ok || !dotted.contains('.') {
+        return Err(format!("{key:?} is not a sysctl name"));
+    }
+    if value.contains(['\n', '\0']) {
+        return Err(format!("the value of {key:?} holds a newline"));
+    }
+    let ipc = IPC_SYSCTLS.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.");
+    // Host-network pods keep the node's UTS namespace too.
+    let (holder, shared) = if dotted.starts_with("net.") {
+        ("network", host_network)
+    } else if ipc {
+        ("IPC", host_ipc)
+    } else if dotted == "kernel.domainname" {
+        ("UTS", host_network)
+    } else {
+        return Err(format!(
+            "{key:?} is not namespaced: a pod cannot set the node's own"
+        ));
+    };
+    if shared {
+        return Err(format!(
+            "{key:?} is in the {holder} namespace, which this pod shares with the node"
+        ));
+    }
+    Ok(dotted)
+}
+
 /// The cgroup of a sandbox: `<cgroup_parent>/<id>`, or `/berth/<id>` without a parent.
 fn cgroups_path(parent: &str, id: &str) -> std::result::Result<String, String> {
     if parent.is_empty() {
@@ -562,6 +625,49 @@ pub(crate) fn clamp_oom_score_adj(wanted: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::cgroups_path;
+
+    #[test]
+    fn sysctls_must_be_the_pods_own() {
+        use super::check_sysctl;
+        let ok = |key: &str| check_sysctl(key, "0", false, false);
+        assert_eq!(
+            ok("net.ipv4.ip_unprivileged_port_start").unwrap(),
+            "net.ipv4.ip_unprivileged_port_start"
+        );
+        assert_eq!(ok("net/ipv4/ip_forward").unwrap(), "net.ipv4.ip_forward");
+        assert!(ok("kernel.shm_rmid_forced").is_ok());
+        assert!(ok("fs.mqueue.msg_max").is_ok());
+        assert!(ok("kernel.domainname").is_ok());
+        for refused in [
+            "kernel.panic",
+            "vm.swappiness",
+            "kernel.hostname",
+            "fs.file-max",
+        ] {
+            let err = ok(refused).unwrap_err();
+            assert!(err.contains("cannot set"), "{refused}: {err}");
+        }
+        for bad in [
+            "",
+            "net",
+            "net..ipv4",
+            "NET.ipv4.x",
+            "net.ipv4.x y",
+            "../../etc",
+        ] {
+            let err = ok(bad).unwrap_err();
+            assert!(err.contains("not a sysctl name"), "{bad:?}: {err}");
+        }
+        assert!(
+            check_sysctl("net.ipv4.ip_forward", "1", true, false).is_err(),
+            "host network"
+        );
+        assert!(
+            check_sysctl("kernel.sem", "1", false, true).is_err(),
+            "host IPC"
+        );
+        assert!(check_sysctl("net.ipv4.ip_forward", "1\n", false, false).is_err());
+    }
 
     #[test]
     fn cgroup_paths() {
