@@ -16,7 +16,7 @@ TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-p
   golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
   docker-registry apache2-utils skopeo openssl containerd
 
-.PHONY: all build run test deps test-deps fmt-check clippy unit bench clean
+.PHONY: all build run test deps test-deps fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
@@ -61,6 +61,14 @@ test: test-deps fmt-check clippy
 # The pod-path benchmark against containerd and the floor (benches/pods/); as root.
 bench: test-deps
 	$(CARGO) bench --locked --bench pods
+
+# Every parser of bytes from outside the process under libFuzzer (fuzz/): FUZZ_SECONDS
+# each (default 600), FUZZ_TARGETS to pick some. Needs the nightly toolchain (rustup's).
+CARGO_FUZZ_VERSION := 0.13.2
+fuzz:
+	@command -v cargo-fuzz >/dev/null && cargo fuzz --version | grep -q '$(CARGO_FUZZ_VERSION)' \
+	  || $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	./fuzz/run
 
 clean:
 	$(CARGO) clean

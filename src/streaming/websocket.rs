@@ -123,6 +123,45 @@ fn layout(
     }
 }
 
+/// What one message of the client is, on the remotecommand or port-forward channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// Bytes for a channel: a binary message's first byte is the channel; a text
+    /// message (the base64 protocols) starts with the channel as a digit.
+    Data(u8, Vec<u8>),
+    /// The v5 signal that the client closed its side of a channel.
+    CloseChannel(u8),
+    Ping,
+    Close,
+    /// Empty, malformed or of no channel: skipped.
+    Nothing,
+}
+
+/// Reads one message of the client; bytes from outside the process, so nothing here
+/// may fail on them.
+pub fn incoming(message: &Message) -> Incoming {
+    match message {
+        Message::Binary(bytes) => match bytes.split_first() {
+            Some((&CLOSE_CHANNEL, [channel])) => Incoming::CloseChannel(*channel),
+            Some((_, [])) | None => Incoming::Nothing,
+            Some((&channel, rest)) => Incoming::Data(channel, rest.to_vec()),
+        },
+        Message::Text(text) => {
+            let text = text.as_str();
+            let (Some(first), Some(rest)) = (text.bytes().next(), text.get(1..)) else {
+                return Incoming::Nothing;
+            };
+            match base64::engine::general_purpose::STANDARD.decode(rest) {
+                Ok(data) if !data.is_empty() => Incoming::Data(first.wrapping_sub(b'0'), data),
+                _ => Incoming::Nothing,
+            }
+        }
+        Message::Ping(_) => Incoming::Ping,
+        Message::Close(_) => Incoming::Close,
+        _ => Incoming::Nothing,
+    }
+}
+
 /// Serves a WebSocket connection that negotiated `protocol`, until the client has sent
 /// nothing (not even a ping) for `idle`.
 pub fn serve<S>(
@@ -205,38 +244,19 @@ where
                     break;
                 }
             };
-            let (channel, data) = match message {
-                Message::Binary(bytes) => match bytes.split_first() {
-                    Some((&CLOSE_CHANNEL, rest)) if rest.len() == 1 => {
-                        inputs.remove(&rest[0]);
-                        continue;
-                    }
-                    Some((&channel, rest)) => (channel, rest.to_vec()),
-                    None => continue,
-                },
-                Message::Text(text) => {
-                    let text = text.as_str();
-                    let Some(first) = text.bytes().next() else {
-                        continue;
-                    };
-                    let Some(Ok(data)) = text
-                        .get(1..)
-                        .map(|rest| base64::engine::general_purpose::STANDARD.decode(rest))
-                    else {
-                        continue;
-                    };
-                    (first.wrapping_sub(b'0'), data)
+            let (channel, data) = match incoming(&message) {
+                Incoming::Data(channel, data) => (channel, data),
+                Incoming::CloseChannel(channel) => {
+                    inputs.remove(&channel);
+                    continue;
                 }
-                Message::Ping(_) => {
+                Incoming::Ping => {
                     let _ = pinger.send(Frame::Ping { id: 0 }).await;
                     continue;
                 }
-                Message::Close(_) => break,
-                _ => continue,
+                Incoming::Close => break,
+                Incoming::Nothing => continue,
             };
-            if data.is_empty() {
-                continue;
-            }
             if let Some(input) = inputs.get(&channel) {
                 let _ = input.send(data);
             }
@@ -247,5 +267,27 @@ where
         protocol: protocol.to_string(),
         session: Session::carried(frames_tx, ended_rx),
         streams: streams_rx,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages() {
+        let binary = |b: &[u8]| incoming(&Message::binary(b.to_vec()));
+        assert_eq!(binary(&[0, b'h', b'i']), Incoming::Data(0, b"hi".to_vec()));
+        assert_eq!(binary(&[CLOSE_CHANNEL, 0]), Incoming::CloseChannel(0));
+        assert_eq!(binary(&[CLOSE_CHANNEL, 0, 1]), Incoming::Data(255, vec![0, 1]));
+        assert_eq!(binary(&[1]), Incoming::Nothing);
+        assert_eq!(binary(&[]), Incoming::Nothing);
+        let text = |t: &str| incoming(&Message::text(t.to_string()));
+        assert_eq!(text("0aGk="), Incoming::Data(0, b"hi".to_vec()));
+        assert_eq!(text("0"), Incoming::Nothing);
+        assert_eq!(text("0not base64!"), Incoming::Nothing);
+        assert_eq!(text(""), Incoming::Nothing);
+        assert_eq!(text("é"), Incoming::Nothing, "a first character of two bytes");
+        assert_eq!(incoming(&Message::Ping(Vec::new().into())), Incoming::Ping);
     }
 }
