@@ -16,5 +16,9 @@ fuzz_target!(|data: &[u8]| {
     let again = Reference::parse(&printed)
         .unwrap_or_else(|e| panic!("{text:?} printed as {printed:?}, which does not parse: {e}"));
     assert_eq!(again.to_string(), printed, "from {text:?}");
-    let _ = (reference.name(), reference.tagged(), reference.manifest_reference());
+    let _ = (
+        reference.name(),
+        reference.tagged(),
+        reference.manifest_reference(),
+    );
 });

@@ -84,7 +84,9 @@ fn archive(entries: &[Entry]) -> Vec<u8> {
         let (kind, link, data): (tar::EntryType, Vec<u8>, &[u8]) = match &entry.kind {
             Kind::File(data) => (tar::EntryType::Regular, Vec::new(), data),
             Kind::Dir => (tar::EntryType::Directory, Vec::new(), &[]),
-            Kind::Symlink(target, absolute) => (tar::EntryType::Symlink, path(target, *absolute), &[]),
+            Kind::Symlink(target, absolute) => {
+                (tar::EntryType::Symlink, path(target, *absolute), &[])
+            }
             Kind::Hardlink(target) => (tar::EntryType::Link, path(target, false), &[]),
             Kind::Fifo => (tar::EntryType::Fifo, Vec::new(), &[]),
         };
@@ -130,6 +132,13 @@ fuzz_target!(|input: Input| {
     std::fs::create_dir(&dest).expect("rootfs");
     std::fs::create_dir(&beside).expect("beside");
     let _ = unpack(Cursor::new(blob), &dest);
-    assert_eq!(names(scratch.path()), ["beside", "rootfs"], "written beside the rootfs: {input:?}");
-    assert!(names(&beside).is_empty(), "written into a sibling: {input:?}");
+    assert_eq!(
+        names(scratch.path()),
+        ["beside", "rootfs"],
+        "written beside the rootfs: {input:?}"
+    );
+    assert!(
+        names(&beside).is_empty(),
+        "written into a sibling: {input:?}"
+    );
 });

@@ -279,7 +279,10 @@ mod tests {
         let binary = |b: &[u8]| incoming(&Message::binary(b.to_vec()));
         assert_eq!(binary(&[0, b'h', b'i']), Incoming::Data(0, b"hi".to_vec()));
         assert_eq!(binary(&[CLOSE_CHANNEL, 0]), Incoming::CloseChannel(0));
-        assert_eq!(binary(&[CLOSE_CHANNEL, 0, 1]), Incoming::Data(255, vec![0, 1]));
+        assert_eq!(
+            binary(&[CLOSE_CHANNEL, 0, 1]),
+            Incoming::Data(255, vec![0, 1])
+        );
         assert_eq!(binary(&[1]), Incoming::Nothing);
         assert_eq!(binary(&[]), Incoming::Nothing);
         let text = |t: &str| incoming(&Message::text(t.to_string()));
@@ -287,7 +290,11 @@ mod tests {
         assert_eq!(text("0"), Incoming::Nothing);
         assert_eq!(text("0not base64!"), Incoming::Nothing);
         assert_eq!(text(""), Incoming::Nothing);
-        assert_eq!(text("é"), Incoming::Nothing, "a first character of two bytes");
+        assert_eq!(
+            text("é"),
+            Incoming::Nothing,
+            "a first character of two bytes"
+        );
         assert_eq!(incoming(&Message::Ping(Vec::new().into())), Incoming::Ping);
     }
 }
