@@ -49,6 +49,7 @@ run: deps build
 fmt-check:
 	$(CARGO) fmt --all -- --check
 	cd monitor && $(CARGO) fmt -- --check
+	cd fuzz && $(CARGO) fmt -- --check
 
 clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -61,6 +62,11 @@ test: test-deps fmt-check clippy
 # The pod-path benchmark against containerd and the floor (benches/pods/); as root.
 bench: test-deps
 	$(CARGO) bench --locked --bench pods
+
+# 1 000 pod cycles and 1 000 ExecSync calls on the release build (benches/soak.rs); as root.
+soak: test-deps
+	$(CARGO) build --release --locked
+	BERTH_TEST_BINARY=$(CURDIR)/target/release/berth $(CARGO) bench --locked --bench soak
 
 # Every parser of bytes from outside the process under libFuzzer (fuzz/): FUZZ_SECONDS
 # each (default 600), FUZZ_TARGETS to pick some. Needs the nightly toolchain (rustup's).

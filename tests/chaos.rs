@@ -19,7 +19,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use berth::proto::{
     PodSandboxStatusRequest, PortMapping, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopPodSandboxRequest,
 };
+use common::leaks::{assert_nothing_left, entries, leases, runc_containers};
 use common::world::{busybox_mirror, container, pod_config, records};
 use common::{CgroupTree, Daemon};
 use tokio::sync::Mutex;
@@ -427,97 +428,6 @@ impl Chaos {
     }
 }
 
-/// Everything the module docs say is gone once every pod is removed.
-fn assert_nothing_left(daemon: &Daemon, cgroup_tree: &str) {
-    let paths = daemon.paths();
-    for dir in ["netns", "sandboxes", "containers", "cni/results", "m"] {
-        assert_eq!(
-            entries(&paths.state.join(dir)),
-            Vec::<String>::new(),
-            "{dir}"
-        );
-    }
-    assert_eq!(
-        entries(&paths.root.join("containers")),
-        Vec::<String>::new(),
-        "layers"
-    );
-    assert_eq!(leases(&paths.state), Vec::<String>::new(), "IP leases");
-    let bridge = &daemon.setup.bridge;
-    assert_eq!(
-        entries(&PathBuf::from(format!("/sys/class/net/{bridge}/brif"))),
-        Vec::<String>::new(),
-        "veths on {bridge}"
-    );
-    assert_eq!(
-        runc_containers(&paths.state),
-        Vec::<String>::new(),
-        "runtime containers"
-    );
-    let prefix = daemon.setup.dir().to_string_lossy().into_owned();
-    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(mounts, Vec::<String>::new(), "mounts");
-    let subnet = daemon.setup.subnet.trim_end_matches(".0/24").to_string();
-    let nat = std::process::Command::new("iptables-save")
-        .args(["-t", "nat"])
-        .output()
-        .expect("iptables-save");
-    let rules: Vec<String> = String::from_utf8_lossy(&nat.stdout)
-        .lines()
-        .filter(|l| l.contains(&format!("{subnet}.")))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(
-        rules,
-        Vec::<String>::new(),
-        "iptables rules of the test network"
-    );
-    let state = paths.state.to_string_lossy().into_owned();
-    let processes: Vec<String> = entries(Path::new("/proc"))
-        .into_iter()
-        .filter(|p| p.parse::<u32>().is_ok())
-        .filter_map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let helper =
-                String::from_utf8_lossy(&environ).contains(&format!("BERTH_HELPER={state}"));
-            (helper || cmdline.contains(&state)).then_some(cmdline)
-        })
-        .collect();
-    assert_eq!(
-        processes,
-        Vec::<String>::new(),
-        "helpers, monitors or containers left"
-    );
-    let mut cgroups = Vec::new();
-    let root = Path::new("/sys/fs/cgroup");
-    // Each v1 hierarchy, or the v2 root.
-    let hierarchies = entries(root)
-        .into_iter()
-        .map(|h| root.join(h))
-        .chain([root.to_path_buf()]);
-    for hierarchy in hierarchies {
-        let top = hierarchy.join(cgroup_tree);
-        for child in entries(&top) {
-            if top.join(&child).is_dir() {
-                cgroups.push(top.join(child).display().to_string());
-            }
-        }
-    }
-    assert_eq!(
-        cgroups,
-        Vec::<String>::new(),
-        "cgroups of pods or containers"
-    );
-}
-
 async fn pull_busybox(daemon: &Daemon) {
     daemon
         .images()
@@ -531,40 +441,6 @@ async fn pull_busybox(daemon: &Daemon) {
         })
         .await
         .expect("pull busybox");
-}
-
-/// The names in `dir` (none when it is not there).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// The addresses host-local has leased in the daemon's default network.
-fn leases(state: &Path) -> Vec<String> {
-    entries(&state.join("cni/networks/berth"))
-        .into_iter()
-        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-        .collect()
-}
-
-/// The containers the daemon's runc knows.
-fn runc_containers(state: &Path) -> Vec<String> {
-    let output = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(state.join("runtime/runc"))
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// A monitor killed with SIGKILL cannot record its container's exit: the container is

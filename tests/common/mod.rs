@@ -537,6 +537,7 @@ pub fn go_program(name: &str) -> PathBuf {
 }
 
 pub mod images;
+pub mod leaks;
 pub mod registry;
 pub mod replay;
 pub mod token;
