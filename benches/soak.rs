@@ -318,8 +318,8 @@ fn report(
     zombies: usize,
 ) -> String {
     let cycles = samples.last().map_or(0, |s| s.cycles);
-    let mut out =
-        format!("| cycles | daemon RSS (kB) | open fds | threads |\n| --- | --- | --- | --- |\n");
+    let mut out = "| cycles | daemon RSS (kB) | open fds | threads |\n| --- | --- | --- | --- |\n"
+        .to_string();
     for s in samples {
         out.push_str(&format!(
             "| {} | {} | {} | {} |\n",

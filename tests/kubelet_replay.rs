@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::leaks::{mounts_under, nat_rules};
 use common::registry::Registry;
 use common::replay::{DynamicCri, Recorded, Rewrites, dependencies, load};
 use common::{CgroupTree, Daemon};
@@ -478,7 +479,9 @@ impl Replay {
         }
     }
 
-    /// Nothing of the replayed pods is left on the node.
+    /// Nothing of the replayed pods is left on the node: no pod or container listed,
+    /// and none of what `leaks::assert_nothing_left` looks for, nor a mount under
+    /// `@ROOT@` or a rule of the rich pod's hostPort.
     async fn assert_nothing_left(&self) {
         let empty = serde_json::json!({});
         for (method, field) in [
@@ -492,109 +495,14 @@ impl Replay {
                 "{method} after the replay: {answer}"
             );
         }
-        let paths = self.daemon.paths();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for dir in [self.daemon.setup.dir(), self.root.path()] {
-            let prefix = dir.to_string_lossy().into_owned();
-            let left: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| p.starts_with(&prefix))
-                .collect();
-            assert!(left.is_empty(), "mounts left: {left:?}");
-        }
-        let entries = |dir: PathBuf| -> Vec<String> {
-            std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        };
+        common::leaks::assert_nothing_left(&self.daemon, &self.cgroups.0);
         assert_eq!(
-            entries(paths.state.join("netns")),
+            mounts_under(self.root.path()),
             Vec::<String>::new(),
-            "netns pins"
+            "mounts under @ROOT@"
         );
-        assert_eq!(
-            entries(paths.state.join("cni/results")),
-            Vec::<String>::new(),
-            "CNI cache"
-        );
-        let leases: Vec<String> = entries(paths.state.join("cni/networks/berth"))
-            .into_iter()
-            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-            .collect();
-        assert_eq!(leases, Vec::<String>::new(), "IP leases");
-        let bridge = &self.daemon.setup.bridge;
-        assert_eq!(
-            entries(PathBuf::from(format!("/sys/class/net/{bridge}/brif"))),
-            Vec::<String>::new(),
-            "veths on {bridge}"
-        );
-        let nat = std::process::Command::new("iptables-save")
-            .args(["-t", "nat"])
-            .output()
-            .expect("iptables-save");
-        let rules = String::from_utf8_lossy(&nat.stdout);
-        let left: Vec<&str> = rules.lines().filter(|l| l.contains("18099")).collect();
-        assert!(left.is_empty(), "hostPort rules left: {left:?}");
-
-        // No container in the runtime, no process of ours (monitors and what they ran
-        // name the state directory), no container or pause cgroup in the test's tree
-        // (the pod-level `kubepods/…/pod<uid>` directories are the kubelet's).
-        let runc = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(paths.state.join("runtime/runc"))
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        assert_eq!(
-            String::from_utf8_lossy(&runc.stdout).trim(),
-            "",
-            "runc containers"
-        );
-        let state = paths.state.to_string_lossy().into_owned();
-        let processes: Vec<String> = entries(PathBuf::from("/proc"))
-            .into_iter()
-            .filter(|pid| pid.parse::<u32>().is_ok())
-            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains(&state) && !c.contains(" serve "))
-            .collect();
-        assert_eq!(processes, Vec::<String>::new(), "processes left");
-        let mut leaves = Vec::new();
-        for hierarchy in entries(PathBuf::from("/sys/fs/cgroup")) {
-            let top = Path::new("/sys/fs/cgroup")
-                .join(hierarchy)
-                .join(&self.cgroups.0);
-            leaves.extend(cgroup_dirs(&top).into_iter().filter(|d| {
-                d.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-            }));
-        }
-        assert_eq!(leaves, Vec::<PathBuf>::new(), "container cgroups left");
+        assert_eq!(nat_rules("18099"), Vec::<String>::new(), "hostPort rules");
     }
-}
-
-/// Every directory under `top`, `top` included.
-fn cgroup_dirs(top: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![top.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(children) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        pending.extend(
-            children
-                .flatten()
-                .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|c| c.path()),
-        );
-        found.push(dir);
-    }
-    found
 }
 
 /// Whether our answer is not yet where the kubelet's was: a container not yet exited,

@@ -180,48 +180,7 @@ impl Layout {
     /// at `<root>/unified` (hybrid) over any other, and v1 hierarchies under the root
     /// over any other mount of the same controller.
     pub fn probe(host: &Host<'_>) -> Layout {
-        let mut v1: BTreeMap<String, PathBuf> = BTreeMap::new();
-        let mut named = Vec::new();
-        let mut unified: Option<PathBuf> = None;
-        let hybrid_point = host.root.join("unified");
-        let rank = |point: &Path| {
-            if point == host.root {
-                2
-            } else if point == hybrid_point {
-                1
-            } else {
-                0
-            }
-        };
-        for mount in host.mountinfo.lines().filter_map(parse_mount) {
-            match mount.fstype {
-                "cgroup" => {
-                    let under_root = mount.point.starts_with(host.root);
-                    if mount.options.split(',').any(|o| o.starts_with("name=")) {
-                        named.push(mount.point.clone());
-                    }
-                    for option in mount.options.split(',') {
-                        // The first mount of a controller, unless a later one is under
-                        // the root and the first is not.
-                        let better = match v1.get(option) {
-                            None => true,
-                            Some(known) => under_root && !known.starts_with(host.root),
-                        };
-                        if V1_CONTROLLERS.contains(&option) && better {
-                            v1.insert(option.to_string(), mount.point.clone());
-                        }
-                    }
-                }
-                "cgroup2"
-                    if unified
-                        .as_deref()
-                        .is_none_or(|u| rank(&mount.point) > rank(u)) =>
-                {
-                    unified = Some(mount.point);
-                }
-                _ => {}
-            }
-        }
+        let (mut v1, mut named, unified) = hierarchies(host);
         let mode = match &unified {
             Some(point) if point == host.root => Mode::V2,
             Some(_) if !v1.is_empty() => Mode::Hybrid,
@@ -630,6 +589,54 @@ struct Mount<'a> {
     fstype: &'a str,
     /// The super block options: a v1 hierarchy's controllers are among them.
     options: &'a str,
+}
+
+/// The v1 hierarchies by controller, the named v1 hierarchies and the cgroup2 one of
+/// `host`'s mount table, preferring the mounts the runtimes use (see [`Layout::probe`]).
+fn hierarchies(host: &Host<'_>) -> (BTreeMap<String, PathBuf>, Vec<PathBuf>, Option<PathBuf>) {
+    let mut v1: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut named = Vec::new();
+    let mut unified: Option<PathBuf> = None;
+    let hybrid_point = host.root.join("unified");
+    let rank = |point: &Path| {
+        if point == host.root {
+            2
+        } else if point == hybrid_point {
+            1
+        } else {
+            0
+        }
+    };
+    for mount in host.mountinfo.lines().filter_map(parse_mount) {
+        match mount.fstype {
+            "cgroup" => {
+                let under_root = mount.point.starts_with(host.root);
+                if mount.options.split(',').any(|o| o.starts_with("name=")) {
+                    named.push(mount.point.clone());
+                }
+                for option in mount.options.split(',') {
+                    // The first mount of a controller, unless a later one is under the
+                    // root and the first is not.
+                    let better = match v1.get(option) {
+                        None => true,
+                        Some(known) => under_root && !known.starts_with(host.root),
+                    };
+                    if V1_CONTROLLERS.contains(&option) && better {
+                        v1.insert(option.to_string(), mount.point.clone());
+                    }
+                }
+            }
+            "cgroup2"
+                if unified
+                    .as_deref()
+                    .is_none_or(|u| rank(&mount.point) > rank(u)) =>
+            {
+                unified = Some(mount.point);
+            }
+            _ => {}
+        }
+    }
+    (v1, named, unified)
 }
 
 /// One `/proc/self/mountinfo` line: `id parent dev root point options [optional…] -

@@ -86,26 +86,7 @@ impl CriService {
             .metadata
             .as_ref()
             .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
-        for (field, value) in [
-            ("config.metadata.name", &metadata.name),
-            ("config.metadata.namespace", &metadata.namespace),
-            ("config.metadata.uid", &metadata.uid),
-        ] {
-            if value.is_empty() {
-                return Err(Error::invalid(field, "must not be empty"));
-            }
-            // These travel in CNI_ARGS (`;`-separated `key=value` pairs).
-            if value.len() > 253
-                || value
-                    .chars()
-                    .any(|c| c == ';' || c == '=' || c.is_whitespace() || c.is_control())
-            {
-                return Err(Error::invalid(
-                    field,
-                    format!("{value:?} is not a Kubernetes name"),
-                ));
-            }
-        }
+        check_metadata(metadata)?;
         let handler = request.runtime_handler;
         let runtime = self.sandboxes.runtime(&handler).cloned().ok_or_else(|| {
             Error::invalid(
@@ -498,6 +479,31 @@ pub(crate) async fn stop_and_delete(
         }
     }
     delete_gone(runtime, id).await
+}
+
+/// The pod's name, namespace and uid: Kubernetes names, which travel in CNI_ARGS
+/// (`;`-separated `key=value` pairs).
+fn check_metadata(metadata: &crate::proto::PodSandboxMetadata) -> Result<()> {
+    for (field, value) in [
+        ("config.metadata.name", &metadata.name),
+        ("config.metadata.namespace", &metadata.namespace),
+        ("config.metadata.uid", &metadata.uid),
+    ] {
+        if value.is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if value.len() > 253
+            || value
+                .chars()
+                .any(|c| c == ';' || c == '=' || c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid(
+                field,
+                format!("{value:?} is not a Kubernetes name"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The pod's hostPort mappings, checked (a zero host port maps nothing).

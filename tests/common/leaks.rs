@@ -6,8 +6,9 @@ use super::Daemon;
 
 /// Everything that must be gone once every pod of `daemon` is removed: no netns pin, veth
 /// on its bridge, IP lease, iptables rule naming an address of its subnet, mount under
-/// its directories, cgroup under `cgroup_tree`, runtime container, helper, monitor or
-/// container process, nor file of a pod or container under its state directory.
+/// its directories, pod or container cgroup under `cgroup_tree`, runtime container,
+/// helper, monitor or container process, nor file of a pod or container under its state
+/// directory.
 pub fn assert_nothing_left(daemon: &Daemon, cgroup_tree: &str) {
     let paths = daemon.paths();
     for dir in ["netns", "sandboxes", "containers", "cni/results", "m"] {
@@ -34,68 +35,98 @@ pub fn assert_nothing_left(daemon: &Daemon, cgroup_tree: &str) {
         Vec::<String>::new(),
         "runtime containers"
     );
-    let prefix = daemon.setup.dir().to_string_lossy().into_owned();
-    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    assert_eq!(
+        mounts_under(daemon.setup.dir()),
+        Vec::<String>::new(),
+        "mounts"
+    );
+    let subnet = format!("{}.", daemon.setup.subnet.trim_end_matches(".0/24"));
+    assert_eq!(
+        nat_rules(&subnet),
+        Vec::<String>::new(),
+        "iptables rules of the test network"
+    );
+    assert_eq!(
+        processes_of(&paths.state),
+        Vec::<String>::new(),
+        "helpers, monitors or containers left"
+    );
+    assert_eq!(
+        id_cgroups(cgroup_tree),
+        Vec::<String>::new(),
+        "cgroups of pods or containers"
+    );
+}
+
+/// The mount points under `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|p| p.starts_with(&prefix))
         .map(str::to_string)
-        .collect();
-    assert_eq!(mounts, Vec::<String>::new(), "mounts");
-    let subnet = daemon.setup.subnet.trim_end_matches(".0/24").to_string();
+        .collect()
+}
+
+/// The NAT rules that hold `text` (an address prefix, a port).
+pub fn nat_rules(text: &str) -> Vec<String> {
     let nat = std::process::Command::new("iptables-save")
         .args(["-t", "nat"])
         .output()
         .expect("iptables-save");
-    let rules: Vec<String> = String::from_utf8_lossy(&nat.stdout)
+    String::from_utf8_lossy(&nat.stdout)
         .lines()
-        .filter(|l| l.contains(&format!("{subnet}.")))
+        .filter(|l| l.contains(text))
         .map(str::to_string)
-        .collect();
-    assert_eq!(
-        rules,
-        Vec::<String>::new(),
-        "iptables rules of the test network"
-    );
-    let state = paths.state.to_string_lossy().into_owned();
-    let processes: Vec<String> = entries(Path::new("/proc"))
+        .collect()
+}
+
+/// Processes of the daemon whose state directory is `state` but the daemon itself: its
+/// tagged helpers, and what names the directory (monitors, runtime commands).
+pub fn processes_of(state: &Path) -> Vec<String> {
+    let state = state.to_string_lossy().into_owned();
+    let tag = format!("BERTH_HELPER={state}");
+    entries(Path::new("/proc"))
         .into_iter()
         .filter(|p| p.parse::<u32>().is_ok())
         .filter_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let helper =
-                String::from_utf8_lossy(&environ).contains(&format!("BERTH_HELPER={state}"));
+            let helper = environ.split(|&b| b == 0).any(|v| v == tag.as_bytes());
             (helper || cmdline.contains(&state)).then_some(cmdline)
         })
-        .collect();
-    assert_eq!(
-        processes,
-        Vec::<String>::new(),
-        "helpers, monitors or containers left"
-    );
-    let mut cgroups = Vec::new();
+        .collect()
+}
+
+/// Cgroups named by a pod or container id (64 hex digits) anywhere under `tree`, in any
+/// hierarchy; the levels above them (a kubelet's `kubepods/…/pod<uid>`) are not theirs.
+pub fn id_cgroups(tree: &str) -> Vec<String> {
     let root = Path::new("/sys/fs/cgroup");
     // Each v1 hierarchy, or the v2 root.
     let hierarchies = entries(root)
         .into_iter()
         .map(|h| root.join(h))
         .chain([root.to_path_buf()]);
+    let mut found = Vec::new();
     for hierarchy in hierarchies {
-        let top = hierarchy.join(cgroup_tree);
-        for child in entries(&top) {
-            if top.join(&child).is_dir() {
-                cgroups.push(top.join(child).display().to_string());
+        let mut pending = vec![hierarchy.join(tree)];
+        while let Some(dir) = pending.pop() {
+            for child in entries(&dir) {
+                let path = dir.join(&child);
+                if !path.is_dir() {
+                    continue;
+                }
+                if child.len() == 64 && child.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    found.push(path.display().to_string());
+                }
+                pending.push(path);
             }
         }
     }
-    assert_eq!(
-        cgroups,
-        Vec::<String>::new(),
-        "cgroups of pods or containers"
-    );
+    found
 }
 
 /// The names in `dir` (none when it is not there).
