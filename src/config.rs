@@ -26,7 +26,7 @@
 //!
 //! [runtime]
 //! default_handler = "runc"
-//! start_timeout_seconds = 60       # the same for starting a pause or a container
+//! start_timeout_seconds = 60       # the same for a runtime command, or a container's start
 //! [runtime.handlers.runc]
 //! path = "/usr/sbin/runc"
 //!
@@ -208,8 +208,9 @@ pub struct RuntimeSettings {
     pub default_handler: String,
     /// `[runtime.handlers.<name>]`.
     pub handlers: BTreeMap<String, HandlerConfig>,
-    /// How long starting a pause container or a container may take before the
-    /// runtime (and what it made) is killed and the RPC fails.
+    /// How long one runtime command (create, start, kill, delete, update…), or a
+    /// container's start by its monitor, may take before it (and what it made) is
+    /// killed and the RPC fails.
     pub start_timeout_seconds: u64,
 }
 

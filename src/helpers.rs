@@ -1,7 +1,9 @@
 //! The one-shot helper processes a daemon runs: CNI plugins and OCI runtime commands
 //! (`runc create`, `start`, `kill`, `delete`, `exec` …). Each carries
-//! `BERTH_HELPER=<the daemon's state directory>` in its environment, which its own
-//! children inherit (a plugin's IPAM plugin, the iptables it runs).
+//! `BERTH_HELPER=<tag>` in its environment, which its own children inherit (a plugin's
+//! IPAM plugin, the iptables it runs). The tag is random, made once per state directory
+//! (`<state>/helper.tag`): nobody else can name it, not even a container whose
+//! environment a pod chose.
 //!
 //! Why: a daemon killed in the middle of a RunPodSandbox leaves its helpers running. A
 //! bridge plugin may still be allocating an address, a `runc create` still making the pause
@@ -23,6 +25,23 @@ pub const ENV: &str = "BERTH_HELPER";
 /// How long [`end_leftovers`] waits for them to be gone.
 const END_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The tag of the helpers of daemons with state directory `state`: made at the first
+/// start, then the same for every daemon on that directory.
+pub fn tag(state: &Path) -> std::io::Result<std::ffi::OsString> {
+    let file = state.join("helper.tag");
+    match std::fs::read_to_string(&file) {
+        Ok(tag) if !tag.trim().is_empty() => return Ok(tag.trim().into()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(state)?;
+    let tag = crate::ids::random_id();
+    let tmp = state.join(".helper.tag.tmp");
+    std::fs::write(&tmp, &tag)?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(tag.into())
+}
+
 /// The processes tagged with `tag`, by pid.
 pub fn tagged(tag: &OsStr) -> Vec<i32> {
     let mut wanted = format!("{ENV}=").into_bytes();
@@ -42,15 +61,18 @@ pub fn tagged(tag: &OsStr) -> Vec<i32> {
         .collect()
 }
 
-/// Ends (SIGKILL, by pid) the helpers a dead daemon with state directory `state` left
-/// running, and waits until none is left; returns how many there were.
-pub async fn end_leftovers(state: &Path) -> usize {
+/// Ends (SIGKILL, by pid) the helpers tagged `tag` a dead daemon left running, and waits
+/// until none is left; returns how many there were, or how many would not end.
+pub async fn end_leftovers(tag: &OsStr) -> Result<usize, usize> {
     let mut ended = std::collections::BTreeSet::new();
     let start = Instant::now();
     loop {
-        let left = tagged(state.as_os_str());
+        let left = tagged(tag);
         if left.is_empty() {
-            return ended.len();
+            return Ok(ended.len());
+        }
+        if start.elapsed() > END_DEADLINE {
+            return Err(left.len());
         }
         for pid in left {
             // A helper of a dead daemon of this state directory: ours to end.
@@ -60,10 +82,6 @@ pub async fn end_leftovers(state: &Path) -> usize {
             );
             ended.insert(pid);
         }
-        if start.elapsed() > END_DEADLINE {
-            tracing::warn!(count = ended.len(), "helpers of a dead daemon did not end");
-            return ended.len();
-        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -71,6 +89,20 @@ pub async fn end_leftovers(state: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_directory_keeps_its_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = tag(dir.path()).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(
+            tag(dir.path()).unwrap(),
+            first,
+            "the same at the next start"
+        );
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(tag(other.path()).unwrap(), first);
+    }
 
     #[tokio::test]
     async fn tagged_processes_are_found_and_ended() {
@@ -88,7 +120,7 @@ mod tests {
         let pid = |c: &std::process::Child| c.id() as i32;
         let found = tagged(dir.path().as_os_str());
         assert_eq!(found, vec![pid(&ours)]);
-        assert_eq!(end_leftovers(dir.path()).await, 1);
+        assert_eq!(end_leftovers(dir.path().as_os_str()).await, Ok(1));
         assert!(ours.wait().unwrap().code().is_none(), "killed by a signal");
         assert_eq!(tagged(other.path().as_os_str()), vec![pid(&theirs)]);
         let _ = theirs.kill();

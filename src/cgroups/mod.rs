@@ -283,10 +283,12 @@ impl Layout {
         if relative.is_empty() || relative.split('/').any(|c| c == ".." || c.is_empty()) {
             return 0;
         }
-        let mut ended = 0;
+        let mut ended = std::collections::BTreeSet::new();
         for _ in 0..250 {
             let mut left = false;
             for dir in self.all_dirs(path) {
+                // A cgroup2 directory ends all it holds at once (kernel 5.14 and later).
+                let _ = std::fs::write(dir.join("cgroup.kill"), "1");
                 let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                     // In the container's own cgroup: its processes, ours to end.
@@ -294,7 +296,7 @@ impl Layout {
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
                     );
-                    ended += 1;
+                    ended.insert(pid);
                     left = true;
                 }
                 if !left && dir.exists() {
@@ -306,7 +308,7 @@ impl Layout {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        ended
+        ended.len()
     }
 
     /// The file that counts OOM kills in cgroup `path`, as an `oom_kill N` line:

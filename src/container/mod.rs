@@ -55,10 +55,11 @@ fn monitor_died(pid: i32) -> bool {
             == Err(nix::errno::Errno::ESRCH)
 }
 
-/// Kills the init of a container whose monitor died (it would run with no one to read
-/// its output or record its end), if it still runs.
-fn end_unmonitored(pid: i32) {
-    if crate::oci::process_running(pid) {
+/// Kills the init of container `id` whose monitor died (it would run with no one to read
+/// its output or record its end), if it still runs: the process with that pid, if it is
+/// in the container's cgroup (after a reboot, the pid is anybody's).
+fn end_unmonitored(pid: i32, id: &str) {
+    if crate::oci::process_running(pid) && crate::oci::in_cgroup_of(pid, id) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -183,7 +184,7 @@ impl Containers {
                     "its monitor ended without recording the exit: the exit code is not known"
                         .to_string();
                 record.finished_at_ns = crate::image::now_ns();
-                end_unmonitored(record.pid);
+                end_unmonitored(record.pid, &record.id);
                 return self.records.correct(&before, record);
             }
             return Ok(record);

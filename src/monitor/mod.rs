@@ -71,6 +71,30 @@ impl MonitorPaths {
     pub fn monitor_pid_file(&self) -> PathBuf {
         self.dir.join(files::MONITOR_PID)
     }
+
+    pub fn container_pid_file(&self) -> PathBuf {
+        self.dir.join(files::CONTAINER_PID)
+    }
+
+    /// The pid the monitor wrote when it started, if one ever did (the process may be
+    /// gone, or the pid another's by now: see [`crate::oci::is_monitor_of`]).
+    pub fn monitor_pid(&self) -> Option<i32> {
+        read_pid(&self.monitor_pid_file())
+    }
+
+    /// The container's pid, once the runtime has written it.
+    pub fn container_pid(&self) -> Option<i32> {
+        read_pid(&self.container_pid_file())
+    }
+}
+
+fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid: &i32| pid > 0)
 }
 
 /// How a container ended, as the monitor records it ([`files::exit_record`]).

@@ -77,13 +77,29 @@ pub struct Attached {
     pub ips: Vec<IpAddr>,
 }
 
-/// What is cached between ADD and DEL.
+/// What is cached between ADD and DEL: what ADD ran with, so that DEL runs with the
+/// same, whoever asks for it (a restarted daemon's sweep knows only the id).
 #[derive(Serialize, Deserialize)]
 struct Cached {
     list: Value,
     result: Value,
     #[serde(default)]
     port_mappings: Vec<PortMapping>,
+    /// `CNI_ARGS` as ADD had them.
+    #[serde(default)]
+    args: Option<String>,
+}
+
+/// One plugin invocation's environment.
+#[derive(Debug, Clone, Copy)]
+struct Call<'a> {
+    command: &'static str,
+    /// `CNI_CONTAINERID`: the pod's id.
+    id: &'a str,
+    args: &'a str,
+    ifname: &'a str,
+    /// None: the namespace is gone (DEL may be asked without one).
+    netns: Option<&'a Path>,
 }
 
 /// The CNI executor of one daemon.
@@ -115,10 +131,9 @@ impl Cni {
         self
     }
 
-    /// The same executor, its plugins tagged as helpers of the daemon whose state
-    /// directory is `tag`.
-    pub fn with_helper_tag(mut self, tag: &Path) -> Cni {
-        self.helper_tag = Some(tag.as_os_str().to_owned());
+    /// The same executor, its plugins tagged as the daemon's helpers.
+    pub fn with_helper_tag(mut self, tag: &std::ffi::OsStr) -> Cni {
+        self.helper_tag = Some(tag.to_owned());
         self
     }
 
@@ -139,6 +154,7 @@ impl Cni {
             list: list.clone(),
             result: Value::Null,
             port_mappings: pod.port_mappings.to_vec(),
+            args: Some(pod.cni_args()),
         };
         self.write_cache(pod.id, &cache)?;
         match self.add(&list, pod).await {
@@ -153,10 +169,9 @@ impl Cni {
                 // Undo what the plugins that ran did (an IP lease, iptables rules): DEL
                 // over the whole list, as the spec makes DEL idempotent.
                 if let Err(del) = self.detach(pod).await {
-                    // As before the cache existed: a DEL that fails here (a network
-                    // config its plugins refuse) would fail at every retry too.
+                    // The cache stays: the next daemon's sweep tries DEL again, so that
+                    // what the plugins hold is not lost for good.
                     tracing::warn!(pod = pod.id, %del, "CNI DEL after a failed ADD failed");
-                    let _ = std::fs::remove_file(self.cache_path(pod.id));
                 }
                 Err(err)
             }
@@ -167,8 +182,15 @@ impl Cni {
     /// result; returns the last result.
     async fn add(&self, list: &Value, pod: &PodNetwork<'_>) -> Result<Value, CniError> {
         let loopback = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
-        self.exec("ADD", &loopback, pod, "lo", Some(pod.netns))
-            .await?;
+        let args = pod.cni_args();
+        let call = |ifname| Call {
+            command: "ADD",
+            id: pod.id,
+            args: &args,
+            ifname,
+            netns: Some(pod.netns),
+        };
+        self.exec(&call("lo"), &loopback).await?;
         let version = list["cniVersion"].clone();
         let name = list["name"].clone();
         let mut previous: Option<Value> = None;
@@ -180,10 +202,7 @@ impl Cni {
                 previous.as_ref(),
                 pod.port_mappings,
             );
-            previous = Some(
-                self.exec("ADD", &conf, pod, POD_IFNAME, Some(pod.netns))
-                    .await?,
-            );
+            previous = Some(self.exec(&call(POD_IFNAME), &conf).await?);
         }
         Ok(previous.unwrap_or(Value::Null))
     }
@@ -211,7 +230,11 @@ impl Cni {
         std::fs::create_dir_all(&self.cache_dir).map_err(|e| cache_err(e.to_string()))?;
         let bytes = serde_json::to_vec(cache).map_err(|e| cache_err(e.to_string()))?;
         let tmp = self.cache_dir.join(format!(".{id}.json.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| cache_err(e.to_string()))?;
+        let written = std::fs::File::create(&tmp).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()
+        });
+        written.map_err(|e| cache_err(e.to_string()))?;
         std::fs::rename(&tmp, &path).map_err(|e| cache_err(e.to_string()))
     }
 
@@ -227,6 +250,7 @@ impl Cni {
             return Ok(());
         };
         let netns = pod.netns.exists().then_some(pod.netns);
+        let args = cached.args.clone().unwrap_or_else(|| pod.cni_args());
         let version = cached.list["cniVersion"].clone();
         let name = cached.list["name"].clone();
         let prev = (!cached.result.is_null()).then_some(&cached.result);
@@ -236,7 +260,14 @@ impl Cni {
         let mut failed = None;
         for plugin in plugins(&cached.list).into_iter().rev() {
             let conf = plugin_conf(plugin, &version, &name, prev, &cached.port_mappings);
-            if let Err(err) = self.exec("DEL", &conf, pod, POD_IFNAME, netns).await {
+            let call = Call {
+                command: "DEL",
+                id: pod.id,
+                args: &args,
+                ifname: POD_IFNAME,
+                netns,
+            };
+            if let Err(err) = self.exec(&call, &conf).await {
                 failed.get_or_insert(err);
             }
         }
@@ -253,19 +284,19 @@ impl Cni {
     }
 
     /// Runs one plugin.
-    async fn exec(
-        &self,
-        command: &'static str,
-        conf: &Value,
-        pod: &PodNetwork<'_>,
-        ifname: &str,
-        netns: Option<&Path>,
-    ) -> Result<Value, CniError> {
+    async fn exec(&self, call: &Call<'_>, conf: &Value) -> Result<Value, CniError> {
+        let Call {
+            command,
+            id,
+            args,
+            ifname,
+            netns,
+        } = *call;
         let kind = conf["type"].as_str().unwrap_or("").to_string();
         let fail = |message: String| CniError::Plugin {
             plugin: kind.clone(),
             command,
-            pod: pod.id.to_string(),
+            pod: id.to_string(),
             message,
         };
         let binary = self
@@ -282,13 +313,13 @@ impl Cni {
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             )
             .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", pod.id)
+            .env("CNI_CONTAINERID", id)
             .env(
                 "CNI_NETNS",
                 netns.map(|p| p.as_os_str()).unwrap_or_default(),
             )
             .env("CNI_IFNAME", ifname)
-            .env("CNI_ARGS", pod.cni_args())
+            .env("CNI_ARGS", args)
             .env("CNI_PATH", cni_path)
             .envs(self.helper_tag.iter().map(|tag| (crate::helpers::ENV, tag)))
             .stdin(Stdio::piped())

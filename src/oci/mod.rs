@@ -21,6 +21,26 @@ pub fn resolve_binary(path: &Path) -> Option<PathBuf> {
 }
 
 /// Whether a process runs: it exists and is not a zombie waiting for its reaper.
+/// Whether `pid` is the running monitor of container `id`: alive, and given that id on
+/// its command line. A pid file outlives its process, and the pid may be another's by
+/// now; only then may the daemon signal it.
+pub fn is_monitor_of(pid: i32, id: &str) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|&b| b == 0).any(|arg| arg == id.as_bytes()) && process_running(pid)
+}
+
+/// Whether `pid` runs in the cgroup of container `id` (its own, `<parent>/<id>`): a
+/// container's process, not one that took its pid after it ended.
+pub fn in_cgroup_of(pid: i32, id: &str) -> bool {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let leaf = format!("/{id}");
+    cgroups.lines().any(|line| {
+        line.rsplit(':')
+            .next()
+            .is_some_and(|path| path.ends_with(&leaf))
+    })
+}
+
 pub fn process_running(pid: i32) -> bool {
     if pid <= 0 {
         return false;

@@ -10,11 +10,11 @@ use tokio::process::Command;
 
 use super::runc_log::last_error;
 
-/// A failed runtime command, with what the runtime said.
 /// How long a runtime command may take unless the daemon says otherwise
 /// (`[runtime] start_timeout_seconds`).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A failed runtime command, with what the runtime said.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("cannot run {binary}: {source}")]
@@ -28,6 +28,14 @@ pub enum OciError {
         command: &'static str,
         id: String,
         message: String,
+    },
+    /// It did not answer in time, and was killed with what it had started.
+    #[error("{binary} {command} {id}: no answer within {after:?}")]
+    TimedOut {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+        after: Duration,
     },
 }
 
@@ -66,10 +74,9 @@ impl Runtime {
         self
     }
 
-    /// The same runtime, its commands tagged as helpers of the daemon whose state
-    /// directory is `tag`.
-    pub fn with_helper_tag(mut self, tag: &Path) -> Runtime {
-        self.helper_tag = Some(tag.as_os_str().to_owned());
+    /// The same runtime, its commands tagged as the daemon's helpers.
+    pub fn with_helper_tag(mut self, tag: &std::ffi::OsStr) -> Runtime {
+        self.helper_tag = Some(tag.to_owned());
         self
     }
 
@@ -130,11 +137,11 @@ impl Runtime {
                 if let Some(group) = group {
                     let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
                 }
-                Err(OciError::Failed {
+                Err(OciError::TimedOut {
                     binary: self.binary.clone(),
                     command,
                     id: id.to_string(),
-                    message: format!("no answer within {:?}", self.timeout),
+                    after: self.timeout,
                 })
             }
         }

@@ -36,6 +36,8 @@ pub struct Sandboxes {
     runtimes: BTreeMap<String, Runtime>,
     default_handler: String,
     pub cni: Cni,
+    /// What the daemon's helpers carry ([`crate::helpers`]).
+    helper_tag: std::ffi::OsString,
 }
 
 impl std::fmt::Debug for Sandboxes {
@@ -67,6 +69,7 @@ impl Sandboxes {
             std::fs::create_dir_all(state.join(dir)).map_err(io(&state))?;
         }
         install_pause(&state.join("pause/rootfs")).map_err(io(&state))?;
+        let tag = crate::helpers::tag(&state).map_err(io(&state))?;
         let mut runtimes = BTreeMap::new();
         for (name, path) in config.handlers() {
             let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
@@ -75,7 +78,7 @@ impl Sandboxes {
             runtimes.insert(
                 name.to_string(),
                 Runtime::new(binary, root)
-                    .with_helper_tag(&state)
+                    .with_helper_tag(&tag)
                     .with_timeout(std::time::Duration::from_secs(
                         config.runtime.start_timeout_seconds,
                     )),
@@ -86,7 +89,7 @@ impl Sandboxes {
             config.network.bin_dirs.clone(),
             state.join("cni/results"),
         )
-        .with_helper_tag(&state)
+        .with_helper_tag(&tag)
         .with_timeout(std::time::Duration::from_secs(
             config.network.plugin_timeout_seconds,
         ));
@@ -96,6 +99,7 @@ impl Sandboxes {
             runtimes,
             default_handler: config.runtime.default_handler.clone(),
             cni,
+            helper_tag: tag,
         };
         Ok(sandboxes)
     }
@@ -172,6 +176,11 @@ impl Sandboxes {
             }
         }
         ids.into_iter().collect()
+    }
+
+    /// What the daemon's helpers carry ([`crate::helpers`]).
+    pub fn helper_tag(&self) -> &std::ffi::OsStr {
+        &self.helper_tag
     }
 
     /// Every configured runtime, for clean-ups that do not know the handler.

@@ -405,15 +405,16 @@ const PROC_FILES: &[&str] = &[
     "/proc/sys/kernel/ns_last_pid",
 ];
 
-/// Where a mount may go in the container: an absolute path without `..`, and not over
-/// the container's /proc or /sys (the runtime refuses those, and covering them would
-/// hide what it mounts there), but for the /proc files runc lets lxcfs cover.
+/// Where a mount may go in the container: a path without `..` (a relative one is taken
+/// from the container's `/`, as runc takes it), and not over the container's /proc or
+/// /sys (the runtime refuses those, and covering them would hide what it mounts there),
+/// but for the /proc files runc lets lxcfs cover.
 fn check_mount_destination(path: &str) -> std::result::Result<(), String> {
     let destination = Path::new(path);
-    if !destination.is_absolute() || destination.components().any(|c| c == Component::ParentDir) {
-        return Err(format!("{path:?} must be an absolute path without '..'"));
+    if path.is_empty() || destination.components().any(|c| c == Component::ParentDir) {
+        return Err(format!("{path:?} is not a path without '..'"));
     }
-    let normal: PathBuf = destination.components().collect();
+    let normal: PathBuf = Path::new("/").join(destination).components().collect();
     let over_proc =
         normal.starts_with("/proc") && !PROC_FILES.iter().any(|f| normal == Path::new(f));
     if over_proc || normal == Path::new("/sys") {
@@ -508,6 +509,7 @@ mod tests {
             "/proc/cpuinfo",
             "/procfs",
             "/data/./x",
+            "data",
         ] {
             assert!(check_mount_destination(ok).is_ok(), "{ok}");
         }
@@ -519,7 +521,8 @@ mod tests {
             "/sys",
             "/sys/",
             "//proc",
-            "data",
+            "proc",
+            "",
             "/data/../proc",
         ] {
             assert!(check_mount_destination(refused).is_err(), "{refused}");

@@ -116,7 +116,7 @@ impl CriService {
         // containerd stopping it is a no-op; unless a start was cut short (a daemon
         // crash): its monitor's pid file says the runtime may have run it.
         let paths = self.containers.monitor_paths(&record.id);
-        if record.state == ContainerState::Created && monitor_pid(&paths).is_some() {
+        if record.state == ContainerState::Created && paths.monitor_pid().is_some() {
             self.end_container(&record.id).await;
             return Ok(());
         }
@@ -175,12 +175,7 @@ impl CriService {
         files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
         // A monitor that was killed leaves its socket.
         let socket = self.containers.monitor_paths(&record.id).control_socket();
-        match std::fs::remove_file(&socket) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("removing the monitor's socket", &socket)(e));
-            }
-            _ => {}
-        }
+        files::remove_file(&socket).map_err(Error::io("removing the monitor's socket", &socket))?;
         for dir in [layer_dir, self.containers.state_dir(&record.id)] {
             remove_dir(&dir)?;
         }
@@ -310,14 +305,7 @@ async fn wait_exit(paths: &crate::monitor::MonitorPaths, limit: Duration) -> boo
 
 /// Whether the container's monitor process no longer runs.
 fn monitor_gone(paths: &crate::monitor::MonitorPaths) -> bool {
-    !monitor_pid(paths).is_some_and(crate::oci::process_running)
-}
-
-/// The pid the container's monitor wrote when it started, if one ever did.
-fn monitor_pid(paths: &crate::monitor::MonitorPaths) -> Option<i32> {
-    std::fs::read_to_string(paths.monitor_pid_file())
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
+    !paths.monitor_pid().is_some_and(crate::oci::process_running)
 }
 
 /// A kill of a container that is already gone is no error.
@@ -336,8 +324,5 @@ fn ignore_gone(result: std::result::Result<(), OciError>) -> Result<()> {
 
 /// Removes a directory tree; one that is not there is not an error.
 pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", dir)(e)),
-        _ => Ok(()),
-    }
+    files::remove_tree(dir).map_err(Error::io("removing", dir))
 }

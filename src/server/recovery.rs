@@ -19,7 +19,7 @@
 //! Stops and removals need nothing here: they are idempotent, and the kubelet repeats
 //! them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::CriService;
 use super::sandbox_run::stop_and_delete;
@@ -31,9 +31,18 @@ use crate::store::ContainerState;
 impl CriService {
     /// Everything above, in that order. Runs before the daemon serves.
     pub async fn recover(&self) {
-        let ended = crate::helpers::end_leftovers(&self.config.state).await;
-        if ended > 0 {
-            tracing::warn!(count = ended, "ended helpers a dead daemon left running");
+        match crate::helpers::end_leftovers(self.sandboxes.helper_tag()).await {
+            Ok(0) => {}
+            Ok(ended) => tracing::warn!(count = ended, "ended helpers a dead daemon left running"),
+            Err(left) => {
+                // An undoing now could come before what they finish: the next start
+                // tries again.
+                tracing::error!(
+                    count = left,
+                    "helpers of a dead daemon would not end: nothing is swept"
+                );
+                return;
+            }
         }
         self.sweep_orphan_sandboxes().await;
         self.sweep_orphan_containers().await;
@@ -72,7 +81,7 @@ impl CriService {
                 netns::remove(&pin),
                 files::unmount(&dir.join("shm")),
                 files::unmount(&dir.join("rootfs")),
-                remove_all(&dir),
+                files::remove_tree(&dir),
             ];
             for err in results.into_iter().filter_map(|r| r.err()) {
                 tracing::warn!(sandbox = %id, %err, "clean-up step failed");
@@ -89,8 +98,8 @@ impl CriService {
             let layer_dir = self.containers.layer_dir(&id);
             let results = [
                 files::unmount(&layer_dir.join("rootfs")),
-                remove_all(&layer_dir),
-                remove_all(&self.containers.state_dir(&id)),
+                files::remove_tree(&layer_dir),
+                files::remove_tree(&self.containers.state_dir(&id)),
             ];
             for err in results.into_iter().filter_map(|r| r.err()) {
                 tracing::warn!(container = %id, %err, "clean-up step failed");
@@ -111,12 +120,12 @@ impl CriService {
         };
         for mut record in created {
             let paths = self.containers.monitor_paths(&record.id);
-            let Some(monitor) = read_pid(&paths.monitor_pid_file()) else {
+            let Some(monitor) = paths.monitor_pid() else {
                 continue;
             };
-            let container = read_pid(&paths.dir.join(crate::monitor::files::CONTAINER_PID));
-            let monitored =
-                crate::oci::process_running(monitor) || ExitRecord::read(&paths).is_some();
+            let container = paths.container_pid();
+            let monitored = crate::oci::is_monitor_of(monitor, &record.id)
+                || ExitRecord::read(&paths).is_some();
             if let (Some(pid), true) = (container, monitored) {
                 record.state = ContainerState::Running;
                 record.pid = pid;
@@ -140,11 +149,11 @@ impl CriService {
             self.end_container(&record.id).await;
             let files = [
                 paths.monitor_pid_file(),
-                paths.dir.join(crate::monitor::files::CONTAINER_PID),
+                paths.container_pid_file(),
                 paths.exit_file(),
             ];
             for file in files {
-                if let Err(err) = remove_file(&file) {
+                if let Err(err) = files::remove_file(&file) {
                     tracing::warn!(container = %record.id, %err, "clean-up step failed");
                 }
             }
@@ -156,7 +165,7 @@ impl CriService {
     /// socket; for containers no record vouches for, or whose start is being undone.
     pub(crate) async fn end_container(&self, id: &str) {
         let paths = self.containers.monitor_paths(id);
-        if let Some(monitor) = read_pid(&paths.monitor_pid_file()) {
+        if let Some(monitor) = paths.monitor_pid() {
             end_monitor(monitor, id);
         }
         for runtime in self.sandboxes.runtimes() {
@@ -167,7 +176,7 @@ impl CriService {
         if let Some(cgroup) = bundle_cgroup(&paths.dir) {
             self.cgroups.remove(&cgroup).await;
         }
-        if let Err(err) = remove_file(&paths.control_socket()) {
+        if let Err(err) = files::remove_file(&paths.control_socket()) {
             tracing::warn!(container = %id, %err, "removing its monitor's socket failed");
         }
     }
@@ -178,9 +187,7 @@ impl CriService {
 /// the process is that container's monitor: a pid file outlives its process, and the
 /// pid may be another's by now.
 pub(crate) fn end_monitor(pid: i32, id: &str) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = cmdline.split(|&b| b == 0).any(|arg| arg == id.as_bytes());
-    if !ours || !crate::oci::process_running(pid) {
+    if !crate::oci::is_monitor_of(pid, id) {
         return;
     }
     // The monitor leads its own session and process group.
@@ -201,35 +208,12 @@ fn bundle_cgroup(bundle: &Path) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-fn read_pid(file: &Path) -> Option<i32> {
-    std::fs::read_to_string(file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&pid: &i32| pid > 0)
-}
-
 /// When the runtime wrote the container's pid: as close to its start as is known.
 fn started_at(paths: &MonitorPaths) -> Option<i64> {
-    let written = std::fs::metadata(paths.dir.join(crate::monitor::files::CONTAINER_PID))
+    let written = std::fs::metadata(paths.container_pid_file())
         .ok()?
         .modified()
         .ok()?;
     let since = written.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(since.as_nanos()).ok()
-}
-
-fn remove_all(dir: &PathBuf) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn remove_file(file: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(file) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }

@@ -119,9 +119,9 @@ impl CriService {
         let host_ipc = options.ipc == node;
         let mut sysctls = BTreeMap::new();
         for (key, value) in &linux.sysctls {
-            let key = check_sysctl(key, value, host_network, host_ipc)
+            check_sysctl(key, value, host_network, host_ipc)
                 .map_err(|reason| Error::invalid("config.linux.sysctls", reason))?;
-            sysctls.insert(key, value.clone());
+            sysctls.insert(key.clone(), value.clone());
         }
         if !config.log_directory.is_empty() && !Path::new(&config.log_directory).is_absolute() {
             // A relative one would put the logs wherever the daemon happens to run.
@@ -551,32 +551,44 @@ const IPC_SYSCTLS: &[&str] = &[
     "kernel.shm_rmid_forced",
 ];
 
-/// A pod sysctl the pod's own namespaces hold, in its dotted form (`net/ipv4/x` is
-/// `net.ipv4.x`): a name of lowercase words, in the network namespace (`net.*`, unless
-/// the pod shares the node's), the IPC one (unless shared) or the UTS one
-/// (`kernel.domainname`). Any other would be the node's own, which the runtime refuses
-/// (and a pod must not change).
+/// A pod sysctl the pod's own namespaces hold: a name of words (`.` between them; in
+/// the kubelet's form a `/` inside a word stands for a dot in an interface name,
+/// `net.ipv4.conf.eno2/100.rp_filter`, and a name written with `/` between its words
+/// is the same), in the network namespace (`net.*`, unless the pod shares the node's),
+/// the IPC one (unless shared) or the UTS one (`kernel.domainname`). Any other would be
+/// the node's own, which the runtime refuses (and a pod must not change). The key
+/// goes to the runtime as it came.
 pub(crate) fn check_sysctl(
     key: &str,
     value: &str,
     host_network: bool,
     host_ipc: bool,
-) -> std::result::Result<String, String> {
-    let dotted = key.replace('/', ".");
-    let words_ok = dotted.split('.').all(|w| {
-        !w.is_empty()
-            && w.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
-    });
-    if !words_ok || !dotted.contains('.') {
+) -> std::result::Result<(), String> {
+    // The first separator tells the form, as in the kubelet.
+    let separator = match (key.find('/'), key.find('.')) {
+        (Some(slash), Some(dot)) if slash < dot => '/',
+        (Some(_), None) => '/',
+        _ => '.',
+    };
+    let words: Vec<&str> = key.split(separator).collect();
+    let words_ok = words.len() > 1
+        && words.iter().all(|w| {
+            !w.is_empty()
+                && *w != ".."
+                && w.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || b"_-@:".contains(&b) || b == b'/' || b == b'.'
+                })
+        });
+    if !words_ok || key.starts_with(['.', '/']) {
         return Err(format!("{key:?} is not a sysctl name"));
     }
     if value.contains(['\n', '\0']) {
         return Err(format!("the value of {key:?} holds a newline"));
     }
+    let dotted = words.join(".");
     let ipc = IPC_SYSCTLS.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.");
     // Host-network pods keep the node's UTS namespace too.
-    let (holder, shared) = if dotted.starts_with("net.") {
+    let (holder, shared) = if words[0] == "net" {
         ("network", host_network)
     } else if ipc {
         ("IPC", host_ipc)
@@ -592,7 +604,7 @@ pub(crate) fn check_sysctl(
             "{key:?} is in the {holder} namespace, which this pod shares with the node"
         ));
     }
-    Ok(dotted)
+    Ok(())
 }
 
 /// The cgroup of a sandbox: `<cgroup_parent>/<id>`, or `/berth/<id>` without a parent.
@@ -636,14 +648,18 @@ mod tests {
     fn sysctls_must_be_the_pods_own() {
         use super::check_sysctl;
         let ok = |key: &str| check_sysctl(key, "0", false, false);
-        assert_eq!(
-            ok("net.ipv4.ip_unprivileged_port_start").unwrap(),
-            "net.ipv4.ip_unprivileged_port_start"
-        );
-        assert_eq!(ok("net/ipv4/ip_forward").unwrap(), "net.ipv4.ip_forward");
-        assert!(ok("kernel.shm_rmid_forced").is_ok());
-        assert!(ok("fs.mqueue.msg_max").is_ok());
-        assert!(ok("kernel.domainname").is_ok());
+        for accepted in [
+            "net.ipv4.ip_unprivileged_port_start",
+            "net/ipv4/ip_forward",
+            "net.ipv4.conf.eno2/100.rp_filter",
+            "net/ipv4/conf/eno2.100/rp_filter",
+            "net.ipv4.ping_group_range",
+            "kernel.shm_rmid_forced",
+            "fs.mqueue.msg_max",
+            "kernel.domainname",
+        ] {
+            assert_eq!(ok(accepted), Ok(()), "{accepted}");
+        }
         for refused in [
             "kernel.panic",
             "vm.swappiness",
@@ -651,15 +667,16 @@ mod tests {
             "fs.file-max",
         ] {
             let err = ok(refused).unwrap_err();
-            assert!(err.contains("cannot set"), "{refused}: {err}");
+            assert!(err.contains("not namespaced"), "{refused}: {err}");
         }
         for bad in [
             "",
             "net",
             "net..ipv4",
-            "NET.ipv4.x",
             "net.ipv4.x y",
             "../../etc",
+            "/net/x",
+            "net/../x",
         ] {
             let err = ok(bad).unwrap_err();
             assert!(err.contains("not a sysctl name"), "{bad:?}: {err}");

@@ -86,8 +86,8 @@ pub fn nat_rules(text: &str) -> Vec<String> {
 /// Processes of the daemon whose state directory is `state` but the daemon itself: its
 /// tagged helpers, and what names the directory (monitors, runtime commands).
 pub fn processes_of(state: &Path) -> Vec<String> {
+    let tag = helper_tag(state);
     let state = state.to_string_lossy().into_owned();
-    let tag = format!("BERTH_HELPER={state}");
     entries(Path::new("/proc"))
         .into_iter()
         .filter(|p| p.parse::<u32>().is_ok())
@@ -99,6 +99,13 @@ pub fn processes_of(state: &Path) -> Vec<String> {
             (helper || cmdline.contains(&state)).then_some(cmdline)
         })
         .collect()
+}
+
+/// `BERTH_HELPER=<tag>`, what the helpers of the daemon with state directory `state`
+/// carry in their environment (`<state>/helper.tag`).
+pub fn helper_tag(state: &Path) -> String {
+    let tag = std::fs::read_to_string(state.join("helper.tag")).unwrap_or_default();
+    format!("BERTH_HELPER={}", tag.trim())
 }
 
 /// Cgroups named by a pod or container id (64 hex digits) anywhere under `tree`, in any
