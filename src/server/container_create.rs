@@ -97,6 +97,7 @@ impl CriService {
                 format!("{:?} is not a container name", metadata.name),
             ));
         }
+        check_user(&config)?;
         for mount in &config.mounts {
             check_mount_destination(&mount.container_path)
                 .map_err(|reason| Error::invalid("config.mounts.container_path", reason))?;
@@ -420,6 +421,28 @@ fn check_mount_destination(path: &str) -> std::result::Result<(), String> {
     if over_proc || normal == Path::new("/sys") {
         return Err(format!(
             "{path:?} would cover the container's /proc or /sys"
+        ));
+    }
+    Ok(())
+}
+
+/// A group without a user is refused (as containerd and CRI-O refuse it): the image's
+/// user would run with a group it was not given. The kubelet always names the user.
+fn check_user(config: &crate::proto::ContainerConfig) -> Result<()> {
+    let Some(security) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+    else {
+        return Ok(());
+    };
+    if security.run_as_group.is_some()
+        && security.run_as_user.is_none()
+        && security.run_as_username.is_empty()
+    {
+        return Err(Error::invalid(
+            "config.linux.security_context.run_as_group",
+            "is set without run_as_user or run_as_username",
         ));
     }
     Ok(())

@@ -333,6 +333,9 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
                 .map(linux_device)
                 .collect::<Result<Vec<_>, _>>()?,
         );
+    if let Some(propagation) = rootfs_propagation(&config.mounts) {
+        linux = linux.rootfs_propagation(propagation);
+    }
     if !privileged {
         match input.seccomp {
             SeccompSource::Unconfined => {}
@@ -523,6 +526,22 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
         list.push(bind(&m.container_path, Path::new(&m.host_path), &options)?);
     }
     Ok(list)
+}
+
+/// The propagation of the container's root mount, when a mount needs another than the
+/// runtime's default (rslave, or rprivate): a Bidirectional mount only reaches the host's
+/// peers if the root it is mounted under is shared too (a slave root turns the bind of a
+/// shared host path into a slave, and what the container mounts there stays inside it);
+/// a HostToContainer one needs at least a slave root.
+fn rootfs_propagation(mounts: &[crate::proto::Mount]) -> Option<&'static str> {
+    let has = |wanted: MountPropagation| mounts.iter().any(|m| m.propagation == wanted as i32);
+    if has(MountPropagation::PropagationBidirectional) {
+        Some("rshared")
+    } else if has(MountPropagation::PropagationHostToContainer) {
+        Some("rslave")
+    } else {
+        None
+    }
 }
 
 fn mount(target: &str, kind: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
@@ -965,6 +984,10 @@ mod tests {
         );
         assert_eq!(json["linux"]["cgroupsPath"], "/kubepods/podu/c");
         assert_eq!(
+            json["linux"]["rootfsPropagation"], "rslave",
+            "a HostToContainer mount needs a slave root"
+        );
+        assert_eq!(
             json["linux"]["resources"]["cpu"],
             serde_json::json!({"shares": 512, "quota": 50000, "period": 100000})
         );
@@ -1030,6 +1053,32 @@ mod tests {
         assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(json["process"]["apparmorProfile"], "berth-default");
         assert!(json["process"].get("selinuxLabel").is_none());
+    }
+
+    #[test]
+    fn the_root_is_shared_under_a_bidirectional_mount() {
+        let mount = |propagation: MountPropagation| crate::proto::Mount {
+            container_path: "/m".into(),
+            host_path: "/srv/m".into(),
+            propagation: propagation as i32,
+            ..Default::default()
+        };
+        assert_eq!(rootfs_propagation(&[]), None);
+        assert_eq!(
+            rootfs_propagation(&[mount(MountPropagation::PropagationPrivate)]),
+            None
+        );
+        assert_eq!(
+            rootfs_propagation(&[mount(MountPropagation::PropagationHostToContainer)]),
+            Some("rslave")
+        );
+        assert_eq!(
+            rootfs_propagation(&[
+                mount(MountPropagation::PropagationHostToContainer),
+                mount(MountPropagation::PropagationBidirectional),
+            ]),
+            Some("rshared")
+        );
     }
 
     #[test]
