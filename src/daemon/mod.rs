@@ -180,8 +180,19 @@ async fn run_server(
 
 /// Creates the directories, takes the locks and opens the store.
 fn prepare(config: &Config) -> Result<Resources, DaemonError> {
-    create_dir(&config.root, 0o700)?;
+    // Both are searchable but not listable by others: the init of a container in a pod
+    // with its own user namespace is no host root, and must reach its rootfs and the
+    // pod's files by path. What is private in them (the store) is closed on its own.
+    create_dir(&config.root, 0o711)?;
     create_dir(&config.state, 0o711)?;
+    for dir in [&config.root, &config.state] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(
+            |source| DaemonError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            },
+        )?;
+    }
     if let Some(parent) = config.socket.parent() {
         create_dir(parent, 0o711)?;
     }

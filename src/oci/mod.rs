@@ -2,6 +2,7 @@
 //! handler. berth drives an external, proven runtime binary; it never re-implements it.
 
 pub mod exec;
+pub mod features;
 pub mod runc;
 pub mod runc_log;
 

@@ -56,6 +56,8 @@ pub struct Runtime {
     helper_tag: Option<std::ffi::OsString>,
     /// How long one command may take before it (and what it started) is killed.
     timeout: Duration,
+    /// What it was found to support at start-up.
+    features: super::features::Features,
 }
 
 impl Runtime {
@@ -65,7 +67,19 @@ impl Runtime {
             root,
             helper_tag: None,
             timeout: COMMAND_TIMEOUT,
+            features: super::features::Features::default(),
         }
+    }
+
+    /// The same runtime, known to support `features`.
+    pub fn with_features(mut self, features: super::features::Features) -> Runtime {
+        self.features = features;
+        self
+    }
+
+    /// What the runtime and the kernel were found to support.
+    pub fn features(&self) -> super::features::Features {
+        self.features
     }
 
     /// The same runtime, a command that takes longer than `timeout` killed.

@@ -4,6 +4,7 @@
 //! <state>/sandboxes/<id>/   config.json (the pause bundle), pause.pid, hostname, hosts,
 //!                           resolv.conf, shm/ (the pod's /dev/shm tmpfs)
 //! <state>/netns/<id>        the pinned network namespace
+//! <state>/userns/<id>       the pinned user namespace of a pod that has its own
 //! <state>/pause/rootfs/     /pause and nothing else, shared read-only by every pod
 //! <state>/runtime/<handler> the OCI runtime's own state (`--root`)
 //! <state>/cni/              cached CNI results, host-local leases of the default network
@@ -16,6 +17,7 @@
 
 pub mod files;
 pub mod netns;
+pub mod userns;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,7 @@ impl Sandboxes {
         for dir in [
             "sandboxes",
             "netns",
+            "userns",
             "pause/rootfs",
             "cni/results",
             "cni/networks",
@@ -70,14 +73,31 @@ impl Sandboxes {
         }
         install_pause(&state.join("pause/rootfs")).map_err(io(&state))?;
         let tag = crate::helpers::tag(&state).map_err(io(&state))?;
+        // Pods get user namespaces only where berth can id-map their image layers.
+        let idmapped_layers = userns::probe(&state).map_err(|reason| {
+            tracing::info!(%reason, "no user namespaces for pods");
+        });
         let mut runtimes = BTreeMap::new();
         for (name, path) in config.handlers() {
             let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
             let root = state.join("runtime").join(name);
             std::fs::create_dir_all(&root).map_err(io(&root))?;
+            let mut features = crate::oci::features::probe(&binary).unwrap_or_else(|reason| {
+                tracing::warn!(handler = name, %reason, "cannot tell what the runtime supports");
+                crate::oci::features::Features::default()
+            });
+            features.user_namespaces &= idmapped_layers.is_ok();
+            tracing::info!(
+                handler = name,
+                binary = %binary.display(),
+                recursive_read_only_mounts = features.recursive_read_only,
+                user_namespaces = features.user_namespaces,
+                "runtime handler"
+            );
             runtimes.insert(
                 name.to_string(),
                 Runtime::new(binary, root)
+                    .with_features(features)
                     .with_helper_tag(&tag)
                     .with_timeout(std::time::Duration::from_secs(
                         config.runtime.start_timeout_seconds,
@@ -112,6 +132,11 @@ impl Sandboxes {
         self.state.join("netns").join(id)
     }
 
+    /// Where the user namespace of a pod that has one of its own is pinned.
+    pub fn userns_path(&self, id: &str) -> PathBuf {
+        self.state.join("userns").join(id)
+    }
+
     pub fn pause_rootfs(&self) -> PathBuf {
         self.state.join("pause/rootfs")
     }
@@ -119,6 +144,11 @@ impl Sandboxes {
     /// Where host-local keeps the default network's leases.
     pub fn lease_dir(&self) -> PathBuf {
         self.state.join("cni/networks")
+    }
+
+    /// The handlers by name, with their runtimes (the default one under its own name).
+    pub fn handlers(&self) -> impl Iterator<Item = (&str, &Runtime)> {
+        self.runtimes.iter().map(|(name, r)| (name.as_str(), r))
     }
 
     /// The OCI runtime of a handler ("" is the default handler).
@@ -158,7 +188,7 @@ impl Sandboxes {
     /// daemon that died in the middle of a RunPodSandbox left behind.
     pub fn orphans(&self) -> Vec<String> {
         let mut ids = std::collections::BTreeSet::new();
-        for dir in ["sandboxes", "netns", "cni/results"] {
+        for dir in ["sandboxes", "netns", "userns", "cni/results"] {
             for entry in std::fs::read_dir(self.state.join(dir))
                 .into_iter()
                 .flatten()

@@ -35,6 +35,8 @@ struct ContainerRequest {
     config: ContainerConfig,
     image: ImageRecord,
     log_path: PathBuf,
+    /// The pod's own user namespace, which the container joins.
+    userns: Option<crate::sandbox::userns::Mappings>,
 }
 
 impl CriService {
@@ -98,9 +100,15 @@ impl CriService {
             ));
         }
         check_user(&config)?;
+        let features = self
+            .sandboxes
+            .runtime(&sandbox.runtime_handler)
+            .map(|r| r.features())
+            .unwrap_or_default();
         for mount in &config.mounts {
             check_mount_destination(&mount.container_path)
                 .map_err(|reason| Error::invalid("config.mounts.container_path", reason))?;
+            check_recursive_read_only(mount, features, &sandbox.runtime_handler)?;
         }
         if let Some(resources) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
             crate::spec::container::check_resources(resources)
@@ -121,7 +129,9 @@ impl CriService {
                 kind: "image",
                 id: image_name.clone(),
             })?;
-        let log_directory = decode_config(&sandbox).log_directory;
+        let pod_config = decode_config(&sandbox);
+        let userns = container_user_namespace(&pod_config, &config)?;
+        let log_directory = pod_config.log_directory;
         let log_path = if log_directory.is_empty() || config.log_path.is_empty() {
             PathBuf::from("/dev/null")
         } else {
@@ -144,6 +154,7 @@ impl CriService {
             config,
             image,
             log_path,
+            userns,
         })
     }
 
@@ -184,6 +195,7 @@ impl CriService {
             },
         )
         .map_err(|reason| Error::invalid("config.linux.security_context", reason))?;
+        check_user_is_mapped(&user, c.userns.as_ref())?;
         let run = self.images.run_config(&c.image)?;
         prepare_mount_sources(&c.config.mounts)?;
         let spec = self.spec_of(c, &rootfs, &user, &run)?;
@@ -218,8 +230,17 @@ impl CriService {
         let rootfs = layer_dir.join("rootfs");
         std::fs::create_dir(&rootfs).map_err(Error::io("rootfs", &rootfs))?;
         let layers = self.images.layer_paths(&c.image)?;
-        files::mount_overlay(&layers, &layer_dir, &rootfs)
-            .map_err(Error::io("mounting the rootfs on", &rootfs))?;
+        match &c.userns {
+            Some(mappings) => crate::sandbox::userns::mount_overlay_idmapped(
+                &layers,
+                &layer_dir,
+                &rootfs,
+                &self.sandboxes.userns_path(&c.sandbox.id),
+                mappings.host_root(),
+            ),
+            None => files::mount_overlay(&layers, &layer_dir, &rootfs),
+        }
+        .map_err(Error::io("mounting the rootfs on", &rootfs))?;
         let mounted = rootfs.clone();
         undo.push("rootfs mount", move || async move {
             files::unmount(&mounted).map_err(|e| e.to_string())
@@ -249,6 +270,9 @@ impl CriService {
             netns: c.sandbox.netns.as_ref().map(PathBuf::from),
             host_ipc: pod_namespaces.ipc == CriNamespaceMode::Node as i32,
             dir: self.sandboxes.dir(&c.sandbox.id),
+            userns: c
+                .userns
+                .map(|mappings| (self.sandboxes.userns_path(&c.sandbox.id), mappings)),
         };
         let cgroups_path = super::stats::container_cgroup(&c.sandbox, &c.id);
         let wanted_oom = linux
@@ -422,6 +446,109 @@ fn check_mount_destination(path: &str) -> std::result::Result<(), String> {
         return Err(format!(
             "{path:?} would cover the container's /proc or /sys"
         ));
+    }
+    Ok(())
+}
+
+/// A recursive read-only mount (KEP-3857) must be read-only and private, and needs a
+/// handler that can make it so: one that cannot is refused rather than leaving what is
+/// mounted below writable.
+fn check_recursive_read_only(
+    mount: &crate::proto::Mount,
+    features: crate::oci::features::Features,
+    handler: &str,
+) -> Result<()> {
+    if !mount.recursive_read_only {
+        return Ok(());
+    }
+    let field = "config.mounts.recursive_read_only";
+    let path = &mount.container_path;
+    if !mount.readonly {
+        return Err(Error::invalid(
+            field,
+            format!("the mount at {path:?} is not read-only"),
+        ));
+    }
+    if mount.propagation != crate::proto::MountPropagation::PropagationPrivate as i32 {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "the mount at {path:?} is not private (a recursive read-only mount cannot propagate)"
+            ),
+        ));
+    }
+    if !features.recursive_read_only {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "the runtime handler {handler:?} cannot make the mount at {path:?} recursively read-only"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The pod's own user namespace, which its containers join. A container that names a
+/// user namespace (the kubelet names the pod's) must name the pod's.
+fn container_user_namespace(
+    pod: &crate::proto::PodSandboxConfig,
+    config: &ContainerConfig,
+) -> Result<Option<crate::sandbox::userns::Mappings>> {
+    let options = |linux: Option<&crate::proto::NamespaceOption>| {
+        linux.and_then(|o| o.userns_options.clone())
+    };
+    let of_pod = options(
+        pod.linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref()),
+    );
+    let of_container = options(
+        config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref()),
+    );
+    // The pod's were checked when it was made.
+    let pod_mappings = crate::sandbox::userns::requested(of_pod.as_ref()).unwrap_or(None);
+    if let Some(asked) = &of_container {
+        let field = "config.linux.security_context.namespace_options.userns_options";
+        let mappings = crate::sandbox::userns::requested(Some(asked))
+            .map_err(|(_, reason)| Error::invalid(field, reason))?;
+        if mappings != pod_mappings {
+            return Err(Error::invalid(
+                field,
+                "a container has its pod's user namespace, not one of its own",
+            ));
+        }
+    }
+    Ok(pod_mappings)
+}
+
+/// In a pod with its own user namespace, the container's user and groups must be ids
+/// the namespace maps (the runtime could not switch to them otherwise).
+fn check_user_is_mapped(
+    user: &crate::spec::container::ResolvedUser,
+    userns: Option<&crate::sandbox::userns::Mappings>,
+) -> Result<()> {
+    let Some(mappings) = userns else {
+        return Ok(());
+    };
+    let field = "config.linux.security_context";
+    if mappings.uids.to_host(user.uid).is_none() {
+        return Err(Error::invalid(
+            field,
+            format!("uid {} is outside the pod's user namespace", user.uid),
+        ));
+    }
+    for gid in std::iter::once(&user.gid).chain(&user.additional_gids) {
+        if mappings.gids.to_host(*gid).is_none() {
+            return Err(Error::invalid(
+                field,
+                format!("gid {gid} is outside the pod's user namespace"),
+            ));
+        }
     }
     Ok(())
 }

@@ -79,6 +79,7 @@ impl CriService {
             }
             let results = [
                 netns::remove(&pin),
+                netns::remove(&self.sandboxes.userns_path(&id)),
                 files::unmount(&dir.join("shm")),
                 files::unmount(&dir.join("rootfs")),
                 files::remove_tree(&dir),
@@ -96,6 +97,7 @@ impl CriService {
             tracing::warn!(container = %id, "cleaning up a container left half made");
             self.end_container(&id).await;
             let layer_dir = self.containers.layer_dir(&id);
+            crate::sandbox::userns::unmount_lowers(&layer_dir);
             let results = [
                 files::unmount(&layer_dir.join("rootfs")),
                 files::remove_tree(&layer_dir),

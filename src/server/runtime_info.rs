@@ -46,16 +46,31 @@ impl CriService {
             info.insert("podCIDR".to_string(), to_json(&pod_cidr));
             info.insert("cgroups".to_string(), to_json(&self.cgroups.summary()));
         }
-        // The default handler is announced under the empty name (api.proto RuntimeHandler).
-        let features = || Some(RuntimeHandlerFeatures::default());
-        let mut runtime_handlers = vec![RuntimeHandler {
-            name: String::new(),
-            features: features(),
-        }];
-        runtime_handlers.extend(config.handlers().keys().map(|name| RuntimeHandler {
-            name: name.to_string(),
-            features: features(),
-        }));
+        // The default handler is announced under the empty name too (api.proto
+        // RuntimeHandler), with what it was found to support at start-up.
+        let features = |f: crate::oci::features::Features| {
+            Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: f.recursive_read_only,
+                user_namespaces: f.user_namespaces,
+            })
+        };
+        let mut runtime_handlers: Vec<RuntimeHandler> = self
+            .sandboxes
+            .runtime("")
+            .map(|default| RuntimeHandler {
+                name: String::new(),
+                features: features(default.features()),
+            })
+            .into_iter()
+            .collect();
+        runtime_handlers.extend(
+            self.sandboxes
+                .handlers()
+                .map(|(name, runtime)| RuntimeHandler {
+                    name: name.to_string(),
+                    features: features(runtime.features()),
+                }),
+        );
         Ok(StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info,

@@ -19,7 +19,7 @@ use crate::network::cni::{PodNetwork, PortMapping, protocol_name};
 use crate::oci::runc::Runtime;
 use crate::proto::{NamespaceMode as CriNamespaceMode, PodSandboxConfig, RunPodSandboxRequest};
 use crate::rollback::Rollback;
-use crate::sandbox::{files, name_key, netns};
+use crate::sandbox::{files, name_key, netns, userns};
 use crate::spec::{NamespaceMode, PauseProcess, SandboxSpec, sandbox_spec};
 use crate::store::{SandboxRecord, SandboxState};
 
@@ -47,6 +47,8 @@ struct PodRequest {
     cgroups_path: String,
     sysctls: BTreeMap<String, String>,
     port_mappings: Vec<PortMapping>,
+    /// The pod's own user namespace (mode POD), if it asks for one.
+    userns: Option<userns::Mappings>,
 }
 
 impl CriService {
@@ -131,6 +133,7 @@ impl CriService {
             ));
         }
         let port_mappings = port_mappings(&config)?;
+        let userns = pod_user_namespace(&options, &runtime, &handler)?;
         Ok(PodRequest {
             name_key: name_key(
                 &metadata.name,
@@ -148,6 +151,7 @@ impl CriService {
             cgroups_path,
             sysctls,
             port_mappings,
+            userns,
         })
     }
 
@@ -193,8 +197,19 @@ impl CriService {
         }
 
         let netns_path = (!pod.host_network).then(|| self.sandboxes.netns_path(id));
-        if let Some(pin) = &netns_path {
+        let userns_path = pod.userns.map(|_| self.sandboxes.userns_path(id));
+        if let (Some(mappings), Some(user_pin)) = (&pod.userns, &userns_path) {
+            // The network namespace is made inside it, so that it belongs to the pod.
+            userns::create(user_pin, netns_path.as_deref(), mappings)
+                .map_err(Error::io("creating user namespace", user_pin))?;
+            let pin = user_pin.clone();
+            undo.push("user namespace", move || async move {
+                netns::remove(&pin).map_err(|e| e.to_string())
+            });
+        } else if let Some(pin) = &netns_path {
             netns::create(pin).map_err(Error::io("creating network namespace", pin))?;
+        }
+        if let Some(pin) = &netns_path {
             let pin = pin.clone();
             undo.push("network namespace", move || async move {
                 netns::remove(&pin).map_err(|e| e.to_string())
@@ -369,7 +384,15 @@ impl CriService {
         image_root: Option<&ImageRoot>,
     ) -> Result<i32> {
         let own_rootfs = self.sandboxes.pause_rootfs();
-        let own_process = PauseProcess::default();
+        let mut own_process = PauseProcess::default();
+        if let Some(mappings) = &pod.userns
+            && (mappings.uids.to_host(own_process.uid).is_none()
+                || mappings.gids.to_host(own_process.gid).is_none())
+        {
+            // A range too short for the pause user: the pod's root, unprivileged anyway.
+            own_process.uid = 0;
+            own_process.gid = 0;
+        }
         let (rootfs, process) = match image_root {
             Some(root) => (root.rootfs.as_path(), &root.process),
             None => (own_rootfs.as_path(), &own_process),
@@ -388,6 +411,9 @@ impl CriService {
             cgroups_path: &pod.cgroups_path,
             sysctls: &pod.sysctls,
             oom_score_adj: clamp_oom_score_adj(SANDBOX_OOM_SCORE_ADJ),
+            user: pod
+                .userns
+                .map(|mappings| (self.sandboxes.userns_path(&pod.id), mappings)),
         })?;
         let config_path = dir.join("config.json");
         let json = serde_json::to_vec(&spec)
@@ -411,6 +437,35 @@ impl CriService {
             .unwrap_or(0);
         Ok(pid)
     }
+}
+
+/// The pod's own user namespace, when it asks for one (mode POD) and its handler can give
+/// it; host namespaces do not go with it (the kubelet never asks for both).
+fn pod_user_namespace(
+    options: &crate::proto::NamespaceOption,
+    runtime: &Runtime,
+    handler: &str,
+) -> Result<Option<userns::Mappings>> {
+    let mappings = userns::requested(options.userns_options.as_ref())
+        .map_err(|(field, reason)| Error::invalid(field, reason))?;
+    let Some(mappings) = mappings else {
+        return Ok(None);
+    };
+    let field = "config.linux.security_context.namespace_options.userns_options";
+    if !runtime.features().user_namespaces {
+        return Err(Error::invalid(
+            field,
+            format!("the runtime handler {handler:?} cannot give a pod its own user namespace"),
+        ));
+    }
+    let node = CriNamespaceMode::Node as i32;
+    if options.network == node || options.pid == node || options.ipc == node {
+        return Err(Error::invalid(
+            field,
+            "a pod with its own user namespace cannot share the host's network, PID or IPC namespace",
+        ));
+    }
+    Ok(Some(mappings))
 }
 
 /// Kills a container whose init has pid `pid`, waits for that process to end (watching

@@ -132,6 +132,9 @@ impl CriService {
         if let Some(pin) = &pin {
             netns::remove(pin).map_err(Error::io("removing network namespace", pin))?;
         }
+        // A pod with its own user namespace: nothing joins it once the pause is gone.
+        let user_pin = self.sandboxes.userns_path(&record.id);
+        netns::remove(&user_pin).map_err(Error::io("removing user namespace", &user_pin))?;
         if was_ready || record.netns.is_some() || record.pid != 0 {
             record.state = SandboxState::NotReady;
             record.netns = None;

@@ -144,6 +144,8 @@ pub struct PodContext {
     pub host_ipc: bool,
     /// The pod's sandbox directory, holding hostname, hosts, resolv.conf and shm/.
     pub dir: PathBuf,
+    /// The pod's own user namespace: its pin and its ranges.
+    pub userns: Option<(PathBuf, crate::sandbox::userns::Mappings)>,
 }
 
 /// Everything a container spec is made from.
@@ -333,6 +335,10 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
                 .map(linux_device)
                 .collect::<Result<Vec<_>, _>>()?,
         );
+    if let Some((_, mappings)) = &input.pod.userns {
+        let (uids, gids) = super::sandbox::id_mappings(mappings)?;
+        linux = linux.uid_mappings(uids).gid_mappings(gids);
+    }
     if let Some(propagation) = rootfs_propagation(&config.mounts) {
         linux = linux.rootfs_propagation(propagation);
     }
@@ -394,6 +400,9 @@ fn namespaces(
     let options = security.namespace_options.clone().unwrap_or_default();
     let pause = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", input.pod.pause_pid));
     let mut list = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if let Some((pin, _)) = &input.pod.userns {
+        list.push(ns(LinuxNamespaceType::User, Some(pin))?);
+    }
     if let Some(netns) = &input.pod.netns {
         list.push(ns(LinuxNamespaceType::Network, Some(netns))?);
     }
@@ -910,6 +919,7 @@ mod tests {
             netns: Some(PathBuf::from("/run/berth/netns/pod")),
             host_ipc: false,
             dir: PathBuf::from("/run/berth/sandboxes/pod"),
+            userns: None,
         };
         let host = ALL_CAPABILITIES
             .iter()

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
-    get_default_maskedpaths, get_default_readonly_paths,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder, get_default_maskedpaths, get_default_readonly_paths,
 };
 
 use super::SpecError;
@@ -66,6 +66,9 @@ pub struct SandboxSpec<'a> {
     pub cgroups_path: &'a str,
     pub sysctls: &'a BTreeMap<String, String>,
     pub oom_score_adj: i32,
+    /// The pod's own user namespace: its pin and its ranges (joined by path, the ranges
+    /// given again as the runtime-spec wants them with a user namespace).
+    pub user: Option<(PathBuf, crate::sandbox::userns::Mappings)>,
 }
 
 /// Builds the pause container's spec.
@@ -113,6 +116,9 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
     ];
     let uts_host = input.network == NamespaceMode::Host;
     let mut namespaces: Vec<LinuxNamespace> = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    if let Some((pin, _)) = &input.user {
+        namespaces.push(namespace(LinuxNamespaceType::User, Some(pin))?);
+    }
     for (kind, mode) in [
         (LinuxNamespaceType::Network, &input.network),
         (LinuxNamespaceType::Pid, &input.pid),
@@ -128,7 +134,12 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
     if !uts_host {
         namespaces.push(namespace(LinuxNamespaceType::Uts, None)?);
     }
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some((_, mappings)) = &input.user {
+        let (uids, gids) = id_mappings(mappings)?;
+        linux = linux.uid_mappings(uids).gid_mappings(gids);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(input.cgroups_path))
         .sysctl(
@@ -158,6 +169,20 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
     let hostname = (!uts_host && !input.hostname.is_empty()).then(|| input.hostname.to_string());
     spec.set_hostname(hostname);
     Ok(spec)
+}
+
+/// The runtime-spec form of a pod's user namespace ranges: (uid mappings, gid mappings).
+pub fn id_mappings(
+    mappings: &crate::sandbox::userns::Mappings,
+) -> Result<(Vec<LinuxIdMapping>, Vec<LinuxIdMapping>), SpecError> {
+    let one = |range: &crate::sandbox::userns::IdRange| {
+        LinuxIdMappingBuilder::default()
+            .container_id(range.container)
+            .host_id(range.host)
+            .size(range.length)
+            .build()
+    };
+    Ok((vec![one(&mappings.uids)?], vec![one(&mappings.gids)?]))
 }
 
 fn namespace(kind: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, SpecError> {
@@ -190,6 +215,7 @@ mod tests {
             cgroups_path: "/kubepods/besteffort/podu1/abc",
             sysctls,
             oom_score_adj: -998,
+            user: None,
         }
     }
 

@@ -104,6 +104,12 @@ impl Store {
             path: path.clone(),
             source,
         })?;
+        // Readable by root alone, in a root directory others may search.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                source: redb::DatabaseError::Storage(redb::StorageError::Io(e)),
+            })?;
         let store = Store { db, path };
         store.init()?;
         Ok(store)

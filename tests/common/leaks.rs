@@ -11,7 +11,14 @@ use super::Daemon;
 /// directory.
 pub fn assert_nothing_left(daemon: &Daemon, cgroup_tree: &str) {
     let paths = daemon.paths();
-    for dir in ["netns", "sandboxes", "containers", "cni/results", "m"] {
+    for dir in [
+        "netns",
+        "userns",
+        "sandboxes",
+        "containers",
+        "cni/results",
+        "m",
+    ] {
         assert_eq!(
             entries(&paths.state.join(dir)),
             Vec::<String>::new(),
