@@ -16,7 +16,7 @@ TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-p
   golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
   docker-registry apache2-utils skopeo openssl containerd
 
-.PHONY: all build run test deps test-deps fmt-check clippy unit bench fuzz soak clean
+.PHONY: all build run test deps test-deps youki fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
@@ -35,8 +35,17 @@ endef
 deps:
 	$(call apt_install,$(RUNTIME_PACKAGES))
 
-test-deps: deps
+test-deps: deps youki
 	$(call apt_install,$(TEST_PACKAGES))
+
+# youki, the second OCI runtime handler ([runtime.handlers.youki]): a pinned release from
+# crates.io, with cgroup v1 (this kind of host) and v2 and seccomp (libseccomp); skipped
+# when that version is installed.
+YOUKI_VERSION := 0.7.0
+youki:
+	$(call apt_install,libseccomp-dev pkg-config)
+	@command -v youki >/dev/null && youki --version | grep -q '$(YOUKI_VERSION)' \
+	  || $(CARGO) install youki --version $(YOUKI_VERSION) --locked --features v1,v2,seccomp
 
 build:
 	$(CARGO) build --release --locked
@@ -55,9 +64,13 @@ clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	cd monitor && $(CARGO) clippy --locked --release -- -D warnings
 
-# The whole suite: formatting, lints, unit and integration tests.
+# The whole suite: formatting, lints, unit and integration tests; then the suites of
+# the container paths again with youki as the default handler.
+YOUKI_SUITES := --test containers --test exec --test mounts --test sandboxes --test stats \
+  --test streaming --test spdy
 test: test-deps fmt-check clippy
 	$(CARGO) test --locked --all-targets
+	BERTH_TEST_RUNTIME=youki $(CARGO) test --locked $(YOUKI_SUITES)
 
 # The pod-path benchmark against containerd and the floor (benches/pods/); as root.
 bench: test-deps

@@ -197,7 +197,7 @@ async fn a_group_without_a_user_is_refused_before_anything_is_made() {
         .client
         .create_container(berth::proto::CreateContainerRequest {
             pod_sandbox_id: w.sandbox.clone(),
-            config: Some(config.clone()),
+            config: Some(common::world::for_the_runtime(config.clone())),
             sandbox_config: None,
         })
         .await
@@ -371,7 +371,7 @@ async fn recursive_read_only_mounts_that_cannot_be_are_refused_by_field() {
             .client
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: w.sandbox.clone(),
-                config: Some(with_mount("refused", mount)),
+                config: Some(common::world::for_the_runtime(with_mount("refused", mount))),
                 sandbox_config: None,
             })
             .await
@@ -394,13 +394,14 @@ async fn recursive_read_only_mounts_that_cannot_be_are_refused_by_field() {
 
 #[tokio::test]
 async fn a_handler_without_recursive_read_only_mounts_refuses_them() {
-    // runc behind a wrapper whose features document lists no rro: a runtime that would
-    // mount the volume with what is below it writable.
+    // runc behind a wrapper whose features document lists no rro, and that fails the
+    // daemon's test mount: a runtime that would mount the volume with what is below it
+    // writable.
     let bin = tempfile::tempdir().unwrap();
     let wrapper = bin.path().join("plain-runc");
     std::fs::write(
         &wrapper,
-        "#!/bin/sh\nif [ \"$1\" = features ]; then\n  echo '{\"ociVersionMin\":\"1.0.0\",\"ociVersionMax\":\"1.0.2\",\"mountOptions\":[\"ro\",\"rbind\"]}'\n  exit 0\nfi\nexec runc \"$@\"\n",
+        "#!/bin/sh\ncase \"$*\" in *berth-rro-probe*) [ \"$3\" = create ] && exit 1;; esac\nif [ \"$1\" = features ]; then\n  echo '{\"ociVersionMin\":\"1.0.0\",\"ociVersionMax\":\"1.0.2\",\"mountOptions\":[\"ro\",\"rbind\"]}'\n  exit 0\nfi\nexec runc \"$@\"\n",
     )
     .unwrap();
     std::fs::set_permissions(

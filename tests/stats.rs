@@ -399,7 +399,7 @@ async fn the_kubelets_resources_fit_this_hosts_cgroups() {
         .client
         .create_container(berth::proto::CreateContainerRequest {
             pod_sandbox_id: w.sandbox.clone(),
-            config: Some(config),
+            config: Some(common::world::for_the_runtime(config)),
             sandbox_config: None,
         })
         .await

@@ -260,6 +260,12 @@ fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
         None
     };
     command.push(&args.id);
+    // The runtime appends to its log: emptied first, its last error is this command's.
+    drop(sys::open(
+        &runtime_log,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+        0o600,
+    ));
     let fds = match (console.is_some(), args.stdin) {
         (true, _) => [null.as_fd(), null.as_fd(), null.as_fd()],
         (false, true) => [
@@ -318,7 +324,7 @@ fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
                 .ok()
         })
         .and_then(Pid::from_raw)
-        .ok_or_else(|| "runc wrote no container pid".to_string())?;
+        .ok_or_else(|| "the runtime wrote no container pid".to_string())?;
     Ok((pid, stdio))
 }
 

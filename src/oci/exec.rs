@@ -18,6 +18,7 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
 use super::runc::{OciError, Runtime};
+use super::runtime::Kind;
 
 /// How long output is still read once runc has exited.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -130,13 +131,16 @@ pub async fn exec(
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(255)
     };
-    if !timed_out && !cancelled && exit_code != 0 && !Path::new(&files.pid).exists() {
-        // runc failed before the process started: its message is on stderr.
+    let started = Path::new(&files.pid).exists();
+    if !timed_out
+        && !cancelled
+        && let Some(message) = start_failure(runtime.kind(), exit_code, started, &stderr)
+    {
         return Err(OciError::Failed {
             binary: runtime.binary().to_path_buf(),
             command: "exec",
             id: id.to_string(),
-            message: runc_message(&stderr),
+            message,
         });
     }
     Ok(ExecOutput {
@@ -149,6 +153,32 @@ pub async fn exec(
 }
 
 /// runc's own complaint, from the last line of its stderr.
+/// What the runtime said when it failed before the process ran, or `None` when the
+/// process ran (and `exit_code` is its own). runc writes the pid file once the process
+/// is started, and says why it could not on stderr; youki writes it before, exits 255,
+/// and says why in a line of its own (`ERROR youki: …`) on the process's stderr.
+fn start_failure(kind: Kind, exit_code: i32, started: bool, stderr: &[u8]) -> Option<String> {
+    if exit_code == 0 {
+        return None;
+    }
+    match kind {
+        Kind::Runc => (!started).then(|| runc_message(stderr)),
+        Kind::Youki => {
+            let text = String::from_utf8_lossy(stderr);
+            let said = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("ERROR youki: "))
+                .map(|m| m.trim().to_string());
+            match said {
+                Some(message) if exit_code == 255 => Some(message),
+                _ if !started => Some(runc_message(stderr)),
+                _ => None,
+            }
+        }
+    }
+}
+
 fn runc_message(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let line = text
@@ -217,6 +247,30 @@ async fn read_capped(
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod start_failure_tests {
+    use super::{Kind, start_failure};
+
+    #[test]
+    fn a_process_that_never_ran_is_the_runtimes_failure() {
+        let runc = b"time=\"t\" level=error msg=\"exec failed: exec: \\\"/no\\\": no such file\"\n";
+        assert!(
+            start_failure(Kind::Runc, 1, false, runc).is_some_and(|m| m.contains("no such file"))
+        );
+        assert_eq!(start_failure(Kind::Runc, 1, true, b"its own error\n"), None);
+        let youki = b"ERROR libcontainer::workload::default: not found\nERROR youki: error in executing command: executable '/no' not found in $PATH\n";
+        assert_eq!(
+            start_failure(Kind::Youki, 255, true, youki).as_deref(),
+            Some("error in executing command: executable '/no' not found in $PATH")
+        );
+        assert_eq!(
+            start_failure(Kind::Youki, 3, true, b"plain failure\n"),
+            None
+        );
+        assert_eq!(start_failure(Kind::Youki, 0, true, youki), None);
+    }
 }
 
 #[cfg(test)]

@@ -91,10 +91,140 @@ pub fn from_document(document: &[u8], kernel: Option<Kernel>) -> Result<Features
 /// Runs `<binary> features` and reads its answer; a runtime without the command (or one
 /// that fails it) supports none of the features.
 pub fn probe(binary: &Path) -> Result<Features, String> {
+    let output = run_bounded(binary, &["features"])?;
+    if !output.status.success() {
+        return Ok(Features::default());
+    }
+    from_document(&output.stdout, running_kernel())
+}
+
+/// Whether the running kernel has `mount_setattr` (5.12), which `rro` needs.
+pub fn kernel_has_rro() -> bool {
+    running_kernel().is_some_and(|k| k >= (5, 12))
+}
+
+/// The id of the container the recursive read-only probe makes.
+const PROBE_ID: &str = "berth-rro-probe";
+
+/// Whether the runtime makes an `rro` mount read-only all the way down when its features
+/// document does not say (youki 0.7 does, and does not say): a container is created
+/// (never started) from `dir` with `program` as its process and a read-only `rro` bind
+/// of a directory with a tmpfs below it; the tmpfs must be read-only in the container's
+/// mount table. Everything it made is removed again, also what an earlier, cut-short
+/// probe left.
+pub fn probe_recursive_read_only(
+    binary: &Path,
+    root: &Path,
+    dir: &Path,
+    program: &Path,
+) -> Result<bool, String> {
+    let runtime = |args: &[&str]| {
+        let mut full = vec!["--root", root.to_str().unwrap_or_default()];
+        full.extend(args);
+        run_bounded(binary, &full)
+    };
+    let clean = || {
+        let _ = runtime(&["delete", "--force", PROBE_ID]);
+        let _ = nix::mount::umount2(&dir.join("volume/below"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(dir);
+    };
+    clean();
+    let result = (|| {
+        let rootfs = dir.join("rootfs");
+        let below = dir.join("volume/below");
+        for made in [
+            rootfs.join("probe"),
+            rootfs.join("dev"),
+            rootfs.join("proc"),
+            below.clone(),
+        ] {
+            std::fs::create_dir_all(&made).map_err(|e| format!("{}: {e}", made.display()))?;
+        }
+        std::fs::copy(program, rootfs.join("pause"))
+            .map_err(|e| format!("the probe's program: {e}"))?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            &below,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=4k"),
+        )
+        .map_err(|e| format!("a tmpfs for the probe: {e}"))?;
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": rootfs, "readonly": true},
+            "process": {
+                "args": ["/pause"], "env": ["PATH=/"], "cwd": "/",
+                "user": {"uid": 0, "gid": 0}, "noNewPrivileges": true,
+            },
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "mode=755", "size=64k"]},
+                {"destination": "/probe", "type": "bind", "source": dir.join("volume"),
+                 "options": ["rbind", "rprivate", "ro", "rro"]},
+            ],
+            "linux": {
+                "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "network"}],
+                "cgroupsPath": format!("/{PROBE_ID}"),
+            },
+        });
+        std::fs::write(dir.join("config.json"), spec.to_string())
+            .map_err(|e| format!("the probe's bundle: {e}"))?;
+        let pid_file = dir.join("pid");
+        let created = runtime(&[
+            "create",
+            "--bundle",
+            dir.to_str().unwrap_or_default(),
+            "--pid-file",
+            pid_file.to_str().unwrap_or_default(),
+            PROBE_ID,
+        ])?;
+        if !created.status.success() {
+            return Ok(false);
+        }
+        let pid =
+            std::fs::read_to_string(&pid_file).map_err(|e| format!("the probe's pid: {e}"))?;
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim()))
+            .map_err(|e| format!("the probe's mounts: {e}"))?;
+        Ok(below_is_read_only(&mounts))
+    })();
+    clean();
+    result
+}
+
+/// Whether, in a mount table (`/proc/<pid>/mountinfo`), `/probe/below` is read-only.
+fn below_is_read_only(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        fields.get(4) == Some(&"/probe/below")
+            && fields
+                .get(5)
+                .is_some_and(|options| options.split(',').any(|o| o == "ro"))
+    })
+}
+
+/// Which runtime `binary` is, from its `--version` (runc's words when it cannot tell).
+pub fn kind(binary: &Path) -> super::runtime::Kind {
+    run_bounded(binary, &["--version"])
+        .map(|output| super::runtime::Kind::from_version(&String::from_utf8_lossy(&output.stdout)))
+        .unwrap_or_default()
+}
+
+/// Runs `<binary> <args>`, killed past [`PROBE_TIMEOUT`]; its output read, unless it is a
+/// `create` (whose container would hold the pipe open).
+fn run_bounded(binary: &Path, args: &[&str]) -> Result<std::process::Output, String> {
+    let arg = args.first().copied().unwrap_or_default();
+    let stdout = if args.contains(&"create") {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    };
     let mut child = Command::new(binary)
-        .arg("features")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
@@ -107,20 +237,16 @@ pub fn probe(binary: &Path) -> Result<Features, String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "{} features gave no answer within {PROBE_TIMEOUT:?}",
+                    "{} {arg} gave no answer within {PROBE_TIMEOUT:?}",
                     binary.display()
                 ));
             }
-            Err(e) => return Err(format!("waiting for {} features: {e}", binary.display())),
+            Err(e) => return Err(format!("waiting for {} {arg}: {e}", binary.display())),
         }
     }
-    let output = child
+    child
         .wait_with_output()
-        .map_err(|e| format!("reading {} features: {e}", binary.display()))?;
-    if !output.status.success() {
-        return Ok(Features::default());
-    }
-    from_document(&output.stdout, running_kernel())
+        .map_err(|e| format!("reading {} {arg}: {e}", binary.display()))
 }
 
 #[cfg(test)]
@@ -131,6 +257,15 @@ mod tests {
         "linux":{"namespaces":["cgroup","ipc","mount","network","pid","user","uts"]}}"#;
     const WITH_IDMAP: &str = r#"{"mountOptions":["rro"],
         "linux":{"namespaces":["user"],"mountExtensions":{"idmap":{"enabled":true}}}}"#;
+
+    #[test]
+    fn the_probe_reads_the_containers_mount_table() {
+        let ro = "36 35 0:33 / /probe rw,nosuid - ext4 /dev/vda rw\n40 36 0:34 / /probe/below ro,relatime - tmpfs tmpfs rw,size=4k\n";
+        assert!(below_is_read_only(ro));
+        let rw = "36 35 0:33 / /probe ro,nosuid - ext4 /dev/vda rw\n40 36 0:34 / /probe/below rw,relatime - tmpfs tmpfs rw,size=4k\n";
+        assert!(!below_is_read_only(rw));
+        assert!(!below_is_read_only(""));
+    }
 
     #[test]
     fn kernel_releases() {

@@ -1,10 +1,11 @@
-//! The OCI runtimes (runc, crun) that run sandboxes and containers, one per CRI runtime
+//! The OCI runtimes (runc, youki, crun) that run sandboxes and containers, one per CRI runtime
 //! handler. berth drives an external, proven runtime binary; it never re-implements it.
 
 pub mod exec;
 pub mod features;
 pub mod runc;
 pub mod runc_log;
+pub mod runtime;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,14 +1,17 @@
-//! The runc (or crun) command-line driver. Each handler has its own state directory
-//! (`--root`), so several daemons and several handlers never see each other's containers.
+//! The command-line driver of runc-like runtimes (runc, crun, youki): one binary per
+//! handler, each with its own state directory (`--root`), so several daemons and several
+//! handlers never see each other's containers. Where the binaries differ (their error
+//! words, their logs), the [`Kind`] told from `--version` decides, and failures that
+//! callers act on come back typed ([`OciError::NotFound`], [`OciError::NotRunning`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::process::Command;
 
 use super::runc_log::last_error;
+use super::runtime::{Failure, Kind, OciRuntime, State};
 
 /// How long a runtime command may take unless the daemon says otherwise
 /// (`[runtime] start_timeout_seconds`).
@@ -29,6 +32,20 @@ pub enum OciError {
         id: String,
         message: String,
     },
+    /// The runtime does not know the container.
+    #[error("{binary} {command} {id}: no such container")]
+    NotFound {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+    },
+    /// The container has no process (any more).
+    #[error("{binary} {command} {id}: the container is not running")]
+    NotRunning {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+    },
     /// It did not answer in time, and was killed with what it had started.
     #[error("{binary} {command} {id}: no answer within {after:?}")]
     TimedOut {
@@ -37,14 +54,6 @@ pub enum OciError {
         id: String,
         after: Duration,
     },
-}
-
-/// What `runc state` reports.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RuntimeState {
-    pub status: String,
-    #[serde(default)]
-    pub pid: i32,
 }
 
 /// One OCI runtime binary with its state directory.
@@ -58,6 +67,8 @@ pub struct Runtime {
     timeout: Duration,
     /// What it was found to support at start-up.
     features: super::features::Features,
+    /// Which runtime the binary is.
+    kind: Kind,
 }
 
 impl Runtime {
@@ -68,6 +79,41 @@ impl Runtime {
             helper_tag: None,
             timeout: COMMAND_TIMEOUT,
             features: super::features::Features::default(),
+            kind: Kind::default(),
+        }
+    }
+
+    /// The same runtime, known to be a `kind` binary.
+    pub fn with_kind(mut self, kind: Kind) -> Runtime {
+        self.kind = kind;
+        self
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// A failure with what the runtime said: typed when the words say the container is
+    /// unknown or not running.
+    fn failure(&self, command: &'static str, id: &str, said: &str, message: String) -> OciError {
+        let (binary, id) = (self.binary.clone(), id.to_string());
+        match self.kind.classify(said) {
+            Some(Failure::NotFound) => OciError::NotFound {
+                binary,
+                command,
+                id,
+            },
+            Some(Failure::NotRunning) => OciError::NotRunning {
+                binary,
+                command,
+                id,
+            },
+            None => OciError::Failed {
+                binary,
+                command,
+                id,
+                message,
+            },
         }
     }
 
@@ -75,11 +121,6 @@ impl Runtime {
     pub fn with_features(mut self, features: super::features::Features) -> Runtime {
         self.features = features;
         self
-    }
-
-    /// What the runtime and the kernel were found to support.
-    pub fn features(&self) -> super::features::Features {
-        self.features
     }
 
     /// The same runtime, a command that takes longer than `timeout` killed.
@@ -94,11 +135,14 @@ impl Runtime {
         self
     }
 
-    /// Tags `command`, a command of this runtime, as the daemon's helper.
+    /// Tags `command`, a command of this runtime, as the daemon's helper; a runtime
+    /// written in Rust (youki) prints no backtrace after its error, whatever the daemon's
+    /// environment says.
     pub fn tag(&self, command: &mut Command) {
         if let Some(tag) = &self.helper_tag {
             command.env(crate::helpers::ENV, tag);
         }
+        command.env("RUST_BACKTRACE", "0");
     }
 
     pub fn binary(&self) -> &Path {
@@ -177,20 +221,41 @@ impl Runtime {
             return Ok(output.stdout);
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(OciError::Failed {
-            binary: self.binary.clone(),
-            command,
-            id: id.to_string(),
-            message: runtime_message(&stderr, output.status),
-        })
+        let message = runtime_message(&stderr, output.status);
+        Err(self.failure(command, id, &stderr, message))
     }
 
-    /// `create`: sets the container up, its process waiting for `start`. Its stdio is
-    /// /dev/null (the pause program has nothing to say). runc's own messages go to a log
-    /// file in the bundle: the container inherits runc's stdio, so a pipe there would
-    /// stay open as long as the container lives.
-    pub async fn create(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), OciError> {
+    /// A bundle's `config.json` for this runtime. youki 0.7 loads a seccomp filter only
+    /// after dropping the capabilities when `noNewPrivileges` is given as false (and the
+    /// kernel then refuses it for want of CAP_SYS_ADMIN), but not when it is left out,
+    /// which the runtime-spec says is the same: for youki it is left out.
+    pub fn bundle_config(&self, spec: &oci_spec::runtime::Spec) -> serde_json::Result<Vec<u8>> {
+        let mut value = serde_json::to_value(spec)?;
+        if self.kind == Kind::Youki
+            && let Some(process) = value.get_mut("process").and_then(|p| p.as_object_mut())
+            && process.get("noNewPrivileges") == Some(&serde_json::Value::Bool(false))
+        {
+            process.remove("noNewPrivileges");
+        }
+        serde_json::to_vec(&value)
+    }
+
+    /// Empties the runtime's log file in a bundle before a command writes it (runc and
+    /// youki append to it), so that its last error is this command's.
+    pub fn fresh_log(bundle: &Path) -> PathBuf {
         let log = bundle.join("runc.log");
+        let _ = std::fs::write(&log, b"");
+        log
+    }
+}
+
+impl OciRuntime for Runtime {
+    /// `create`: sets the container up, its process waiting for `start`. Its stdio is
+    /// /dev/null (the pause program has nothing to say). The runtime's own messages go
+    /// to a log file in the bundle: the container inherits its stdio, so a pipe there
+    /// would stay open as long as the container lives.
+    async fn create(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), OciError> {
+        let log = Runtime::fresh_log(bundle);
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
             .arg(&self.root)
@@ -217,22 +282,23 @@ impl Runtime {
             return Ok(());
         }
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let message = last_error(&logged).unwrap_or_else(|| format!("failed ({status})"));
         Err(OciError::Failed {
             binary: self.binary.clone(),
             command: "create",
             id: id.to_string(),
-            message: last_error(&logged).unwrap_or_else(|| format!("failed ({status})")),
+            message,
         })
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), OciError> {
+    async fn start(&self, id: &str) -> Result<(), OciError> {
         let mut cmd = self.command();
         cmd.arg("start").arg(id);
         self.run("start", id, cmd).await.map(drop)
     }
 
     /// Sends a signal to the container's init process.
-    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {
+    async fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {
         let mut cmd = self.command();
         cmd.arg("kill").arg(id).arg(signal);
         self.run("kill", id, cmd).await.map(drop)
@@ -240,15 +306,14 @@ impl Runtime {
 
     /// Removes a stopped container's runtime state. Without `--force`: `runc delete
     /// --force` waits 100 ms after its SIGKILL, so callers kill, wait and delete instead.
-    pub async fn delete(&self, id: &str) -> Result<(), OciError> {
+    async fn delete(&self, id: &str) -> Result<(), OciError> {
         let mut cmd = self.command();
         cmd.arg("delete").arg(id);
         self.run("delete", id, cmd).await.map(drop)
     }
 
-    /// Applies new resource limits to a running container (`runc update -r -`, the
-    /// OCI `LinuxResources` as JSON on stdin).
-    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<(), OciError> {
+    /// `update -r -`: the OCI `LinuxResources` as JSON on stdin.
+    async fn update(&self, id: &str, resources: &[u8]) -> Result<(), OciError> {
         use tokio::io::AsyncWriteExt;
         let exec_error = |source| OciError::Exec {
             binary: self.binary.clone(),
@@ -270,16 +335,12 @@ impl Runtime {
         if output.status.success() {
             return Ok(());
         }
-        Err(OciError::Failed {
-            binary: self.binary.clone(),
-            command: "update",
-            id: id.to_string(),
-            message: runtime_message(&String::from_utf8_lossy(&output.stderr), output.status),
-        })
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = runtime_message(&stderr, output.status);
+        Err(self.failure("update", id, &stderr, message))
     }
 
-    /// The container's state, or `None` when the runtime does not know it.
-    pub async fn state(&self, id: &str) -> Result<Option<RuntimeState>, OciError> {
+    async fn state(&self, id: &str) -> Result<Option<State>, OciError> {
         let mut cmd = self.command();
         cmd.arg("state").arg(id);
         match self.run("state", id, cmd).await {
@@ -291,14 +352,22 @@ impl Runtime {
                     id: id.to_string(),
                     message: format!("unreadable state: {e}"),
                 }),
-            Err(OciError::Failed { message, .. }) if message.contains("does not exist") => Ok(None),
+            Err(OciError::NotFound { .. }) => Ok(None),
             Err(err) => Err(err),
         }
     }
+
+    fn features(&self) -> super::features::Features {
+        self.features
+    }
 }
 
-/// The runtime's own message: the `msg="…"` of its last log line, or its whole stderr.
+/// The runtime's own message: youki's last `Error: …` line (a backtrace may follow it),
+/// the `msg="…"` of runc's last log line, or the last line of its stderr.
 fn runtime_message(stderr: &str, status: std::process::ExitStatus) -> String {
+    if let Some(said) = stderr.lines().rev().find_map(|l| l.strip_prefix("Error: ")) {
+        return said.trim().to_string();
+    }
     let line = stderr
         .lines()
         .rev()
@@ -322,7 +391,30 @@ fn runtime_message(stderr: &str, status: std::process::ExitStatus) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::runtime_message;
+    use super::{Kind, Runtime, runtime_message};
+
+    #[test]
+    fn youki_gets_no_false_no_new_privileges() {
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_no_new_privileges(Some(false));
+        spec.set_process(Some(process));
+        let runc = Runtime::new("runc".into(), "/r".into());
+        let youki = runc.clone().with_kind(Kind::Youki);
+        let read = |r: &Runtime, spec: &oci_spec::runtime::Spec| -> serde_json::Value {
+            serde_json::from_slice(&r.bundle_config(spec).unwrap()).unwrap()
+        };
+        assert_eq!(read(&runc, &spec)["process"]["noNewPrivileges"], false);
+        assert!(
+            read(&youki, &spec)["process"]
+                .get("noNewPrivileges")
+                .is_none()
+        );
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_no_new_privileges(Some(true));
+        spec.set_process(Some(process));
+        assert_eq!(read(&youki, &spec)["process"]["noNewPrivileges"], true);
+    }
     use std::os::unix::process::ExitStatusExt;
 
     #[test]
@@ -335,5 +427,10 @@ mod tests {
         );
         assert_eq!(runtime_message("plain failure\n", status), "plain failure");
         assert!(runtime_message("", status).contains("failed"));
+        let youki = "ERROR youki: error in executing command: container x does not exist.\n\nStack backtrace:\n   0: <unknown>\nError: container x does not exist.\n\nStack backtrace:\n   0: <unknown>\n      at ./csu/libc-start.c:360:3\n";
+        assert_eq!(
+            runtime_message(youki, status),
+            "container x does not exist."
+        );
     }
 }

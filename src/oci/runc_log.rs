@@ -1,17 +1,29 @@
-//! runc's JSON log (`--log-format json`): the message of its last error, which is what a
-//! failed runc call has to say. Code that needs only `core` and `alloc`, so the monitor
+//! The JSON log of runc and youki (`--log-format json`): the message of its last error,
+//! which is what a failed call has to say. Code that needs only `core` and `alloc`, so the monitor
 //! (which has no standard library) compiles this same file.
 
 use alloc::format;
 use alloc::string::String;
 
-/// The message of the last error in a runc JSON log (`{"level":"error","msg":"…"}`, one
-/// object per line, keys in the order Go writes them).
+/// The message of the last error in a runtime's JSON log, one object per line: runc's
+/// `{"level":"error","msg":"…"}`, youki's `{"level":"ERROR","message":"…"}`.
+/// youki says the cause apart, in an `"err"` field of its first error: it is added.
 pub fn last_error(log: &str) -> Option<String> {
-    log.lines()
+    let is_error =
+        |line: &&str| line.contains("\"level\":\"error\"") || line.contains("\"level\":\"ERROR\"");
+    let message = log
+        .lines()
         .rev()
-        .filter(|line| line.contains("\"level\":\"error\""))
-        .find_map(|line| string_field(line, "msg"))
+        .filter(is_error)
+        .find_map(|line| string_field(line, "msg").or_else(|| string_field(line, "message")))?;
+    let cause = log
+        .lines()
+        .filter(is_error)
+        .find_map(|line| string_field(line, "err"));
+    Some(match cause {
+        Some(cause) if !message.contains(&cause) => format!("{message} ({cause})"),
+        _ => message,
+    })
 }
 
 /// The string value of `"field":"…"` in one line of JSON, unescaped.
@@ -82,5 +94,18 @@ mod tests {
         assert_eq!(last_error("{\"level\":\"info\",\"msg\":\"x\"}\n"), None);
         assert_eq!(last_error("{\"level\":\"error\",\"msg\":\"cut \\u12"), None);
         assert_eq!(last_error("not json"), None);
+        // youki's: upper-case levels, the text under "message".
+        let log = "{\"timestamp\":\"t\",\"level\":\"ERROR\",\"message\":\"failed to wait for init ready\",\"target\":\"libcontainer\"}\n{\"timestamp\":\"t\",\"level\":\"ERROR\",\"message\":\"error in executing command: executable '/no' not found in $PATH\",\"target\":\"youki\"}\n";
+        assert_eq!(
+            last_error(log).as_deref(),
+            Some("error in executing command: executable '/no' not found in $PATH")
+        );
+        let log = "{\"level\":\"ERROR\",\"message\":\"failed to prepare rootfs\",\"err\":\"UnknownRootfsPropagation(\\\"x\\\")\"}\n{\"level\":\"ERROR\",\"message\":\"failed to create container: failed to prepare rootfs\"}\n";
+        assert_eq!(
+            last_error(log).as_deref(),
+            Some(
+                "failed to create container: failed to prepare rootfs (UnknownRootfsPropagation(\"x\"))"
+            )
+        );
     }
 }

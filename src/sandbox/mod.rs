@@ -86,10 +86,26 @@ impl Sandboxes {
                 tracing::warn!(handler = name, %reason, "cannot tell what the runtime supports");
                 crate::oci::features::Features::default()
             });
-            features.user_namespaces &= idmapped_layers.is_ok();
+            let kind = crate::oci::features::kind(&binary);
+            features.user_namespaces &= idmapped_layers.is_ok() && kind.joins_user_namespaces();
+            if !features.recursive_read_only && crate::oci::features::kernel_has_rro() {
+                // Its document does not say: a test mount does.
+                let dir = state.join("probe").join(name);
+                features.recursive_read_only = crate::oci::features::probe_recursive_read_only(
+                    &binary,
+                    &root,
+                    &dir,
+                    &state.join("pause/rootfs/pause"),
+                )
+                .unwrap_or_else(|reason| {
+                    tracing::warn!(handler = name, %reason, "the recursive read-only probe failed");
+                    false
+                });
+            }
             tracing::info!(
                 handler = name,
                 binary = %binary.display(),
+                ?kind,
                 recursive_read_only_mounts = features.recursive_read_only,
                 user_namespaces = features.user_namespaces,
                 "runtime handler"
@@ -97,6 +113,7 @@ impl Sandboxes {
             runtimes.insert(
                 name.to_string(),
                 Runtime::new(binary, root)
+                    .with_kind(kind)
                     .with_features(features)
                     .with_helper_tag(&tag)
                     .with_timeout(std::time::Duration::from_secs(

@@ -4,6 +4,7 @@
 //! --detach`: one runtime call instead of create then start). Every step has a rollback;
 //! the work runs as a task, so a cancelled call leaves nothing half made.
 
+use crate::oci::runtime::OciRuntime;
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -100,11 +101,11 @@ impl CriService {
             ));
         }
         check_user(&config)?;
-        let features = self
-            .sandboxes
-            .runtime(&sandbox.runtime_handler)
-            .map(|r| r.features())
-            .unwrap_or_default();
+        let runtime = self.sandboxes.runtime(&sandbox.runtime_handler);
+        let features = runtime.map(|r| r.features()).unwrap_or_default();
+        if let Some(runtime) = runtime {
+            check_pid_namespace(&config, runtime, &sandbox.runtime_handler)?;
+        }
         for mount in &config.mounts {
             check_mount_destination(&mount.container_path)
                 .map_err(|reason| Error::invalid("config.mounts.container_path", reason))?;
@@ -208,7 +209,10 @@ impl CriService {
             std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
         });
         let bundle_config = state_dir.join("config.json");
-        let json = serde_json::to_vec(&spec)
+        let json = self
+            .sandboxes
+            .runtime(&c.sandbox.runtime_handler)
+            .map_or_else(|| serde_json::to_vec(&spec), |r| r.bundle_config(&spec))
             .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
@@ -378,6 +382,8 @@ impl CriService {
             .stderr(Stdio::null())
             // It outlives the daemon: never a helper the next daemon would end.
             .env_remove(crate::helpers::ENV)
+            // What it runs (youki) says its error without a backtrace.
+            .env("RUST_BACKTRACE", "0")
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| {
@@ -549,6 +555,36 @@ fn check_user_is_mapped(
                 format!("gid {gid} is outside the pod's user namespace"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A container that joins another's PID namespace (POD, TARGET) needs a handler that
+/// can join one: youki 0.7 cannot (its init looks itself up in the host's /proc by the
+/// pid it has in the namespace, and fails when the host has no such process), so it is
+/// refused up front rather than failing at start now and then.
+fn check_pid_namespace(
+    config: &ContainerConfig,
+    runtime: &crate::oci::runc::Runtime,
+    handler: &str,
+) -> Result<()> {
+    if runtime.kind().joins_pid_namespaces() {
+        return Ok(());
+    }
+    let pid = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .map_or(CriNamespaceMode::Pod as i32, |o| o.pid);
+    if pid == CriNamespaceMode::Pod as i32 || pid == CriNamespaceMode::Target as i32 {
+        return Err(Error::invalid(
+            "config.linux.security_context.namespace_options.pid",
+            format!(
+                "the runtime handler {handler:?} ({:?}) cannot join a PID namespace; ask for CONTAINER or NODE",
+                runtime.kind()
+            ),
+        ));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use super::sandbox_status::decode_container_config;
 use crate::error::{Error, Result};
 use crate::monitor::{ExitRecord, request_reopen};
 use crate::oci::runc::{OciError, Runtime};
+use crate::oci::runtime::OciRuntime;
 use crate::proto::Signal as CriSignal;
 use crate::sandbox::files;
 use crate::store::{ContainerRecord, ContainerState};
@@ -311,13 +312,7 @@ fn monitor_gone(paths: &crate::monitor::MonitorPaths) -> bool {
 /// A kill of a container that is already gone is no error.
 fn ignore_gone(result: std::result::Result<(), OciError>) -> Result<()> {
     match result {
-        Err(OciError::Failed { message, .. })
-            if message.contains("not running")
-                || message.contains("does not exist")
-                || message.contains("process already finished") =>
-        {
-            Ok(())
-        }
+        Err(OciError::NotRunning { .. } | OciError::NotFound { .. }) => Ok(()),
         other => Ok(other?),
     }
 }

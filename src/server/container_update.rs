@@ -7,6 +7,7 @@
 //! into the pod's cgroup, for the controllers the host has (a pod cgroup's swap, huge
 //! page and v2 limits are the kubelet's, which made it).
 
+use crate::oci::runtime::OciRuntime;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -64,7 +65,9 @@ impl CriService {
             linux_spec.set_resources(Some(resources));
             spec.set_linux(Some(linux_spec));
         }
-        let json = serde_json::to_vec(&spec)
+        let json = self
+            .runtime_of(&record)?
+            .bundle_config(&spec)
             .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
         let tmp = spec_path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(Error::io("writing the spec", &tmp))?;

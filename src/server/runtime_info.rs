@@ -1,6 +1,7 @@
 //! Version, Status, RuntimeConfig and UpdateRuntimeConfig: what the kubelet asks about the
 //! runtime itself.
 
+use crate::oci::runtime::OciRuntime;
 use std::collections::HashMap;
 use std::net::IpAddr;
 

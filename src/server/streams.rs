@@ -168,6 +168,7 @@ impl CriService {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .env_remove(crate::helpers::ENV)
+            .env("RUST_BACKTRACE", "0")
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| format!("starting the exec monitor: {e}"))?;

@@ -544,10 +544,11 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
 /// a HostToContainer one needs at least a slave root.
 fn rootfs_propagation(mounts: &[crate::proto::Mount]) -> Option<&'static str> {
     let has = |wanted: MountPropagation| mounts.iter().any(|m| m.propagation == wanted as i32);
+    // The runtime-spec's words (runc takes the r- forms too, youki only these).
     if has(MountPropagation::PropagationBidirectional) {
-        Some("rshared")
+        Some("shared")
     } else if has(MountPropagation::PropagationHostToContainer) {
-        Some("rslave")
+        Some("slave")
     } else {
         None
     }
@@ -994,7 +995,7 @@ mod tests {
         );
         assert_eq!(json["linux"]["cgroupsPath"], "/kubepods/podu/c");
         assert_eq!(
-            json["linux"]["rootfsPropagation"], "rslave",
+            json["linux"]["rootfsPropagation"], "slave",
             "a HostToContainer mount needs a slave root"
         );
         assert_eq!(
@@ -1080,14 +1081,14 @@ mod tests {
         );
         assert_eq!(
             rootfs_propagation(&[mount(MountPropagation::PropagationHostToContainer)]),
-            Some("rslave")
+            Some("slave")
         );
         assert_eq!(
             rootfs_propagation(&[
                 mount(MountPropagation::PropagationHostToContainer),
                 mount(MountPropagation::PropagationBidirectional),
             ]),
-            Some("rshared")
+            Some("shared")
         );
     }
 

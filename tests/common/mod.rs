@@ -124,11 +124,20 @@ impl Setup {
         self
     }
 
-    /// The config file every test daemon reads: private paths, never the host's.
+    /// The config file every test daemon reads: private paths, never the host's. With
+    /// `BERTH_TEST_RUNTIME=youki` (`make test` runs the fast suites so a second time), the
+    /// default handler is youki.
     fn write_config(&self) {
         let p = &self.paths;
+        let runtime = match std::env::var("BERTH_TEST_RUNTIME").as_deref() {
+            Ok("youki") => {
+                "[runtime]\ndefault_handler = \"youki\"\n[runtime.handlers.youki]\npath = \"youki\"\n"
+            }
+            Ok("") | Ok("runc") | Err(_) => "",
+            Ok(other) => panic!("BERTH_TEST_RUNTIME={other}: runc or youki"),
+        };
         let text = format!(
-            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n{}\n[network]\nconf_dir = {:?}\ndefault_bridge = {:?}\ndefault_subnet = {:?}\n\n{}",
+            "root = {:?}\nstate = {:?}\nsocket = {:?}\nlog_level = \"debug\"\n{}\n[network]\nconf_dir = {:?}\ndefault_bridge = {:?}\ndefault_subnet = {:?}\n\n{runtime}{}",
             p.root,
             p.state,
             p.socket,

@@ -160,8 +160,29 @@ pub fn shell(name: &str, tty: bool, stdin_once: bool) -> ContainerConfig {
     }
 }
 
+/// Under youki (`BERTH_TEST_RUNTIME=youki`), which cannot join a PID namespace, a
+/// container that names none gets one of its own, as the kubelet asks for every container
+/// of a pod that does not share its processes.
+pub fn for_the_runtime(mut config: ContainerConfig) -> ContainerConfig {
+    if std::env::var("BERTH_TEST_RUNTIME").as_deref() == Ok("youki") {
+        let security = config
+            .linux
+            .get_or_insert_default()
+            .security_context
+            .get_or_insert_default();
+        security
+            .namespace_options
+            .get_or_insert_with(|| berth::proto::NamespaceOption {
+                pid: berth::proto::NamespaceMode::Container as i32,
+                ..Default::default()
+            });
+    }
+    config
+}
+
 impl World {
     pub async fn create(&mut self, config: ContainerConfig) -> String {
+        let config = for_the_runtime(config);
         self.client
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: self.sandbox.clone(),
