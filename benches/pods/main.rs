@@ -119,7 +119,7 @@ async fn main() {
         .arg("--log-level")
         .arg(&log_level)
         .toml(&format!(
-            "[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
+            "[runtime.handlers.youki]\npath = \"youki\"\n[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
             host = registry.host()
         ))
         .start()
@@ -180,8 +180,20 @@ async fn main() {
             &busybox_ref,
         )
         .await,
+        // The same berth, its pods on the youki handler (a RuntimeClass's way).
+        Target::new(
+            "berth-youki",
+            &berth.paths().socket,
+            berth.setup.dir(),
+            berth.pid(),
+            &cgroups,
+            logs.path(),
+            &busybox_ref,
+        )
+        .await
+        .with_handler("youki"),
     ];
-    for target in &mut targets {
+    for target in &mut targets[..2] {
         target.pull(&busybox_ref).await;
     }
     targets[1]
@@ -194,16 +206,18 @@ async fn main() {
     idle.containerd.push(kb_to_mb(rss_kb(targets[1].pid)));
 
     figures.extend(cycles(&mut targets, &floor, counts.rounds).await);
-    figures.extend(lists(&mut targets, counts.list_containers, counts.list_samples).await);
+    // The rest compare the daemons, on their default handlers.
+    let pair = &mut targets[..2];
+    figures.extend(lists(pair, counts.list_containers, counts.list_samples).await);
     figures.push(
         pulls(
-            &mut targets,
+            pair,
             &format!("{}/bench/layers:1", registry.host()),
             counts.pulls,
         )
         .await,
     );
-    figures.extend(memory(&mut targets, counts.memory_pods).await);
+    figures.extend(memory(pair, counts.memory_pods).await);
     figures.push(idle);
 
     let meta = machine(full, &counts);
@@ -238,7 +252,7 @@ async fn main() {
 }
 
 /// Pod cycles, round by round: berth and containerd take turns, then the floor.
-async fn cycles(targets: &mut [Target; 2], floor: &Floor, rounds: usize) -> Vec<Figure> {
+async fn cycles(targets: &mut [Target; 3], floor: &Floor, rounds: usize) -> Vec<Figure> {
     eprintln!("pod cycles: {} rounds", rounds);
     let mut run_pod = Figure::new("RunPodSandbox", "ms");
     let mut create_start = Figure::new("CreateContainer + StartContainer", "ms");
@@ -253,7 +267,7 @@ async fn cycles(targets: &mut [Target; 2], floor: &Floor, rounds: usize) -> Vec<
         Figure::new("floor: CNI DEL", "ms"),
     ];
     for round in 0..rounds {
-        for i in turns(round) {
+        for i in turns(round, targets.len()) {
             settle().await;
             let cycle = targets[i].cycle(round).await;
             for (figure, value) in [
@@ -288,7 +302,7 @@ async fn cycles(targets: &mut [Target; 2], floor: &Floor, rounds: usize) -> Vec<
 }
 
 /// ListContainers and ListPodSandbox with `containers` containers in one pod.
-async fn lists(targets: &mut [Target; 2], containers: usize, samples: usize) -> Vec<Figure> {
+async fn lists(targets: &mut [Target], containers: usize, samples: usize) -> Vec<Figure> {
     eprintln!("lists: {} containers", containers);
     let mut list_containers =
         Figure::new(&format!("ListContainers, {} containers", containers), "ms");
@@ -298,7 +312,7 @@ async fn lists(targets: &mut [Target; 2], containers: usize, samples: usize) -> 
         crowded.push(target.populate(containers).await);
     }
     for sample in 0..samples {
-        for i in turns(sample) {
+        for i in turns(sample, targets.len()) {
             let (containers, pods) = targets[i].list(containers).await;
             list_containers.runtime(i).push(containers);
             list_pods.runtime(i).push(pods);
@@ -311,7 +325,7 @@ async fn lists(targets: &mut [Target; 2], containers: usize, samples: usize) -> 
 }
 
 /// PullImage of `layers_ref`, removed again after each sample.
-async fn pulls(targets: &mut [Target; 2], layers_ref: &str, samples: usize) -> Figure {
+async fn pulls(targets: &mut [Target], layers_ref: &str, samples: usize) -> Figure {
     eprintln!("pulls: {}", samples);
     let mut pull = Figure::new(
         &format!(
@@ -322,7 +336,7 @@ async fn pulls(targets: &mut [Target; 2], layers_ref: &str, samples: usize) -> F
         "ms",
     );
     for sample in 0..samples {
-        for i in turns(sample) {
+        for i in turns(sample, targets.len()) {
             let start = Instant::now();
             targets[i].pull(layers_ref).await;
             pull.runtime(i).push(ms(start.elapsed()));
@@ -333,7 +347,7 @@ async fn pulls(targets: &mut [Target; 2], layers_ref: &str, samples: usize) -> F
 }
 
 /// Runtime memory per pod with `pods` pods running.
-async fn memory(targets: &mut [Target; 2], pods: usize) -> Vec<Figure> {
+async fn memory(targets: &mut [Target], pods: usize) -> Vec<Figure> {
     eprintln!("memory: {} pods", pods);
     let mut per_pod_rss = Figure::new(&format!("runtime RSS per pod, {} pods", pods), "MB");
     let mut per_pod_pss = Figure::new(&format!("runtime PSS per pod, {} pods", pods), "MB");
@@ -352,12 +366,12 @@ async fn memory(targets: &mut [Target; 2], pods: usize) -> Vec<Figure> {
 }
 
 impl Figure {
-    /// The samples of target `i` (0 berth, 1 containerd).
+    /// The samples of target `i` (0 berth, 1 containerd, 2 berth on youki).
     fn runtime(&mut self, i: usize) -> &mut Vec<f64> {
-        if i == 0 {
-            &mut self.berth
-        } else {
-            &mut self.containerd
+        match i {
+            0 => &mut self.berth,
+            1 => &mut self.containerd,
+            _ => &mut self.youki,
         }
     }
 }
@@ -373,6 +387,8 @@ struct Target {
     cgroup_parent: String,
     logs: PathBuf,
     busybox: String,
+    /// The runtime handler its pods ask for ("" for the default).
+    handler: &'static str,
 }
 
 /// One pod's timings, in milliseconds.
@@ -412,7 +428,14 @@ impl Target {
             cgroup_parent: format!("/{}/{name}", cgroups.0),
             logs: logs.join(name),
             busybox: busybox.to_string(),
+            handler: "",
         }
+    }
+
+    /// The same target, its pods on `handler`.
+    fn with_handler(mut self, handler: &'static str) -> Target {
+        self.handler = handler;
+        self
     }
 
     async fn pull(&mut self, image: &str) {
@@ -471,7 +494,7 @@ impl Target {
             .runtime
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(config.clone()),
-                runtime_handler: String::new(),
+                runtime_handler: self.handler.to_string(),
             })
             .await
             .unwrap_or_else(|e| panic!("{}: RunPodSandbox: {e}", self.name))
@@ -691,9 +714,9 @@ fn layered_image() -> TestImage {
     TestImage::new(layers, ImageConfig::default())
 }
 
-/// Which runtime goes first in round `n` (0 berth, 1 containerd): they take turns.
-fn turns(n: usize) -> [usize; 2] {
-    if n.is_multiple_of(2) { [0, 1] } else { [1, 0] }
+/// The order of the `count` targets in round `n`: each goes first in turn.
+fn turns(n: usize, count: usize) -> Vec<usize> {
+    (0..count).map(|i| (n + i) % count).collect()
 }
 
 /// An idle gap before each measured cycle, so that what one runtime does in the
@@ -730,10 +753,14 @@ fn machine(full: bool, counts: &Counts) -> serde_json::Value {
         })
         .unwrap_or(0);
     let machine = format!(
-        "{cpus} CPUs, {} GiB, Linux {}, {}, containerd {}",
+        "{cpus} CPUs, {} GiB, Linux {}, {}, {}, containerd {}",
         memory >> 20,
         text("uname", &["-r"]),
         text("runc", &["--version"])
+            .lines()
+            .next()
+            .unwrap_or_default(),
+        text("youki", &["--version"])
             .lines()
             .next()
             .unwrap_or_default(),

@@ -5,12 +5,14 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-/// The samples of one figure for berth, containerd and the floor (where it has one).
+/// The samples of one figure for berth, containerd, berth with its pods on the youki
+/// handler (the pod cycle only) and the floor (where it has one).
 pub struct Figure {
     pub name: String,
     pub unit: &'static str,
     pub berth: Vec<f64>,
     pub containerd: Vec<f64>,
+    pub youki: Vec<f64>,
     pub floor: Vec<f64>,
 }
 
@@ -21,6 +23,7 @@ impl Figure {
             unit,
             berth: Vec::new(),
             containerd: Vec::new(),
+            youki: Vec::new(),
             floor: Vec::new(),
         }
     }
@@ -101,25 +104,36 @@ pub fn markdown(figures: &[Figure], header: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "| figure | unit | n | berth | containerd | floor | berth/containerd | berth/floor |"
+        "| figure | unit | n | berth (runc) | berth (youki) | containerd | floor | berth/containerd | youki/containerd | berth/floor |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for figure in figures {
-        let (b, c, f) = (
+        let (b, y, c, f) = (
             Summary::of(&figure.berth),
+            Summary::of(&figure.youki),
             Summary::of(&figure.containerd),
             Summary::of(&figure.floor),
         );
-        let n = [b, c, f].iter().flatten().map(|s| s.n).max().unwrap_or(0);
+        let n = [b, y, c, f]
+            .iter()
+            .flatten()
+            .map(|s| s.n)
+            .max()
+            .unwrap_or(0);
         let _ = writeln!(
             out,
-            "| {} | {} | {n} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {n} | {} | {} | {} | {} | {} | {} | {} |",
             figure.name,
             figure.unit,
             summary_cell(b),
+            summary_cell(y),
             summary_cell(c),
             summary_cell(f),
             ratio_cell(ratio(b, c)),
+            ratio_cell(ratio(y, c)),
             ratio_cell(ratio(b, f)),
         );
     }
@@ -131,8 +145,9 @@ pub fn json(figures: &[Figure], meta: Value) -> Value {
     let figures: Vec<Value> = figures
         .iter()
         .map(|figure| {
-            let (b, c, f) = (
+            let (b, y, c, f) = (
                 Summary::of(&figure.berth),
+                Summary::of(&figure.youki),
                 Summary::of(&figure.containerd),
                 Summary::of(&figure.floor),
             );
@@ -140,6 +155,8 @@ pub fn json(figures: &[Figure], meta: Value) -> Value {
                 "name": figure.name,
                 "unit": figure.unit,
                 "berth": b.map(|s| s.json()),
+                "berth_youki": y.map(|s| s.json()),
+                "berth_youki_over_containerd": ratio(y, c),
                 "containerd": c.map(|s| s.json()),
                 "floor": f.map(|s| s.json()),
                 "berth_over_containerd": ratio(b, c),
