@@ -177,14 +177,18 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
         .into_inner()
         .pod_sandbox_id;
 
-    let id = start_in(
-        &mut w,
-        &pod,
-        &config,
-        &namespaces,
-        container("userns", "sleep 3600"),
-    )
-    .await;
+    // A volume as the kubelet makes one: the host root's, with a file of the host root's.
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("from-host"), "host").unwrap();
+    let with_volume = ContainerConfig {
+        mounts: vec![berth::proto::Mount {
+            container_path: "/data".into(),
+            host_path: volume.path().display().to_string(),
+            ..Default::default()
+        }],
+        ..container("userns", "sleep 3600")
+    };
+    let id = start_in(&mut w, &pod, &config, &namespaces, with_volume).await;
     // What the conformance suite reads: the pod's mapping, as the kernel prints it.
     let uid_map = exec(&mut w, &id, "cat /proc/self/uid_map").await;
     let fields: Vec<&str> = uid_map.split_whitespace().collect();
@@ -226,6 +230,24 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
             entry.display()
         );
     }
+    // The volume is id-mapped too: its files are the pod root's in the pod, and what the
+    // pod's root writes there is the host root's on the host.
+    let seen = exec(
+        &mut w,
+        &id,
+        "stat -c '%u:%g' /data /data/from-host && echo pod > /data/from-pod",
+    )
+    .await;
+    assert_eq!(seen.lines().collect::<Vec<_>>(), ["0:0", "0:0"]);
+    let written = std::fs::metadata(volume.path().join("from-pod")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&written),
+            std::os::unix::fs::MetadataExt::gid(&written)
+        ),
+        (0, 0)
+    );
+
     // /proc and /sys are the pod's own, and the pod's files are there.
     let seen = exec(
         &mut w,

@@ -201,7 +201,10 @@ async fn a_pod_on_the_youki_handler_runs_kubelet_containers_and_leaves_nothing()
         .await
         .expect_err("no user namespaces on youki");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("youki"), "{err:?}");
+    assert!(
+        err.message().contains("userns_options") && err.message().contains("youki"),
+        "{err:?}"
+    );
 
     remove_pod(&mut w.client, &pod_id).await;
     let main_pod = w.sandbox.clone();

@@ -165,10 +165,12 @@ fn start_failure(kind: Kind, exit_code: i32, started: bool, stderr: &[u8]) -> Op
         Kind::Runc => (!started).then(|| runc_message(stderr)),
         Kind::Youki => {
             let text = String::from_utf8_lossy(stderr);
+            // Its own last word, not a line the process wrote.
             let said = text
                 .lines()
                 .rev()
-                .find_map(|l| l.strip_prefix("ERROR youki: "))
+                .find(|l| !l.trim().is_empty())
+                .and_then(|l| l.strip_prefix("ERROR youki: "))
                 .map(|m| m.trim().to_string());
             match said {
                 Some(message) if exit_code == 255 => Some(message),
@@ -270,6 +272,8 @@ mod start_failure_tests {
             None
         );
         assert_eq!(start_failure(Kind::Youki, 0, true, youki), None);
+        let own = b"ERROR youki: a line of the process's\nthen its own last words\n";
+        assert_eq!(start_failure(Kind::Youki, 255, true, own), None);
     }
 }
 

@@ -124,7 +124,15 @@ pub fn probe_recursive_read_only(
         run_bounded(binary, &full)
     };
     let clean = || {
-        let _ = runtime(&["delete", "--force", PROBE_ID]);
+        if let Ok(output) = runtime(&["delete", "--force", PROBE_ID])
+            && !output.status.success()
+            && Path::new(root).join(PROBE_ID).exists()
+        {
+            tracing::warn!(
+                container = PROBE_ID,
+                "the probe's container could not be deleted"
+            );
+        }
         let _ = nix::mount::umount2(&dir.join("volume/below"), nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(dir);
     };

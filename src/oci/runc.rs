@@ -95,9 +95,9 @@ impl Runtime {
 
     /// A failure with what the runtime said: typed when the words say the container is
     /// unknown or not running.
-    fn failure(&self, command: &'static str, id: &str, said: &str, message: String) -> OciError {
+    fn failure(&self, command: &'static str, id: &str, message: String) -> OciError {
         let (binary, id) = (self.binary.clone(), id.to_string());
-        match self.kind.classify(said) {
+        match self.kind.classify(&message) {
             Some(Failure::NotFound) => OciError::NotFound {
                 binary,
                 command,
@@ -222,15 +222,25 @@ impl Runtime {
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = runtime_message(&stderr, output.status);
-        Err(self.failure(command, id, &stderr, message))
+        Err(self.failure(command, id, message))
     }
 
     /// A bundle's `config.json` for this runtime. youki 0.7 loads a seccomp filter only
     /// after dropping the capabilities when `noNewPrivileges` is given as false (and the
     /// kernel then refuses it for want of CAP_SYS_ADMIN), but not when it is left out,
     /// which the runtime-spec says is the same: for youki it is left out.
+    /// youki 0.7 also takes `rootfsPropagation` only in the runtime-spec's words
+    /// (`shared`, `slave`: recursive to it), where runc reads those as not recursive and
+    /// is given `rshared`, `rslave`.
     pub fn bundle_config(&self, spec: &oci_spec::runtime::Spec) -> serde_json::Result<Vec<u8>> {
         let mut value = serde_json::to_value(spec)?;
+        if self.kind == Kind::Youki
+            && let Some(linux) = value.get_mut("linux").and_then(|l| l.as_object_mut())
+            && let Some(propagation) = linux.get("rootfsPropagation").and_then(|p| p.as_str())
+        {
+            let plain = propagation.trim_start_matches('r').to_string();
+            linux.insert("rootfsPropagation".into(), plain.into());
+        }
         if self.kind == Kind::Youki
             && let Some(process) = value.get_mut("process").and_then(|p| p.as_object_mut())
             && process.get("noNewPrivileges") == Some(&serde_json::Value::Bool(false))
@@ -337,7 +347,7 @@ impl OciRuntime for Runtime {
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = runtime_message(&stderr, output.status);
-        Err(self.failure("update", id, &stderr, message))
+        Err(self.failure("update", id, message))
     }
 
     async fn state(&self, id: &str) -> Result<Option<State>, OciError> {
@@ -414,6 +424,11 @@ mod tests {
         process.set_no_new_privileges(Some(true));
         spec.set_process(Some(process));
         assert_eq!(read(&youki, &spec)["process"]["noNewPrivileges"], true);
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_rootfs_propagation(Some("rshared".into()));
+        spec.set_linux(Some(linux));
+        assert_eq!(read(&runc, &spec)["linux"]["rootfsPropagation"], "rshared");
+        assert_eq!(read(&youki, &spec)["linux"]["rootfsPropagation"], "shared");
     }
     use std::os::unix::process::ExitStatusExt;
 

@@ -81,7 +81,9 @@ impl Kind {
         let text = message.to_ascii_lowercase();
         // runc: `container "x" does not exist`, `container not running`, `process already
         // finished`; youki: `container x does not exist.`, `incompatible container status`.
-        if text.contains("does not exist") || text.contains("no such container") {
+        if (text.contains("container") && text.contains("does not exist"))
+            || text.contains("no such container")
+        {
             return Some(Failure::NotFound);
         }
         let not_running = [
@@ -183,6 +185,11 @@ mod tests {
             Some(Failure::NotRunning)
         );
         assert_eq!(runc.classify("permission denied"), None);
+        assert_eq!(
+            runc.classify("open /sys/fs/cgroup/x: file does not exist"),
+            None,
+            "a missing file is a real failure"
+        );
         let youki = Kind::Youki;
         assert_eq!(
             youki.classify("error in executing command: container x does not exist."),

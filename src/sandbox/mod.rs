@@ -74,7 +74,7 @@ impl Sandboxes {
         install_pause(&state.join("pause/rootfs")).map_err(io(&state))?;
         let tag = crate::helpers::tag(&state).map_err(io(&state))?;
         // Pods get user namespaces only where berth can id-map their image layers.
-        let idmapped_layers = userns::probe(&state).map_err(|reason| {
+        let idmapped_layers = userns::probe(&config.root).map_err(|reason| {
             tracing::info!(%reason, "no user namespaces for pods");
         });
         let mut runtimes = BTreeMap::new();

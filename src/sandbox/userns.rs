@@ -7,7 +7,8 @@
 //! Nothing is chowned: a container's image layers are given to overlayfs through
 //! id-mapped mounts (`mount_setattr(MOUNT_ATTR_IDMAP)`, which the OCI runtimes here cannot
 //! do themselves), so a file that belongs to root in the image belongs to the pod's root;
-//! only the container's own empty upper layer is made the pod root's.
+//! only the container's own empty upper layer is made the pod root's. Its private volumes
+//! are bound id-mapped the same way.
 //!
 //! The namespace is made by a short-lived child (`unshare --user --net`, util-linux):
 //! a multi-threaded daemon cannot enter a new user namespace itself. The daemon writes
@@ -115,6 +116,12 @@ fn one_range(list: &[IdMapping], what: &str) -> Result<IdRange, (&'static str, S
     if range.length == 0 {
         return Err((FIELD, format!("the {what} mapping is empty")));
     }
+    if range.host == 0 {
+        return Err((
+            FIELD,
+            format!("the {what} mapping must not include the host's root (host id 0)"),
+        ));
+    }
     if range.container != 0 {
         return Err((
             FIELD,
@@ -199,7 +206,13 @@ impl Holder {
         // Once `unshare` has made the namespaces, its user namespace is no longer ours.
         let ours = std::fs::read_link("/proc/self/ns/user")?;
         let deadline = Instant::now() + CHILD_DEADLINE;
+        let mut holder = holder;
         loop {
+            if let Some(status) = holder.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "unshare --user failed ({status}): user namespaces may be off here"
+                )));
+            }
             match std::fs::read_link(holder.namespace("user")) {
                 Ok(theirs) if theirs != ours => return Ok(holder),
                 Ok(_) => {}
@@ -252,10 +265,12 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
 }
 
-/// A detached copy of the mount at `source` (with what is mounted below it), id-mapped
+/// A detached copy of the mount at `source` (with what is mounted below it when
+/// `recursive`), id-mapped
 /// through the user namespace `userns`: a file the host's id N owns is owned, through
 /// it, by whatever host id the namespace maps N to.
-fn idmapped_tree(source: &Path, userns: &File) -> io::Result<OwnedFd> {
+fn idmapped_tree(source: &Path, userns: &File, recursive: bool) -> io::Result<OwnedFd> {
+    let recursive = if recursive { AT_RECURSIVE } else { 0 };
     let path = c_path(source)?;
     // SAFETY: open_tree reads a NUL-terminated path that lives across the call and
     // returns a new descriptor or -1; nothing else is touched.
@@ -264,7 +279,7 @@ fn idmapped_tree(source: &Path, userns: &File) -> io::Result<OwnedFd> {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | recursive | libc::O_CLOEXEC as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -285,7 +300,7 @@ fn idmapped_tree(source: &Path, userns: &File) -> io::Result<OwnedFd> {
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            libc::AT_EMPTY_PATH as libc::c_uint | recursive,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -320,7 +335,28 @@ fn attach(tree: &OwnedFd, target: &Path) -> io::Result<()> {
 /// `userns_pin`.
 pub fn bind_idmapped(source: &Path, target: &Path, userns_pin: &Path) -> io::Result<()> {
     let userns = File::open(userns_pin)?;
-    attach(&idmapped_tree(source, &userns)?, target)
+    attach(&idmapped_tree(source, &userns, true)?, target)
+}
+
+/// An id-mapped bind of a volume's `source` (a directory or a file) on `target`, made
+/// (a directory or an empty file) for it.
+pub fn idmapped_volume(source: &Path, target: &Path, userns_pin: &Path) -> io::Result<()> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if std::fs::metadata(source)?.is_dir() {
+        std::fs::create_dir(target)?;
+    } else {
+        File::options().write(true).create_new(true).open(target)?;
+    }
+    bind_idmapped(source, target, userns_pin)
+}
+
+/// Detaches and removes the id-mapped volume binds under `layer_dir/volumes` (also what
+/// a daemon that died while making them left there). An error when one stays: the
+/// directory must then not be removed, or the removal would reach into the volume.
+pub fn unmount_volumes(layer_dir: &Path) -> io::Result<()> {
+    unmount_all(&layer_dir.join("volumes"))
 }
 
 /// Mounts image layers (bottom first) as an overlay on `target` for a container of a pod
@@ -348,7 +384,7 @@ pub fn mount_overlay_idmapped(
         for (n, layer) in layers.iter().enumerate() {
             let mapped = lower_dir.join(n.to_string());
             std::fs::create_dir_all(&mapped)?;
-            attach(&idmapped_tree(layer, &userns)?, &mapped)?;
+            attach(&idmapped_tree(layer, &userns, false)?, &mapped)?;
             lowers.push(mapped);
         }
         let lower: Vec<String> = lowers
@@ -372,28 +408,77 @@ pub fn mount_overlay_idmapped(
         Ok(())
     })();
     // The overlay keeps its own references to the layers.
-    unmount_lowers(scratch);
-    result
+    let unmounted = unmount_lowers(scratch);
+    if result.is_ok() && unmounted.is_err() {
+        let _ = super::files::unmount(target);
+    }
+    result.and(unmounted)
 }
 
 /// Detaches and removes the id-mapped layer mounts under `scratch/lower` (also what a
-/// daemon that died while mounting left there).
-pub fn unmount_lowers(scratch: &Path) {
-    let lower_dir = scratch.join("lower");
-    for entry in std::fs::read_dir(&lower_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = super::files::unmount(&entry.path());
-        let _ = std::fs::remove_dir(entry.path());
+/// daemon that died while mounting left there). An error when one stays: the directory
+/// must then not be removed, or the removal would reach into a shared image layer.
+pub fn unmount_lowers(scratch: &Path) -> io::Result<()> {
+    unmount_all(&scratch.join("lower"))
+}
+
+/// Unmounts each entry of `dir` (until nothing is mounted there) and removes it, then
+/// `dir`; none of it there is no error.
+fn unmount_all(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        // Mounts may be stacked there (a start cut short, then retried).
+        while is_mount_point(&path)? {
+            nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)?;
+        }
+        // Empty now: remove_dir (or remove_file) never follows into anything.
+        std::fs::remove_dir(&path).or_else(|_| std::fs::remove_file(&path))?;
     }
-    let _ = std::fs::remove_dir(&lower_dir);
+    std::fs::remove_dir(dir)
+}
+
+/// Whether something is mounted on `path` (it is the root of a mount in this namespace).
+fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let wanted = path.as_os_str().as_bytes();
+    let table = std::fs::read("/proc/self/mountinfo")?;
+    Ok(table.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|point| unescape_octal(point) == wanted)
+    }))
+}
+
+/// A mountinfo field with its `\NNN` escapes (space, tab, newline, backslash) undone.
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && let Some(digits) = field.get(i + 1..i + 4)
+            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+        {
+            out.push(
+                digits
+                    .iter()
+                    .fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')),
+            );
+            i += 4;
+            continue;
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Whether pods can have user namespaces here: the kernel takes id-mapped layers in
-/// overlayfs (5.19), and the filesystem under `dir` (where image layers live) takes an
-/// id-mapped mount, tried on a detached copy that is thrown away.
+/// overlayfs (5.19), and the filesystem of `dir` (the root, where image layers live)
+/// takes an id-mapped mount, tried on a detached copy that is thrown away.
 pub fn probe(dir: &Path) -> Result<(), String> {
     if crate::oci::features::running_kernel().is_none_or(|k| k < (5, 19)) {
         return Err("the kernel is older than 5.19 (id-mapped overlayfs layers)".to_string());
@@ -409,7 +494,8 @@ pub fn probe(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("writing the probe's {file}: {e}"))?;
     }
     let userns = File::open(child.namespace("user")).map_err(|e| e.to_string())?;
-    idmapped_tree(dir, &userns)
+    // Not recursive: what is mounted below (pins, a pod's tmpfs) is not what is asked.
+    idmapped_tree(dir, &userns, false)
         .map(drop)
         .map_err(|e| format!("an id-mapped mount of {}: {e}", dir.display()))
 }
@@ -417,6 +503,14 @@ pub fn probe(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes() {
+        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c");
+        assert_eq!(unescape_octal(b"/plain\\9"), b"/plain\\9");
+        assert!(is_mount_point(Path::new("/proc")).unwrap());
+        assert!(!is_mount_point(Path::new("/proc/self")).unwrap());
+    }
 
     fn range(container: u32, host: u32, length: u32) -> IdMapping {
         IdMapping {
@@ -472,6 +566,10 @@ mod tests {
             (
                 pod(vec![range(0, u32::MAX - 10, 100)], vec![range(0, 1, 1)]),
                 "past the last id",
+            ),
+            (
+                pod(vec![range(0, 0, 65536)], vec![range(0, 1000, 65536)]),
+                "host's root",
             ),
             (
                 UserNamespace {

@@ -29,6 +29,7 @@ use crate::sandbox::files;
 use crate::spec::container::{ContainerSpecInput, PodContext, container_spec};
 use crate::store::{ContainerRecord, ContainerState, ImageRecord, SandboxRecord};
 
+#[derive(Clone)]
 struct ContainerRequest {
     id: String,
     name_key: String,
@@ -199,7 +200,10 @@ impl CriService {
         check_user_is_mapped(&user, c.userns.as_ref())?;
         let run = self.images.run_config(&c.image)?;
         prepare_mount_sources(&c.config.mounts)?;
-        let spec = self.spec_of(c, &rootfs, &user, &run)?;
+        let spec = match self.idmap_volumes(c)? {
+            Some(mapped) => self.spec_of(&mapped, &rootfs, &user, &run)?,
+            None => self.spec_of(c, &rootfs, &user, &run)?,
+        };
 
         let state_dir = self.containers.state_dir(id);
         std::fs::create_dir_all(&state_dir)
@@ -227,9 +231,29 @@ impl CriService {
         let layer_dir = self.containers.layer_dir(&c.id);
         std::fs::create_dir_all(&layer_dir)
             .map_err(Error::io("container directory", &layer_dir))?;
+        // Its writable layer is nobody else's: root's alone, or searchable by the group of
+        // the pod's root in a pod with its own user namespace (whose root must reach the
+        // rootfs by path).
+        let mode = match &c.userns {
+            Some(mappings) => {
+                std::os::unix::fs::chown(&layer_dir, None, Some(mappings.host_root().1))
+                    .map_err(Error::io("container directory", &layer_dir))?;
+                0o710
+            }
+            None => 0o700,
+        };
+        std::fs::set_permissions(
+            &layer_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .map_err(Error::io("container directory", &layer_dir))?;
         let removed = layer_dir.clone();
         undo.push("container directory", move || async move {
-            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
+            // Never into an id-mapped layer or volume that is still mounted there.
+            crate::sandbox::userns::unmount_lowers(&removed)
+                .and_then(|()| crate::sandbox::userns::unmount_volumes(&removed))
+                .and_then(|()| std::fs::remove_dir_all(&removed))
+                .map_err(|e| e.to_string())
         });
         let rootfs = layer_dir.join("rootfs");
         std::fs::create_dir(&rootfs).map_err(Error::io("rootfs", &rootfs))?;
@@ -250,6 +274,39 @@ impl CriService {
             files::unmount(&mounted).map_err(|e| e.to_string())
         });
         Ok(rootfs)
+    }
+
+    /// In a pod with its own user namespace, the container's volumes are id-mapped through
+    /// it as its layers are: each private volume's source gets an id-mapped copy under
+    /// `<layer dir>/volumes/<n>`, which the spec binds instead (the record keeps the
+    /// host paths). Volumes that propagate mounts stay as they are: a detached copy would
+    /// not propagate. `None` when nothing is mapped.
+    /// What is mapped is undone with the container's directory.
+    fn idmap_volumes(&self, c: &ContainerRequest) -> Result<Option<ContainerRequest>> {
+        if c.userns.is_none() || c.config.mounts.is_empty() {
+            return Ok(None);
+        }
+        let pin = self.sandboxes.userns_path(&c.sandbox.id);
+        let volumes = self.containers.layer_dir(&c.id).join("volumes");
+        let mut mapped = c.clone();
+        for (n, mount) in mapped.config.mounts.iter_mut().enumerate() {
+            if mount.propagation != crate::proto::MountPropagation::PropagationPrivate as i32 {
+                continue;
+            }
+            let target = volumes.join(n.to_string());
+            crate::sandbox::userns::idmapped_volume(Path::new(&mount.host_path), &target, &pin)
+                .map_err(|e| {
+                    Error::invalid(
+                        "config.mounts.host_path",
+                        format!(
+                            "{:?} cannot be id-mapped into the pod's user namespace: {e}",
+                            mount.host_path
+                        ),
+                    )
+                })?;
+            mount.host_path = target.display().to_string();
+        }
+        Ok(Some(mapped))
     }
 
     /// The container's OCI spec, its resources fitted to the host's cgroups.

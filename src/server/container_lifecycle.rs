@@ -174,6 +174,10 @@ impl CriService {
         let layer_dir = self.containers.layer_dir(&record.id);
         let rootfs = layer_dir.join("rootfs");
         files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
+        crate::sandbox::userns::unmount_volumes(&layer_dir).map_err(Error::io(
+            "unmounting the id-mapped volumes under",
+            &layer_dir,
+        ))?;
         // A monitor that was killed leaves its socket.
         let socket = self.containers.monitor_paths(&record.id).control_socket();
         files::remove_file(&socket).map_err(Error::io("removing the monitor's socket", &socket))?;

@@ -97,7 +97,13 @@ impl CriService {
             tracing::warn!(container = %id, "cleaning up a container left half made");
             self.end_container(&id).await;
             let layer_dir = self.containers.layer_dir(&id);
-            crate::sandbox::userns::unmount_lowers(&layer_dir);
+            let mapped = crate::sandbox::userns::unmount_lowers(&layer_dir)
+                .and_then(|()| crate::sandbox::userns::unmount_volumes(&layer_dir));
+            if let Err(err) = mapped {
+                // Its directory stays: removing it would reach into what is still mounted.
+                tracing::warn!(container = %id, %err, "an id-mapped mount stays; the container's files are kept");
+                continue;
+            }
             let results = [
                 files::unmount(&layer_dir.join("rootfs")),
                 files::remove_tree(&layer_dir),

@@ -544,11 +544,11 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
 /// a HostToContainer one needs at least a slave root.
 fn rootfs_propagation(mounts: &[crate::proto::Mount]) -> Option<&'static str> {
     let has = |wanted: MountPropagation| mounts.iter().any(|m| m.propagation == wanted as i32);
-    // The runtime-spec's words (runc takes the r- forms too, youki only these).
+    // Recursive, as containerd and CRI-O give it (the driver words it for youki).
     if has(MountPropagation::PropagationBidirectional) {
-        Some("shared")
+        Some("rshared")
     } else if has(MountPropagation::PropagationHostToContainer) {
-        Some("slave")
+        Some("rslave")
     } else {
         None
     }
@@ -995,7 +995,7 @@ mod tests {
         );
         assert_eq!(json["linux"]["cgroupsPath"], "/kubepods/podu/c");
         assert_eq!(
-            json["linux"]["rootfsPropagation"], "slave",
+            json["linux"]["rootfsPropagation"], "rslave",
             "a HostToContainer mount needs a slave root"
         );
         assert_eq!(
@@ -1081,14 +1081,14 @@ mod tests {
         );
         assert_eq!(
             rootfs_propagation(&[mount(MountPropagation::PropagationHostToContainer)]),
-            Some("slave")
+            Some("rslave")
         );
         assert_eq!(
             rootfs_propagation(&[
                 mount(MountPropagation::PropagationHostToContainer),
                 mount(MountPropagation::PropagationBidirectional),
             ]),
-            Some("shared")
+            Some("rshared")
         );
     }
 

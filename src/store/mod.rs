@@ -13,6 +13,7 @@
 mod cache;
 mod records;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -100,16 +101,24 @@ impl Store {
     /// schema version.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let path = root.join(DB_FILE);
+        // Readable by root alone from the start, in a root directory others may search.
+        let private = |e: std::io::Error| StoreError::Open {
+            path: path.clone(),
+            source: redb::DatabaseError::Storage(redb::StorageError::Io(e)),
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(private)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(private)?;
         let db = Database::create(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;
-        // Readable by root alone, in a root directory others may search.
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| StoreError::Open {
-                path: path.clone(),
-                source: redb::DatabaseError::Storage(redb::StorageError::Io(e)),
-            })?;
         let store = Store { db, path };
         store.init()?;
         Ok(store)

@@ -38,7 +38,7 @@ pub fn assert_nothing_left(daemon: &Daemon, cgroup_tree: &str) {
         "veths on {bridge}"
     );
     assert_eq!(
-        runc_containers(&paths.state),
+        runtime_containers(&paths.state),
         Vec::<String>::new(),
         "runtime containers"
     );
@@ -163,16 +163,20 @@ pub fn leases(state: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The containers the daemon's runc knows.
+/// The containers the daemon's runc knows (each is a directory named by its id in the
+/// handler's state directory).
 pub fn runc_containers(state: &Path) -> Vec<String> {
-    let output = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(state.join("runtime/runc"))
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    entries(&state.join("runtime/runc"))
+}
+
+/// The containers any of the daemon's handlers knows (runc's, youki's, …), as
+/// `<handler>/<id>`.
+pub fn runtime_containers(state: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for handler in entries(&state.join("runtime")) {
+        for container in entries(&state.join("runtime").join(&handler)) {
+            found.push(format!("{handler}/{container}"));
+        }
+    }
+    found
 }
