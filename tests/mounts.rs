@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth::proto::{
-    ContainerConfig, CreateContainerRequest, ExecSyncRequest, Int64Value, LinuxContainerConfig,
+    ContainerConfig, CreateContainerRequest, Int64Value, LinuxContainerConfig,
     LinuxContainerSecurityContext, ListContainersRequest, Mount, MountPropagation,
     RunPodSandboxRequest, StatusRequest,
 };
@@ -61,26 +61,6 @@ fn privileged_with(name: &str, mount: Mount) -> ContainerConfig {
     }
 }
 
-async fn exec(w: &mut World, id: &str, script: &str) -> String {
-    let r = w
-        .client
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("exec")
-        .into_inner();
-    assert_eq!(
-        r.exit_code,
-        0,
-        "{script}: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    String::from_utf8_lossy(&r.stdout).into_owned()
-}
-
 /// Mounts `source` on `target` on the host, and checks the container sees it at the same
 /// path.
 async fn host_mount_is_seen(w: &mut World, id: &str, source: &Path, target: &Path) {
@@ -90,7 +70,7 @@ async fn host_mount_is_seen(w: &mut World, id: &str, source: &Path, target: &Pat
         source.display(),
         target.display()
     ));
-    let listed = exec(w, id, &format!("ls -A {}", target.display())).await;
+    let listed = w.sh(id, &format!("ls -A {}", target.display())).await;
     assert!(
         listed.contains("flag"),
         "the host's mount at {} reaches the container: {listed:?}",
@@ -122,8 +102,7 @@ async fn a_bidirectional_volume_propagates_mounts_both_ways() {
 
     // What the container mounts under the volume is on the host.
     let inside = shared.path.join("from-container");
-    exec(
-        &mut w,
+    w.sh(
         &id,
         &format!(
             "mkdir -p {0} && busybox mount --bind /etc {0}",
@@ -166,8 +145,7 @@ async fn a_host_to_container_volume_propagates_one_way() {
     host_mount_is_seen(&mut w, &id, flags.path(), &shared.path.join("from-host")).await;
 
     let inside = shared.path.join("from-container");
-    exec(
-        &mut w,
+    w.sh(
         &id,
         &format!(
             "mkdir -p {0} && busybox mount --bind /etc {0} && ls {0}/passwd",
@@ -276,21 +254,6 @@ impl Drop for VolumeWithSubmount {
     }
 }
 
-/// The exit code of `script` in the container, and its stderr.
-async fn exit_of(w: &mut World, id: &str, script: &str) -> (i32, String) {
-    let r = w
-        .client
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("exec")
-        .into_inner();
-    (r.exit_code, String::from_utf8_lossy(&r.stderr).into_owned())
-}
-
 fn with_mount(name: &str, mount: Mount) -> ContainerConfig {
     ContainerConfig {
         mounts: vec![mount],
@@ -331,7 +294,7 @@ async fn a_recursive_read_only_mount_is_read_only_all_the_way_down() {
     let id = w.create(with_mount("rro", volume.mount(true, true))).await;
     w.start(&id).await;
     for path in ["/vol/top", "/vol/sub/below"] {
-        let (code, stderr) = exit_of(&mut w, &id, &format!("touch {path}")).await;
+        let (code, stderr) = w.sh_exit(&id, &format!("touch {path}")).await;
         assert_ne!(
             code, 0,
             "{path} is read-only under a recursive read-only mount"
@@ -342,9 +305,9 @@ async fn a_recursive_read_only_mount_is_read_only_all_the_way_down() {
     // Read-only alone makes only the top read-only, as it always has.
     let id = w.create(with_mount("ro", volume.mount(true, false))).await;
     w.start(&id).await;
-    let (code, _) = exit_of(&mut w, &id, "touch /vol/top").await;
+    let (code, _) = w.sh_exit(&id, "touch /vol/top").await;
     assert_ne!(code, 0, "the top of a read-only mount is read-only");
-    let (code, stderr) = exit_of(&mut w, &id, "touch /vol/sub/below").await;
+    let (code, stderr) = w.sh_exit(&id, "touch /vol/sub/below").await;
     assert_eq!(code, 0, "what is mounted below stays writable: {stderr}");
     assert!(volume.dir.path().join("sub/below").exists());
 }

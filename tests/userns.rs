@@ -6,13 +6,12 @@
 mod common;
 
 use berth::proto::{
-    ContainerConfig, CreateContainerRequest, ExecSyncRequest, IdMapping, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, UserNamespace,
+    ContainerConfig, CreateContainerRequest, IdMapping, LinuxContainerConfig,
+    LinuxContainerSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, RunPodSandboxRequest, StartContainerRequest, StatusRequest, UserNamespace,
 };
 use common::leaks::assert_nothing_left;
-use common::world::{World, container, pod_config, remove_pod, world};
+use common::world::{World, container, pod_with_namespaces, remove_pod, world};
 
 /// The cgroups the pods of these tests go under.
 const CGROUPS: &str = "/berth-userns-test";
@@ -46,17 +45,7 @@ fn pod_mode(uids: Vec<IdMapping>, gids: Vec<IdMapping>) -> UserNamespace {
 }
 
 fn pod_with(w: &World, name: &str, namespaces: NamespaceOption) -> PodSandboxConfig {
-    let mut config = pod_config(name, CGROUPS);
-    config.log_directory = w.logs.path().display().to_string();
-    config.linux = Some(LinuxPodSandboxConfig {
-        cgroup_parent: CGROUPS.into(),
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(namespaces),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    config
+    pod_with_namespaces(w.logs.path(), name, CGROUPS, namespaces)
 }
 
 /// A container of `pod` with the pod's namespace options, as the kubelet (and the
@@ -96,26 +85,6 @@ async fn start_in(
         .await
         .expect("start container");
     id
-}
-
-async fn exec(w: &mut World, id: &str, script: &str) -> String {
-    let r = w
-        .client
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("exec")
-        .into_inner();
-    assert_eq!(
-        r.exit_code,
-        0,
-        "{script}: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    String::from_utf8_lossy(&r.stdout).into_owned()
 }
 
 /// The real uid and gid on the host of process `pid`.
@@ -190,14 +159,14 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
     };
     let id = start_in(&mut w, &pod, &config, &namespaces, with_volume).await;
     // What the conformance suite reads: the pod's mapping, as the kernel prints it.
-    let uid_map = exec(&mut w, &id, "cat /proc/self/uid_map").await;
+    let uid_map = w.sh(&id, "cat /proc/self/uid_map").await;
     let fields: Vec<&str> = uid_map.split_whitespace().collect();
     assert_eq!(
         fields,
         ["0", &HOST_BASE.to_string(), "65536"],
         "{uid_map:?}"
     );
-    let gid_map = exec(&mut w, &id, "cat /proc/self/gid_map").await;
+    let gid_map = w.sh(&id, "cat /proc/self/gid_map").await;
     assert!(
         gid_map.contains(&(HOST_BASE + 100_000).to_string()),
         "{gid_map:?}"
@@ -208,10 +177,11 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
 
     // The image's files belong to the pod's root (through id-mapped layers, not a chown:
     // on disk they are still the host root's), and the container writes its own root.
-    let owners = exec(&mut w, &id, "stat -c '%u:%g' / /bin/busybox /etc/passwd").await;
+    let owners = w
+        .sh(&id, "stat -c '%u:%g' / /bin/busybox /etc/passwd")
+        .await;
     assert_eq!(owners.lines().collect::<Vec<_>>(), ["0:0", "0:0", "0:0"]);
-    exec(
-        &mut w,
+    w.sh(
         &id,
         "echo written > /made-here && chown 1000:1000 /made-here && touch /tmp/x",
     )
@@ -232,12 +202,12 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
     }
     // The volume is id-mapped too: its files are the pod root's in the pod, and what the
     // pod's root writes there is the host root's on the host.
-    let seen = exec(
-        &mut w,
-        &id,
-        "stat -c '%u:%g' /data /data/from-host && echo pod > /data/from-pod",
-    )
-    .await;
+    let seen = w
+        .sh(
+            &id,
+            "stat -c '%u:%g' /data /data/from-host && echo pod > /data/from-pod",
+        )
+        .await;
     assert_eq!(seen.lines().collect::<Vec<_>>(), ["0:0", "0:0"]);
     let written = std::fs::metadata(volume.path().join("from-pod")).unwrap();
     assert_eq!(
@@ -249,12 +219,12 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
     );
 
     // /proc and /sys are the pod's own, and the pod's files are there.
-    let seen = exec(
-        &mut w,
-        &id,
-        "ls /proc/1/ns/user && ls /sys/class/net && cat /etc/hostname /etc/resolv.conf",
-    )
-    .await;
+    let seen = w
+        .sh(
+            &id,
+            "ls /proc/1/ns/user && ls /sys/class/net && cat /etc/hostname /etc/resolv.conf",
+        )
+        .await;
     assert!(seen.contains("eth0") && seen.contains("lo"), "{seen}");
 
     // A second container joins the same namespace.
@@ -266,8 +236,8 @@ async fn a_pod_of_its_own_user_namespace_runs_as_an_unprivileged_host_id() {
         container("userns-second", "sleep 3600"),
     )
     .await;
-    let one = exec(&mut w, &id, "readlink /proc/self/ns/user").await;
-    let two = exec(&mut w, &second, "readlink /proc/self/ns/user").await;
+    let one = w.sh(&id, "readlink /proc/self/ns/user").await;
+    let two = w.sh(&second, "readlink /proc/self/ns/user").await;
     assert_eq!(one, two, "one user namespace for the pod");
 
     remove_pod(&mut w.client, &pod).await;
@@ -317,7 +287,7 @@ async fn node_mode_is_the_hosts_user_namespace() {
         container("node", "sleep 3600"),
     )
     .await;
-    let uid_map = exec(&mut w, &id, "cat /proc/self/uid_map").await;
+    let uid_map = w.sh(&id, "cat /proc/self/uid_map").await;
     let ours = std::fs::read_to_string("/proc/self/uid_map").unwrap();
     assert_eq!(
         uid_map.split_whitespace().collect::<Vec<_>>(),

@@ -7,12 +7,12 @@ mod common;
 
 use berth::proto::{
     ContainerConfig, CreateContainerRequest, ExecSyncRequest, IdMapping, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, RunPodSandboxRequest, SecurityProfile, StartContainerRequest,
-    StatusRequest, UserNamespace, security_profile::ProfileType,
+    LinuxContainerSecurityContext, NamespaceMode, NamespaceOption, RunPodSandboxRequest,
+    SecurityProfile, StartContainerRequest, StatusRequest, UserNamespace,
+    security_profile::ProfileType,
 };
 use common::leaks::assert_nothing_left;
-use common::world::{World, container, pod_config, remove_pod, world_with};
+use common::world::{World, container, pod_with_namespaces, remove_pod, world_with};
 
 const CGROUPS: &str = "/berth-youki-test";
 
@@ -25,17 +25,7 @@ async fn youki_world() -> World {
 }
 
 fn pod(w: &World, name: &str, namespaces: NamespaceOption) -> berth::proto::PodSandboxConfig {
-    let mut config = pod_config(name, CGROUPS);
-    config.log_directory = w.logs.path().display().to_string();
-    config.linux = Some(LinuxPodSandboxConfig {
-        cgroup_parent: CGROUPS.into(),
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(namespaces),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    config
+    pod_with_namespaces(w.logs.path(), name, CGROUPS, namespaces)
 }
 
 async fn run_on_youki(

@@ -83,7 +83,17 @@ pub fn mount_overlay(
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     std::fs::create_dir_all(&upper)?;
     std::fs::create_dir_all(&work)?;
-    let lower: Vec<String> = layers
+    mount_overlay_of(layers, &upper, &work, target)
+}
+
+/// Mounts `lower` (bottom first) under `upper`, with `work`, as an overlay on `target`.
+pub fn mount_overlay_of(
+    lower: &[std::path::PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
+    let lower: Vec<String> = lower
         .iter()
         .rev()
         .map(|l| l.display().to_string())

@@ -387,25 +387,7 @@ pub fn mount_overlay_idmapped(
             attach(&idmapped_tree(layer, &userns, false)?, &mapped)?;
             lowers.push(mapped);
         }
-        let lower: Vec<String> = lowers
-            .iter()
-            .rev()
-            .map(|l| l.display().to_string())
-            .collect();
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            upper.display(),
-            work.display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(options.as_str()),
-        )?;
-        Ok(())
+        super::files::mount_overlay_of(&lowers, &upper, &work, target)
     })();
     // The overlay keeps its own references to the layers.
     let unmounted = unmount_lowers(scratch);

@@ -100,6 +100,26 @@ pub fn pod_config(name: &str, cgroup_parent: &str) -> PodSandboxConfig {
     }
 }
 
+/// A test pod under `cgroup_parent` with these namespace options, its logs under `logs`.
+pub fn pod_with_namespaces(
+    logs: &Path,
+    name: &str,
+    cgroup_parent: &str,
+    namespaces: berth::proto::NamespaceOption,
+) -> PodSandboxConfig {
+    let mut config = pod_config(name, cgroup_parent);
+    config.log_directory = logs.display().to_string();
+    config.linux = Some(LinuxPodSandboxConfig {
+        cgroup_parent: cgroup_parent.into(),
+        security_context: Some(berth::proto::LinuxSandboxSecurityContext {
+            namespace_options: Some(namespaces),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
 /// Runs a pod; returns its id.
 pub async fn run_pod(
     client: &mut RuntimeServiceClient<Channel>,
@@ -238,6 +258,42 @@ impl World {
             }
         })
         .await
+    }
+
+    /// The exit code and stderr of `sh -c script` run in container `id` (ExecSync).
+    pub async fn sh_exit(&mut self, id: &str, script: &str) -> (i32, String) {
+        let r = self
+            .client
+            .exec_sync(berth::proto::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: vec!["sh".into(), "-c".into(), script.into()],
+                timeout: 10,
+            })
+            .await
+            .expect("exec")
+            .into_inner();
+        (r.exit_code, String::from_utf8_lossy(&r.stderr).into_owned())
+    }
+
+    /// The stdout of `sh -c script` run in container `id`, which must succeed.
+    pub async fn sh(&mut self, id: &str, script: &str) -> String {
+        let r = self
+            .client
+            .exec_sync(berth::proto::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: vec!["sh".into(), "-c".into(), script.into()],
+                timeout: 10,
+            })
+            .await
+            .expect("exec")
+            .into_inner();
+        assert_eq!(
+            r.exit_code,
+            0,
+            "{script}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8_lossy(&r.stdout).into_owned()
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {
