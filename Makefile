@@ -16,7 +16,7 @@ TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-p
   golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
   docker-registry apache2-utils skopeo openssl containerd
 
-.PHONY: all build run test deps test-deps youki fmt-check clippy unit bench fuzz soak clean
+.PHONY: all build run install test deps test-deps youki fmt-check clippy unit bench fuzz soak clean
 
 all: build
 
@@ -49,6 +49,20 @@ youki:
 
 build:
 	$(CARGO) build --release --locked
+
+# Installs berth on this node (DESTDIR for packagers): the binary, the systemd unit, the
+# default config and crictl's config, the last two only where none is there yet.
+PREFIX ?= /usr/local
+BERTH_BINARY ?= target/release/berth
+install: build
+	install -D -m 0755 $(BERTH_BINARY) $(DESTDIR)$(PREFIX)/bin/berth
+	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/berth
+	sed 's|/usr/local/bin/berth|$(PREFIX)/bin/berth|' contrib/berth.service \
+	  > $(DESTDIR)/etc/systemd/system/berth.service
+	test -e $(DESTDIR)/etc/berth/berth.toml \
+	  || $(BERTH_BINARY) config default > $(DESTDIR)/etc/berth/berth.toml
+	test -e $(DESTDIR)/etc/crictl.yaml \
+	  || install -m 0644 crictl-config/crictl.yaml $(DESTDIR)/etc/crictl.yaml
 
 # Starts berth with the defaults: socket /run/berth/berth.sock, root /var/lib/berth.
 run: deps build

@@ -294,6 +294,22 @@ impl Config {
         })
     }
 
+    /// The whole default configuration as a config file (`berth config default`): every
+    /// key with its default value, under a header that says where it is read from.
+    pub fn default_file() -> String {
+        let body = toml::to_string_pretty(&Config::default())
+            .unwrap_or_else(|e| format!("# cannot print the defaults: {e}\n"));
+        format!(
+            "# berth's configuration, every key at its default value (`berth config default`).\n\
+             # Read from {DEFAULT_CONFIG_PATH} unless `--config` names another file; a missing\n\
+             # file means these defaults. An unknown key or a bad value is a start-up error\n\
+             # that names the key. The keys are described in berth's README (Configuration).\n\
+             # A handler besides runc is a table of its own, e.g.:\n\
+             #   [runtime.handlers.youki]\n\
+             #   path = \"youki\"\n\n{body}"
+        )
+    }
+
     /// Parses TOML text; the error names the key that is unknown or of the wrong type.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
@@ -506,6 +522,23 @@ fn is_handler_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
         && name != "."
         && name != ".."
+}
+
+#[cfg(test)]
+mod default_file_tests {
+    use super::Config;
+
+    #[test]
+    fn the_default_file_reads_back_as_the_defaults() {
+        let text = Config::default_file();
+        assert!(
+            text.contains("[runtime]") && text.contains("[network]"),
+            "{text}"
+        );
+        let read = Config::parse(&text).expect("the default file parses");
+        assert_eq!(read, Config::default());
+        read.validate().expect("and is valid");
+    }
 }
 
 #[cfg(test)]

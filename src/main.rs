@@ -1,4 +1,5 @@
-//! The `berth` command: `berth serve` runs the daemon, `berth version` prints the version.
+//! The `berth` command: `berth serve` runs the daemon, `berth version` prints the version,
+//! `berth config default` the default configuration, `berth image import` loads an image.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -57,6 +58,17 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// berth's configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the full default configuration, as a config file.
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +96,12 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Serve => serve(cli.global),
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", Config::default_file());
+            Ok(())
+        }
         Command::Image {
             command: ImageCommand::Import { file, name },
         } => import(cli.global, file, name),

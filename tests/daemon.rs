@@ -236,9 +236,88 @@ async fn unimplemented_rpcs_name_themselves() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("CheckpointContainer"),
-        "{}",
+        err.message().contains("CheckpointContainer") && err.message().contains("criu"),
+        "names the RPC and why (criu): {}",
         err.message()
+    );
+}
+
+#[tokio::test]
+async fn a_service_manager_hears_ready_then_stopping() {
+    // What systemd's Type=notify listens on: a datagram socket named by NOTIFY_SOCKET.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let manager = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    manager
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut daemon = Setup::new().env("NOTIFY_SOCKET", &path).start().await;
+    let mut buffer = [0u8; 256];
+    let n = manager.recv(&mut buffer).expect("READY=1 within 20 s");
+    let pid = daemon.pid().expect("the daemon runs");
+    assert_eq!(
+        String::from_utf8_lossy(&buffer[..n]),
+        format!("READY=1\nMAINPID={pid}")
+    );
+    let status = daemon.stop().await;
+    assert!(status.success(), "{status}");
+    let n = manager.recv(&mut buffer).expect("STOPPING=1 at shutdown");
+    assert_eq!(&buffer[..n], b"STOPPING=1");
+}
+
+#[test]
+fn berth_config_default_prints_the_defaults_as_a_config_file() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let config = berth::config::Config::parse(&text).expect("it reads back");
+    assert_eq!(config, berth::config::Config::default());
+}
+
+#[test]
+fn make_install_puts_the_binary_unit_config_and_crictl_config_in_place() {
+    let root = tempfile::tempdir().unwrap();
+    // A config the operator wrote is kept.
+    let kept = root.path().join("kept");
+    std::fs::create_dir_all(kept.join("etc/berth")).unwrap();
+    std::fs::write(kept.join("etc/berth/berth.toml"), "log_level = \"debug\"\n").unwrap();
+    for destdir in [root.path().join("fresh"), kept.clone()] {
+        let status = std::process::Command::new("make")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // The binary this test runs with, not a release build made for it.
+            .args(["-s", "-o", "build", "install"])
+            .arg(format!("DESTDIR={}", destdir.display()))
+            .arg(format!("BERTH_BINARY={}", env!("CARGO_BIN_EXE_berth")))
+            .status()
+            .unwrap();
+        assert!(status.success(), "make install: {status}");
+        let binary = destdir.join("usr/local/bin/berth");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&binary).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o755, 0o755, "{}", binary.display());
+        let unit =
+            std::fs::read_to_string(destdir.join("etc/systemd/system/berth.service")).unwrap();
+        for line in [
+            "Type=notify",
+            "KillMode=process",
+            "ExecStart=/usr/local/bin/berth serve",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "{line} in {unit}");
+        }
+        assert!(destdir.join("etc/crictl.yaml").is_file());
+    }
+    let fresh = std::fs::read_to_string(root.path().join("fresh/etc/berth/berth.toml")).unwrap();
+    assert_eq!(
+        berth::config::Config::parse(&fresh).unwrap(),
+        berth::config::Config::default()
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.join("etc/berth/berth.toml")).unwrap(),
+        "log_level = \"debug\"\n"
     );
 }
 

@@ -7,6 +7,7 @@
 //! remove the socket, close the store, release the locks.
 
 mod lock;
+pub mod notify;
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -101,6 +102,13 @@ pub async fn serve(
         "serving CRI"
     );
 
+    // A service manager waiting for us (Type=notify) learns we serve, and later that we
+    // stop.
+    notify::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+    let shutdown = async move {
+        shutdown.await;
+        notify::notify("STOPPING=1");
+    };
     let result = run_server(listener, service, shutdown).await;
     streaming.abort();
     remove_socket(&config.socket);

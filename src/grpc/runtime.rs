@@ -303,7 +303,10 @@ impl RuntimeService for RuntimeApi {
         &self,
         _request: Request<CheckpointContainerRequest>,
     ) -> RpcResult<CheckpointContainerResponse> {
-        Err(unimplemented("CheckpointContainer"))
+        let why = crate::oci::criu_unusable().await;
+        Err(tonic::Status::unimplemented(format!(
+            "CheckpointContainer is not implemented: checkpoints need criu, and {why}"
+        )))
     }
     async fn get_container_events(
         &self,

@@ -22,6 +22,43 @@ pub fn resolve_binary(path: &Path) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
+/// Why criu (which a checkpoint needs) cannot serve here: not on PATH, or `criu check`
+/// failing with its last words (Debian 12's criu 3.17 fails it on recent kernels).
+pub async fn criu_unusable() -> String {
+    let Some(criu) = resolve_binary(Path::new("criu")) else {
+        return "criu is not installed (no criu on PATH)".to_string();
+    };
+    let check = tokio::process::Command::new(&criu)
+        .arg("check")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), check).await {
+        Ok(Ok(out)) if out.status.success() => {
+            format!(
+                "{} passes `criu check`, but berth does not drive it yet",
+                criu.display()
+            )
+        }
+        Ok(Ok(out)) => {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let last = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            format!(
+                "`{} check` fails on this host ({}): {}",
+                criu.display(),
+                out.status,
+                last.trim()
+            )
+        }
+        Ok(Err(e)) => format!("{} cannot be run: {e}", criu.display()),
+        Err(_) => format!("`{} check` gave no answer within 10 s", criu.display()),
+    }
+}
+
 /// Whether a process runs: it exists and is not a zombie waiting for its reaper.
 /// Whether `pid` is the running monitor of container `id`: alive, and given that id on
 /// its command line. A pid file outlives its process, and the pid may be another's by

@@ -78,6 +78,7 @@ pub struct Setup {
     top_toml: String,
     extra_toml: String,
     args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 /// Test daemons of one test binary so far (test binaries run one after another).
@@ -101,6 +102,7 @@ impl Setup {
             top_toml: String::new(),
             extra_toml: String::new(),
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -115,6 +117,12 @@ impl Setup {
     pub fn top(mut self, text: &str) -> Setup {
         self.top_toml.push_str(text);
         self.top_toml.push('\n');
+        self
+    }
+
+    /// Sets an environment variable for the daemon.
+    pub fn env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Setup {
+        self.env.push((key.to_string(), value.into()));
         self
     }
 
@@ -165,7 +173,7 @@ impl Setup {
     /// for daemons that are expected to refuse to start.
     pub fn run_expecting_failure(&self) -> (ExitStatus, String) {
         self.write_config();
-        let output = berth_command(&self.paths, &self.args)
+        let output = berth_command(&self.paths, &self.args, &self.env)
             .stdout(Stdio::null())
             .output()
             .expect("run berth");
@@ -181,7 +189,7 @@ impl Setup {
     }
 }
 
-fn berth_command(paths: &Paths, args: &[String]) -> Command {
+fn berth_command(paths: &Paths, args: &[String], env: &[(String, std::ffi::OsString)]) -> Command {
     // BERTH_TEST_BINARY runs the suite against another build (e.g. target/release/berth).
     let binary =
         std::env::var_os("BERTH_TEST_BINARY").unwrap_or_else(|| env!("CARGO_BIN_EXE_berth").into());
@@ -191,7 +199,9 @@ fn berth_command(paths: &Paths, args: &[String]) -> Command {
         .arg("--config")
         .arg(&paths.config)
         .args(args)
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     command
 }
 
@@ -219,7 +229,7 @@ impl Daemon {
             .append(true)
             .open(&self.paths().log)
             .expect("open the daemon log");
-        let child = berth_command(self.paths(), &self.setup.args)
+        let child = berth_command(self.paths(), &self.setup.args, &self.setup.env)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
