@@ -86,6 +86,44 @@ pub fn mount_overlay(
     mount_overlay_of(layers, &upper, &work, target)
 }
 
+/// Mounts image layers (bottom first) read-only on `target`: an overlay of them without an
+/// upper layer, or the one layer of a one-layer image bound read-only (overlayfs wants
+/// two layers then).
+pub fn mount_read_only_layers(layers: &[std::path::PathBuf], target: &Path) -> io::Result<()> {
+    match layers {
+        [] => Err(io::Error::other(
+            "an image without layers has no filesystem",
+        )),
+        [only] => {
+            mount(
+                Some(only.as_path()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            let read_only = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+            if let Err(err) = mount(None::<&str>, target, None::<&str>, read_only, None::<&str>) {
+                let _ = unmount(target);
+                return Err(err.into());
+            }
+            Ok(())
+        }
+        many => {
+            let lower: Vec<String> = many.iter().rev().map(|l| l.display().to_string()).collect();
+            let options = format!("lowerdir={}", lower.join(":"));
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(options.as_str()),
+            )?;
+            Ok(())
+        }
+    }
+}
+
 /// Mounts `lower` (bottom first) under `upper`, with `work`, as an overlay on `target`.
 pub fn mount_overlay_of(
     lower: &[std::path::PathBuf],

@@ -39,6 +39,8 @@ struct ContainerRequest {
     log_path: PathBuf,
     /// The pod's own user namespace, which the container joins.
     userns: Option<crate::sandbox::userns::Mappings>,
+    /// The images of its image volumes (KEP-4639), by the index of their mount.
+    image_volumes: Vec<(usize, ImageRecord)>,
 }
 
 impl CriService {
@@ -107,10 +109,14 @@ impl CriService {
         if let Some(runtime) = runtime {
             check_pid_namespace(&config, runtime, &sandbox.runtime_handler)?;
         }
-        for mount in &config.mounts {
+        let mut image_volumes = Vec::new();
+        for (n, mount) in config.mounts.iter().enumerate() {
             check_mount_destination(&mount.container_path)
                 .map_err(|reason| Error::invalid("config.mounts.container_path", reason))?;
             check_recursive_read_only(mount, features, &sandbox.runtime_handler)?;
+            if let Some(image) = self.image_volume(mount)? {
+                image_volumes.push((n, image));
+            }
         }
         if let Some(resources) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
             crate::spec::container::check_resources(resources)
@@ -157,7 +163,48 @@ impl CriService {
             image,
             log_path,
             userns,
+            image_volumes,
         })
+    }
+
+    /// The image of an image volume (a mount naming an image, KEP-4639), which must be
+    /// here (the kubelet pulls it first); `None` for a mount of a host path.
+    fn image_volume(&self, mount: &crate::proto::Mount) -> Result<Option<ImageRecord>> {
+        let Some(name) = mount
+            .image
+            .as_ref()
+            .map(|i| i.image.as_str())
+            .filter(|i| !i.is_empty())
+        else {
+            return Ok(None);
+        };
+        if !mount.host_path.is_empty() {
+            return Err(Error::invalid(
+                "config.mounts.host_path",
+                format!(
+                    "must be empty for the image volume at {:?}",
+                    mount.container_path
+                ),
+            ));
+        }
+        let sub_path = Path::new(&mount.image_sub_path);
+        if !sub_path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::invalid(
+                "config.mounts.image_sub_path",
+                format!(
+                    "{:?} must be a relative path in the image, without '..'",
+                    mount.image_sub_path
+                ),
+            ));
+        }
+        let image = self.images.lookup(name)?.ok_or_else(|| Error::NotFound {
+            kind: "image of an image volume",
+            id: name.to_string(),
+        })?;
+        Ok(Some(image))
     }
 
     async fn create_container_steps(
@@ -200,6 +247,10 @@ impl CriService {
         check_user_is_mapped(&user, c.userns.as_ref())?;
         let run = self.images.run_config(&c.image)?;
         prepare_mount_sources(&c.config.mounts)?;
+        // The record keeps the request as it came; the spec gets the mounted images.
+        let request = c;
+        let with_images = self.mount_image_volumes(c)?;
+        let c = with_images.as_ref().unwrap_or(c);
         let spec = match self.idmap_volumes(c)? {
             Some(mapped) => self.spec_of(&mapped, &rootfs, &user, &run)?,
             None => self.spec_of(c, &rootfs, &user, &run)?,
@@ -220,7 +271,9 @@ impl CriService {
             .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
-        let record = container_record(c, &run, &user);
+        let mut record = container_record(request, &run, &user);
+        // The layers of its image volumes stay on disk with it, as its own image's do.
+        record.layers = c.image.layers.clone();
         self.containers.save(&record)?;
         Ok(record.id)
     }
@@ -276,6 +329,44 @@ impl CriService {
         Ok(rootfs)
     }
 
+    /// Mounts the images of the container's image volumes read-only under
+    /// `<layer dir>/images/<n>` (an overlay of their layers; a one-layer image's layer
+    /// bound read-only) and points the mounts there, at their sub path: `None` when it
+    /// has none. Undone with the container's directory.
+    fn mount_image_volumes(&self, c: &ContainerRequest) -> Result<Option<ContainerRequest>> {
+        if c.image_volumes.is_empty() {
+            return Ok(None);
+        }
+        let dir = self.containers.layer_dir(&c.id).join("volumes");
+        let mut mapped = c.clone();
+        for (n, image) in &c.image_volumes {
+            let target = dir.join(format!("image-{n}"));
+            std::fs::create_dir_all(&target).map_err(Error::io("image volume", &target))?;
+            let layers = self.images.layer_paths(image)?;
+            crate::sandbox::files::mount_read_only_layers(&layers, &target)
+                .map_err(Error::io("mounting the image volume on", &target))?;
+            let mount = &mut mapped.config.mounts[*n];
+            let source = target.join(&mount.image_sub_path);
+            // A sub path must be a directory in the image, not a way out of it.
+            let inside = std::fs::canonicalize(&source)
+                .ok()
+                .filter(|real| real.starts_with(&target) && real.is_dir());
+            let Some(source) = inside else {
+                return Err(Error::invalid(
+                    "config.mounts.image_sub_path",
+                    format!(
+                        "{:?} is not a directory in image {}",
+                        mount.image_sub_path, image.id
+                    ),
+                ));
+            };
+            mount.host_path = source.display().to_string();
+            mount.readonly = true;
+            mapped.image.layers.extend(image.layers.iter().cloned());
+        }
+        Ok(Some(mapped))
+    }
+
     /// In a pod with its own user namespace, the container's volumes are id-mapped through
     /// it as its layers are: each private volume's source gets an id-mapped copy under
     /// `<layer dir>/volumes/<n>`, which the spec binds instead (the record keeps the
@@ -290,7 +381,10 @@ impl CriService {
         let volumes = self.containers.layer_dir(&c.id).join("volumes");
         let mut mapped = c.clone();
         for (n, mount) in mapped.config.mounts.iter_mut().enumerate() {
-            if mount.propagation != crate::proto::MountPropagation::PropagationPrivate as i32 {
+            let image_volume = mount.image.as_ref().is_some_and(|i| !i.image.is_empty());
+            if image_volume
+                || mount.propagation != crate::proto::MountPropagation::PropagationPrivate as i32
+            {
                 continue;
             }
             let target = volumes.join(n.to_string());
@@ -670,7 +764,10 @@ fn check_user(config: &crate::proto::ContainerConfig) -> Result<()> {
 
 /// The kubelet expects a missing host path of a bind mount to be created.
 fn prepare_mount_sources(mounts: &[crate::proto::Mount]) -> Result<()> {
-    for mount in mounts {
+    let host_paths = mounts
+        .iter()
+        .filter(|m| m.image.as_ref().is_none_or(|i| i.image.is_empty()));
+    for mount in host_paths {
         let host = Path::new(&mount.host_path);
         if !host.is_absolute() || host.components().any(|c| c == Component::ParentDir) {
             return Err(Error::invalid(

@@ -523,6 +523,10 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
             _ => "rprivate",
         };
         let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
+        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+            // An image volume: read-only and nothing run from it (as CRI-O mounts it).
+            options.extend(["nosuid", "nodev", "noexec"]);
+        }
         if m.recursive_read_only {
             if !m.readonly || propagation != "rprivate" {
                 return Err(SpecError::new(format!(

@@ -1,0 +1,198 @@
+//! Image volumes (KEP-4639: `Mount.image`, `image_sub_path`) as the kubelet sends them: an
+//! image's filesystem mounted read-only and `noexec` in a container, whole or a directory
+//! of it; what cannot be mounted refused naming the field; the image's layers kept while
+//! a container uses it; nothing left once the pod is gone.
+
+mod common;
+
+use berth::proto::{
+    ContainerConfig, CreateContainerRequest, ImageSpec, ListContainersRequest, Mount,
+    PullImageRequest, RemoveImageRequest,
+};
+use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
+use common::world::{World, container, remove_pod, world};
+
+/// An image of two layers (an overlay) with a directory, a file and an executable.
+async fn data_image(w: &World) {
+    let image = TestImage::new(
+        vec![
+            LayerBuilder::new()
+                .dir("share", 0o755)
+                .file("share/hello.txt", b"hello from the image\n", 0o644)
+                .build(Compression::Gzip),
+            LayerBuilder::new()
+                .file("top.txt", b"top layer\n", 0o644)
+                .file("share/tool", b"#!/bin/sh\necho ran\n", 0o755)
+                .build(Compression::Gzip),
+        ],
+        ImageConfig::default(),
+    );
+    w.registry.push("library/data", "1", &image).await;
+    let mut images = w.daemon.images().await;
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: "data:1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull data:1");
+}
+
+fn image_mount(at: &str, image: &str, sub_path: &str) -> Mount {
+    Mount {
+        container_path: at.into(),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        ..Default::default()
+    }
+}
+
+fn with_mounts(name: &str, mounts: Vec<Mount>) -> ContainerConfig {
+    ContainerConfig {
+        mounts,
+        ..container(name, "sleep 3600")
+    }
+}
+
+/// What image volumes could leave: a mount under the daemon's directories, a container
+/// directory with its mounted images.
+fn no_volume_left(w: &World) {
+    let mounts = common::leaks::mounts_under(w.daemon.setup.dir());
+    assert!(mounts.is_empty(), "{mounts:?}");
+    let dirs = common::leaks::entries(&w.daemon.paths().root.join("containers"));
+    assert!(dirs.is_empty(), "{dirs:?}");
+}
+
+#[tokio::test]
+async fn an_image_volume_is_read_only_noexec_whole_or_a_sub_path() {
+    let mut w = world().await;
+    data_image(&w).await;
+    let id = w
+        .create(with_mounts(
+            "reader",
+            vec![
+                image_mount("/data", "data:1", ""),
+                image_mount("/share", "data:1", "share"),
+                // A one-layer image (busybox), a directory of it.
+                image_mount("/tools", "busybox", "bin"),
+            ],
+        ))
+        .await;
+    w.start(&id).await;
+
+    let seen = w
+        .sh(
+            &id,
+            "cat /data/top.txt /data/share/hello.txt /share/hello.txt",
+        )
+        .await;
+    assert_eq!(
+        seen,
+        "top layer\nhello from the image\nhello from the image\n"
+    );
+    assert!(w.sh(&id, "ls /tools").await.contains("busybox"));
+    for path in ["/data/new", "/share/new", "/tools/new"] {
+        let (code, stderr) = w.sh_exit(&id, &format!("touch {path}")).await;
+        assert_ne!(code, 0, "{path} is read-only");
+        assert!(stderr.contains("Read-only file system"), "{path}: {stderr}");
+    }
+    let (code, stderr) = w.sh_exit(&id, "/share/tool").await;
+    assert_ne!(code, 0, "nothing runs from an image volume");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+
+    // The image may go: its layers stay while the container uses them.
+    w.daemon
+        .images()
+        .await
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: "data:1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("remove data:1");
+    assert_eq!(
+        w.sh(&id, "cat /share/hello.txt").await,
+        "hello from the image\n"
+    );
+
+    let pod = w.sandbox.clone();
+    remove_pod(&mut w.client, &pod).await;
+    no_volume_left(&w);
+}
+
+#[tokio::test]
+async fn image_volumes_that_cannot_be_are_refused_by_field() {
+    let mut w = world().await;
+    data_image(&w).await;
+    let cases = [
+        (
+            image_mount("/v", "data:1", "../etc"),
+            tonic::Code::InvalidArgument,
+            "config.mounts.image_sub_path",
+        ),
+        (
+            image_mount("/v", "data:1", "/share"),
+            tonic::Code::InvalidArgument,
+            "config.mounts.image_sub_path",
+        ),
+        (
+            image_mount("/v", "data:1", "not-there"),
+            tonic::Code::InvalidArgument,
+            "config.mounts.image_sub_path",
+        ),
+        (
+            image_mount("/v", "data:1", "top.txt"),
+            tonic::Code::InvalidArgument,
+            "config.mounts.image_sub_path",
+        ),
+        (
+            image_mount("/v", "never-pulled:1", ""),
+            tonic::Code::NotFound,
+            "never-pulled",
+        ),
+        (
+            Mount {
+                host_path: "/tmp".into(),
+                ..image_mount("/v", "data:1", "")
+            },
+            tonic::Code::InvalidArgument,
+            "config.mounts.host_path",
+        ),
+    ];
+    for (mount, code, named) in cases {
+        let what = format!("{mount:?}");
+        let err = w
+            .client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: w.sandbox.clone(),
+                config: Some(common::world::for_the_runtime(with_mounts(
+                    "refused",
+                    vec![mount],
+                ))),
+                sandbox_config: None,
+            })
+            .await
+            .expect_err(&what);
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(err.message().contains(named), "{what}: {err:?}");
+    }
+    let listed = w
+        .client
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(listed.is_empty(), "nothing was made: {listed:?}");
+    let pod = w.sandbox.clone();
+    remove_pod(&mut w.client, &pod).await;
+    no_volume_left(&w);
+}
