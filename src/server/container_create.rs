@@ -330,7 +330,7 @@ impl CriService {
     }
 
     /// Mounts the images of the container's image volumes read-only under
-    /// `<layer dir>/images/<n>` (an overlay of their layers; a one-layer image's layer
+    /// `<layer dir>/volumes/image-<n>` (an overlay of their layers; a one-layer image's layer
     /// bound read-only) and points the mounts there, at their sub path: `None` when it
     /// has none. Undone with the container's directory.
     fn mount_image_volumes(&self, c: &ContainerRequest) -> Result<Option<ContainerRequest>> {
