@@ -108,6 +108,7 @@ impl Sandboxes {
                 ?kind,
                 recursive_read_only_mounts = features.recursive_read_only,
                 user_namespaces = features.user_namespaces,
+                runtime_idmap_mounts = features.idmap_mounts,
                 "runtime handler"
             );
             runtimes.insert(

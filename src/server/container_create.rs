@@ -41,6 +41,8 @@ struct ContainerRequest {
     userns: Option<crate::sandbox::userns::Mappings>,
     /// The images of its image volumes (KEP-4639), by the index of their mount.
     image_volumes: Vec<(usize, ImageRecord)>,
+    /// The pod's config as the kubelet sent it, decoded once.
+    pod_config: crate::proto::PodSandboxConfig,
 }
 
 impl CriService {
@@ -139,7 +141,7 @@ impl CriService {
             })?;
         let pod_config = decode_config(&sandbox);
         let userns = container_user_namespace(&pod_config, &config)?;
-        let log_directory = pod_config.log_directory;
+        let log_directory = pod_config.log_directory.clone();
         let log_path = if log_directory.is_empty() || config.log_path.is_empty() {
             PathBuf::from("/dev/null")
         } else {
@@ -164,6 +166,7 @@ impl CriService {
             log_path,
             userns,
             image_volumes,
+            pod_config,
         })
     }
 
@@ -413,7 +416,7 @@ impl CriService {
     ) -> Result<oci_spec::runtime::Spec> {
         let linux = c.config.linux.clone().unwrap_or_default();
         let security = linux.security_context.clone().unwrap_or_default();
-        let sandbox_config = decode_config(&c.sandbox);
+        let sandbox_config = &c.pod_config;
         let pod_namespaces = sandbox_config
             .linux
             .as_ref()
