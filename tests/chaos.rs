@@ -14,7 +14,8 @@
 //! process, nor any file under the state directory but what start-up makes.
 //!
 //! Also here: a killed monitor, a CNI plugin that hangs, a runtime that hangs on create,
-//! and a plugin a dead daemon left running. (A killed pause is in `tests/sandboxes.rs`:
+//! a plugin a dead daemon left running, a runtime's create and a pod's CNI DEL cut short
+//! by a kill. (A killed pause is in `tests/sandboxes.rs`:
 //! `a_sandbox_whose_pause_died_is_not_ready`.)
 
 mod common;
@@ -726,4 +727,175 @@ async fn a_plugin_the_dead_daemon_left_running_allocates_nothing_after_the_sweep
             .log()
             .contains("ended helpers a dead daemon left running")
     );
+}
+
+/// Writes an executable shell script.
+fn script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A daemon killed while the runtime was making a pod's pause, the runtime killed with
+/// it before it saved the container's state: what runc leaves then (the container's
+/// directory under its root, with its exec fifo, and no `state.json`) is made here by a
+/// wrapper, at once, and the wrapper then hangs as the cut-short create would. The runtime
+/// says it does not know that container; the sweep removes its directory all the same.
+#[tokio::test]
+async fn a_create_cut_short_leaves_no_runtime_directory_after_the_sweep() {
+    let bin = tempfile::tempdir().unwrap();
+    let runtime = bin.path().join("cut-runc");
+    script(
+        &runtime,
+        "#!/bin/sh\nroot=$2\nfor id; do :; done\nfor a in \"$@\"; do\n  if [ \"$a\" = create ]; then mkdir -p \"$root/$id\" && mkfifo \"$root/$id/exec.fifo\"; exec sleep 3600; fi\ndone\nexec /usr/sbin/runc \"$@\"\n",
+    );
+    let tree = CgroupTree(format!("berth-cut-{}", std::process::id()));
+    let mut daemon = common::Setup::new()
+        .toml(&format!("[runtime.handlers.cut]\npath = {runtime:?}"))
+        .start()
+        .await;
+    let mut client = daemon.runtime().await;
+    let parent = format!("/{}", tree.0);
+    let pending = tokio::spawn(async move {
+        client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_config("cut-short", &parent)),
+                runtime_handler: "cut".into(),
+            })
+            .await
+    });
+    let root = daemon.paths().state.join("runtime/cut");
+    let made = root.clone();
+    let id = common::wait_for("the cut-short create", Duration::from_secs(20), || {
+        let id = entries(&made)
+            .into_iter()
+            .find(|id| made.join(id).join("exec.fifo").exists());
+        async move { id }
+    })
+    .await;
+    daemon.crash().await;
+    let _ = pending.await;
+    daemon.restart().await;
+    assert!(
+        daemon
+            .log()
+            .contains("cleaning up a sandbox left half made")
+    );
+    assert!(
+        !root.join(&id).exists(),
+        "the runtime's directory of {id} stays: {:?}",
+        entries(&root.join(&id))
+    );
+    assert_nothing_left(&daemon, &tree.0);
+}
+
+/// A daemon killed in the middle of a StopPodSandbox's CNI DEL (a chained plugin that
+/// hangs on DEL, before the bridge plugin's DEL releases the address): the pod is
+/// NotReady and still holds its address, which its status reports, as containerd's does,
+/// until a new stop has released it.
+#[tokio::test]
+async fn a_stop_cut_short_reports_the_address_the_pod_still_holds() {
+    let bin = tempfile::tempdir().unwrap();
+    let hang = bin.path().join("hang-on-del");
+    let armed = bin.path().join("armed");
+    script(
+        &hang,
+        &format!(
+            "#!/bin/sh\nif [ \"$CNI_COMMAND\" = DEL ] && [ -e {armed:?} ]; then exec sleep 3600; fi\nexec /usr/lib/cni/tuning\n"
+        ),
+    );
+    let setup =
+        common::Setup::new().toml(&format!("bin_dirs = [{:?}, \"/usr/lib/cni\"]", bin.path()));
+    let leases_dir = setup.paths.state.join("cni/networks");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "berth",
+        "plugins": [
+            {
+                "type": "bridge", "bridge": setup.bridge, "isGateway": true, "ipMasq": true,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": setup.subnet}]], "dataDir": leases_dir}
+            },
+            {"type": "hang-on-del"}
+        ]
+    });
+    std::fs::write(
+        setup.paths.cni_conf.join("10-hang.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
+    let tree = CgroupTree(format!("berth-cut-stop-{}", std::process::id()));
+    let mut daemon = setup.start().await;
+    let mut client = daemon.runtime().await;
+    let id = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("cut-stop", &format!("/{}", tree.0))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let status = |client: RuntimeServiceClient<Channel>, id: String| async move {
+        let mut client = client;
+        client
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id,
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    };
+    let ip = status(client.clone(), id.clone()).await.network.unwrap().ip;
+    std::fs::write(&armed, "").unwrap();
+    let stopping = {
+        let (mut client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            client
+                .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
+        })
+    };
+    let state = daemon.paths().state.clone();
+    let tag = common::leaks::helper_tag(&state);
+    common::wait_for("the DEL to hang", Duration::from_secs(20), || {
+        let hanging = entries(Path::new("/proc")).into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == tag.as_bytes()))
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("sleep"))
+        });
+        async move { hanging.then_some(()) }
+    })
+    .await;
+    daemon.crash().await;
+    let _ = stopping.await;
+    std::fs::remove_file(&armed).unwrap();
+    daemon.restart().await;
+    let client = daemon.runtime().await;
+    let cut = status(client.clone(), id.clone()).await;
+    assert_eq!(cut.state, PodSandboxState::SandboxNotready as i32);
+    assert_eq!(
+        cut.network.map(|n| n.ip),
+        Some(ip.clone()),
+        "the address the pod still holds"
+    );
+    assert!(leases(&state).contains(&ip), "{:?}", leases(&state));
+    let mut again = client.clone();
+    again
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let stopped = status(client.clone(), id.clone()).await;
+    assert_eq!(stopped.network, None, "released by the second stop");
+    assert!(!leases(&state).contains(&ip), "{:?}", leases(&state));
+    again
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert_nothing_left(&daemon, &tree.0);
 }

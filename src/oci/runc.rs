@@ -154,6 +154,26 @@ impl Runtime {
         &self.root
     }
 
+    /// A create cut short (the runtime killed before it saved the container's state)
+    /// leaves the container's directory under the runtime's root, and the runtime then
+    /// says it does not know the container: runc's delete removes that directory, youki's
+    /// does not. For a container the runtime has just said it does not know.
+    fn remove_leftover(&self, id: &str) {
+        let plain = !id.is_empty() && id != "." && id != ".." && !id.contains('/');
+        let dir = self.root.join(id);
+        if !plain || !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(container = %id, dir = %dir.display(), "removed what a create cut short left")
+            }
+            Err(err) => {
+                tracing::warn!(container = %id, dir = %dir.display(), %err, "cannot remove what a create cut short left")
+            }
+        }
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         command
@@ -319,7 +339,11 @@ impl OciRuntime for Runtime {
     async fn delete(&self, id: &str) -> Result<(), OciError> {
         let mut cmd = self.command();
         cmd.arg("delete").arg(id);
-        self.run("delete", id, cmd).await.map(drop)
+        let deleted = self.run("delete", id, cmd).await.map(drop);
+        if let Err(OciError::NotFound { .. }) = &deleted {
+            self.remove_leftover(id);
+        }
+        deleted
     }
 
     /// `update -r -`: the OCI `LinuxResources` as JSON on stdin.
@@ -446,6 +470,45 @@ mod tests {
         assert_eq!(
             runtime_message(youki, status),
             "container x does not exist."
+        );
+    }
+}
+
+/// What a delete leaves of a container the runtime does not know, against a runtime that
+/// says so as youki does and leaves its directory: a script, as no real runtime can be
+/// made to leave one on cue.
+#[cfg(test)]
+mod leftover_tests {
+    use super::{Kind, OciError, Runtime};
+    use crate::oci::runtime::OciRuntime;
+
+    #[tokio::test]
+    async fn a_delete_of_an_unknown_container_removes_its_leftover_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("says-unknown");
+        std::fs::write(
+            &binary,
+            "#!/bin/sh\nfor id; do :; done\necho \"Error: container $id does not exist.\" >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("root");
+        for id in ["cut", "other"] {
+            std::fs::create_dir_all(root.join(id)).unwrap();
+            std::fs::write(root.join(id).join("notify.sock"), "").unwrap();
+        }
+        let runtime = Runtime::new(binary, root.clone()).with_kind(Kind::Youki);
+        let err = runtime.delete("cut").await.unwrap_err();
+        assert!(matches!(err, OciError::NotFound { .. }), "{err}");
+        assert!(!root.join("cut").exists(), "the leftover is removed");
+        assert!(root.join("other").exists(), "another container's stays");
+        for id in ["..", ".", "other/.."] {
+            let _ = runtime.delete(id).await;
+        }
+        assert!(
+            root.join("other").exists(),
+            "no path beyond one id's directory"
         );
     }
 }

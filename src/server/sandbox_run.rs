@@ -518,7 +518,9 @@ pub(crate) async fn stop_and_delete<R: OciRuntime>(
     id: &str,
 ) -> std::result::Result<(), OciError> {
     let Some(state) = runtime.state(id).await? else {
-        return Ok(());
+        // Unknown, or a create cut short (the runtime killed before it saved the
+        // container's state) left its directory: the delete removes that.
+        return delete_gone(runtime, id).await;
     };
     if state.status.has_process() {
         // "not running" races are fine: the state check below decides.
@@ -899,7 +901,11 @@ mod lifecycle_tests {
     async fn an_unknown_container_is_no_error_and_a_broken_runtime_is() {
         let fake = Fake::with("a", Status::Running, OnKill::Stops);
         stop_and_delete(&fake, "elsewhere").await.unwrap();
-        assert_eq!(fake.calls(), ["state"]);
+        assert_eq!(
+            fake.calls(),
+            ["state", "delete"],
+            "the delete removes what a create cut short left"
+        );
         delete_gone(&fake, "elsewhere").await.unwrap();
         let mut broken = Fake::with("a", Status::Running, OnKill::Stops);
         broken.state_fails = true;

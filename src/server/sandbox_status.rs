@@ -50,7 +50,10 @@ impl CriService {
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone());
-        let network = (record.state == SandboxState::Ready).then(|| PodSandboxNetworkStatus {
+        // As long as the pod holds its network (a stop cut short keeps it until the
+        // kubelet stops the pod again), its addresses are its own, as in containerd.
+        let attached = record.state == SandboxState::Ready || record.netns.is_some();
+        let network = attached.then(|| PodSandboxNetworkStatus {
             ip: record.ips.first().cloned().unwrap_or_default(),
             additional_ips: record
                 .ips
