@@ -91,6 +91,9 @@ impl ConfigError {
     }
 }
 
+/// The largest `events.subscriber_buffer`.
+const MAX_SUBSCRIBER_BUFFER: usize = 1_000_000;
+
 /// The whole daemon configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +114,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     pub network: NetworkConfig,
     pub runtime: RuntimeSettings,
+    pub events: EventsConfig,
+    pub metrics: MetricsConfig,
     /// Per registry host (`docker.io`, `registry.k8s.io`, `127.0.0.1:5000`).
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -127,9 +132,37 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             network: NetworkConfig::default(),
             runtime: RuntimeSettings::default(),
+            events: EventsConfig::default(),
+            metrics: MetricsConfig::default(),
             registries: BTreeMap::new(),
         }
     }
+}
+
+/// `[events]`: the GetContainerEvents streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events one subscriber may have unread; past it, its stream ends with
+    /// ResourceExhausted (the kubelet then relists). Also how many events are kept for the
+    /// next subscriber while none listens.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            subscriber_buffer: 1000,
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (e.g. `127.0.0.1:9810`); none by default.
+    pub address: Option<SocketAddr>,
 }
 
 /// The log line format.
@@ -373,6 +406,12 @@ impl Config {
                     "{:?} is not a level or tracing filter: {err}",
                     self.log_level
                 ),
+            ));
+        }
+        if !(1..=MAX_SUBSCRIBER_BUFFER).contains(&self.events.subscriber_buffer) {
+            return Err(ConfigError::invalid(
+                "events.subscriber_buffer",
+                format!("must be 1 to {MAX_SUBSCRIBER_BUFFER}"),
             ));
         }
         require_absolute("network.conf_dir", &self.network.conf_dir)?;

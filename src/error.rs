@@ -19,10 +19,6 @@ pub enum Error {
     #[error("invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
 
-    /// The RPC is part of CRI v1 but berth does not implement it yet.
-    #[error("{rpc} is not implemented by berth yet")]
-    Unimplemented { rpc: &'static str },
-
     /// The object named by the request does not exist.
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
@@ -111,7 +107,6 @@ impl From<Error> for tonic::Status {
         let message = err.to_string();
         match err {
             Error::InvalidField { .. } => tonic::Status::invalid_argument(message),
-            Error::Unimplemented { .. } => tonic::Status::unimplemented(message),
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
             Error::WrongState { .. } => tonic::Status::failed_precondition(message),

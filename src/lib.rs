@@ -12,6 +12,7 @@ pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod helpers;
 pub mod ids;

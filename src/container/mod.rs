@@ -83,6 +83,19 @@ impl Containers {
         })
     }
 
+    /// Tells `observer` of every change of a record from now on (see [`RecordCache`]).
+    pub fn observe(&self, observer: crate::store::Observer<ContainerRecord>) {
+        if self.records.observe(observer).is_err() {
+            tracing::warn!("the container records have an observer already");
+        }
+    }
+
+    /// The records of sandbox `id`'s containers as they are, none brought up to date.
+    pub fn of_sandbox(&self, id: &str) -> Vec<ContainerRecord> {
+        self.records
+            .filter_map(|r| (r.sandbox_id == id).then(|| r.clone()))
+    }
+
     /// The monitor program to run for containers and execs.
     pub fn monitor_program(&self) -> &Path {
         &self.monitor

@@ -91,7 +91,9 @@ pub async fn serve(
     let config = Arc::new(config);
     let resources = prepare(&config)?;
     let service = Arc::new(CriService::new(config.clone(), resources.store.clone())?);
+    service.start_events();
     service.recover().await;
+    service.watch_live();
     let listener = bind(&config.socket)?;
     let streaming = start_streaming(&config, &service).await?;
     tracing::info!(

@@ -25,8 +25,3 @@ pub type RpcResult<T> = Result<tonic::Response<T>, tonic::Status>;
 
 /// The response stream of a server-streaming CRI method.
 pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
-
-/// The answer of an RPC whose issue has not landed yet.
-fn unimplemented(rpc: &'static str) -> tonic::Status {
-    crate::error::Error::Unimplemented { rpc }.into()
-}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response};
 
-use super::{RpcResult, RpcStream, unimplemented};
+use super::{RpcResult, RpcStream};
 use crate::proto::runtime_service_server::RuntimeService;
 use crate::proto::*;
 use crate::server::CriService;
@@ -312,7 +312,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         _request: Request<GetEventsRequest>,
     ) -> RpcResult<Self::GetContainerEventsStream> {
-        Err(unimplemented("GetContainerEvents"))
+        Ok(Response::new(self.service.subscribe_events()))
     }
     async fn list_metric_descriptors(
         &self,

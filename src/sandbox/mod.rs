@@ -180,6 +180,14 @@ impl Sandboxes {
     }
 
     /// The sandbox with this id, or with this unique id prefix.
+    /// Tells `observer` of every change of a record from now on (see
+    /// [`crate::store::RecordCache`]).
+    pub fn observe(&self, observer: crate::store::Observer<SandboxRecord>) {
+        if self.records.observe(observer).is_err() {
+            tracing::warn!("the sandbox records have an observer already");
+        }
+    }
+
     pub fn find(&self, id: &str) -> Option<SandboxRecord> {
         self.records.get(id)
     }
@@ -270,7 +278,7 @@ impl Named for SandboxRecord {
 /// Whether the sandbox's pause process still runs: its pid is alive (not a zombie) and,
 /// for a pod with its own network, still in the pod's pinned namespace (so a reused pid
 /// is not mistaken for it).
-fn pause_alive(record: &SandboxRecord) -> bool {
+pub fn pause_alive(record: &SandboxRecord) -> bool {
     use std::os::unix::fs::MetadataExt;
     if record.pid <= 0 {
         return false;

@@ -14,48 +14,7 @@ use crate::store::{ContainerRecord, ContainerState};
 impl CriService {
     pub fn container_status(&self, id: &str, verbose: bool) -> Result<ContainerStatusResponse> {
         let record = self.container(id)?;
-        let config = decode_container_config(&record);
-        let image = Some(ImageSpec {
-            image: record.image.clone(),
-            ..Default::default()
-        });
-        let status = ContainerStatus {
-            id: record.id.clone(),
-            metadata: Some(ContainerMetadata {
-                name: record.name.clone(),
-                attempt: record.attempt,
-            }),
-            state: state(record.state) as i32,
-            created_at: record.created_at_ns,
-            started_at: record.started_at_ns,
-            finished_at: record.finished_at_ns,
-            exit_code: record.exit_code,
-            image,
-            image_ref: record.image_ref.clone(),
-            image_id: record.image_ref.clone(),
-            reason: record.reason.clone(),
-            message: record.message.clone(),
-            labels: record.labels.clone().into_iter().collect(),
-            annotations: record.annotations.clone().into_iter().collect(),
-            mounts: config.mounts.clone(),
-            log_path: record.log_path.clone(),
-            resources: config.linux.as_ref().map(|l| ContainerResources {
-                linux: l.resources.clone(),
-                windows: None,
-            }),
-            user: Some(ContainerUser {
-                linux: Some(LinuxContainerUser {
-                    uid: record.uid as i64,
-                    gid: record.gid as i64,
-                    supplemental_groups: record
-                        .supplemental_groups
-                        .iter()
-                        .map(|g| *g as i64)
-                        .collect(),
-                }),
-            }),
-            stop_signal: config.stop_signal,
-        };
+        let status = container_status_of(&record);
         let mut info = HashMap::new();
         if verbose {
             let spec = super::sandbox_status::bundle_spec(&self.containers.state_dir(&record.id));
@@ -99,6 +58,52 @@ pub(crate) fn selected(
     record.id.starts_with(id)
         && record.sandbox_id.starts_with(pod)
         && labels.iter().all(|(k, v)| record.labels.get(k) == Some(v))
+}
+
+/// A container's status, as its record has it.
+pub(crate) fn container_status_of(record: &ContainerRecord) -> ContainerStatus {
+    let config = decode_container_config(record);
+    let image = Some(ImageSpec {
+        image: record.image.clone(),
+        ..Default::default()
+    });
+    ContainerStatus {
+        id: record.id.clone(),
+        metadata: Some(ContainerMetadata {
+            name: record.name.clone(),
+            attempt: record.attempt,
+        }),
+        state: state(record.state) as i32,
+        created_at: record.created_at_ns,
+        started_at: record.started_at_ns,
+        finished_at: record.finished_at_ns,
+        exit_code: record.exit_code,
+        image,
+        image_ref: record.image_ref.clone(),
+        image_id: record.image_ref.clone(),
+        reason: record.reason.clone(),
+        message: record.message.clone(),
+        labels: record.labels.clone().into_iter().collect(),
+        annotations: record.annotations.clone().into_iter().collect(),
+        mounts: config.mounts.clone(),
+        log_path: record.log_path.clone(),
+        resources: config.linux.as_ref().map(|l| ContainerResources {
+            linux: l.resources.clone(),
+            windows: None,
+        }),
+        user: Some(ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: record.uid as i64,
+                gid: record.gid as i64,
+                supplemental_groups: record
+                    .supplemental_groups
+                    .iter()
+                    .map(|g| *g as i64)
+                    .collect(),
+            }),
+        }),
+        stop_signal: config.stop_signal,
+    }
 }
 
 fn to_cri(record: &ContainerRecord) -> Container {

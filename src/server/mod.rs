@@ -2,6 +2,7 @@
 //! `impl CriService` block. The gRPC layer (`grpc/`) converts and delegates to it.
 
 mod container_create;
+mod container_events;
 mod container_exec;
 mod container_lifecycle;
 mod container_status;
@@ -54,6 +55,10 @@ pub struct CriService {
     streaming_base: std::sync::OnceLock<String>,
     /// The previous CPU sample of each pod and container, for `usage_nano_cores`.
     cpu_rates: crate::stats::CpuRates,
+    /// The GetContainerEvents subscribers.
+    events: crate::events::Bus,
+    /// The records' changes, until [`CriService::start_events`] takes them.
+    changes: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::events::Change>>>,
 }
 
 impl CriService {
@@ -98,6 +103,9 @@ impl CriService {
             std::time::Duration::from_secs(config.streaming.token_ttl_seconds),
             crate::streaming::tokens::MAX_TOKENS,
         ));
+        let (changes, changes_out) = tokio::sync::mpsc::unbounded_channel();
+        observe_changes(&sandboxes, &containers, changes);
+        let events = crate::events::Bus::new(config.events.subscriber_buffer);
         Ok(CriService {
             config,
             store,
@@ -109,6 +117,8 @@ impl CriService {
             stream_tokens,
             streaming_base: std::sync::OnceLock::new(),
             cpu_rates: crate::stats::CpuRates::default(),
+            events,
+            changes: std::sync::Mutex::new(Some(changes_out)),
         })
     }
 
@@ -127,4 +137,24 @@ impl CriService {
     pub fn images(&self) -> &Arc<ImageManager> {
         &self.images
     }
+}
+
+/// Sends every change of a sandbox or container record to `changes`, as the events it is.
+fn observe_changes(
+    sandboxes: &Sandboxes,
+    containers: &Containers,
+    changes: tokio::sync::mpsc::UnboundedSender<crate::events::Change>,
+) {
+    let to_sandboxes = changes.clone();
+    sandboxes.observe(Box::new(move |before, after| {
+        for change in crate::events::sandbox_changes(before, after) {
+            // Gone: the daemon is shutting down.
+            let _ = to_sandboxes.send(change);
+        }
+    }));
+    containers.observe(Box::new(move |before, after| {
+        for change in crate::events::container_changes(before, after) {
+            let _ = changes.send(change);
+        }
+    }));
 }

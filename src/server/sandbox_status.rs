@@ -44,39 +44,7 @@ impl CriService {
     /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
     pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
         let record = self.sandbox(id)?;
-        let config = decode_config(&record);
-        let namespace_options = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone());
-        // As long as the pod holds its network (a stop cut short keeps it until the
-        // kubelet stops the pod again), its addresses are its own, as in containerd.
-        let attached = record.state == SandboxState::Ready || record.netns.is_some();
-        let network = attached.then(|| PodSandboxNetworkStatus {
-            ip: record.ips.first().cloned().unwrap_or_default(),
-            additional_ips: record
-                .ips
-                .iter()
-                .skip(1)
-                .map(|ip| PodIp { ip: ip.clone() })
-                .collect(),
-        });
-        let status = PodSandboxStatus {
-            id: record.id.clone(),
-            metadata: Some(metadata(&record)),
-            state: state(record.state) as i32,
-            created_at: record.created_at_ns,
-            network,
-            linux: Some(LinuxPodSandboxStatus {
-                namespaces: Some(Namespace {
-                    options: Some(namespace_options.unwrap_or_default()),
-                }),
-            }),
-            labels: record.labels.clone().into_iter().collect(),
-            annotations: record.annotations.clone().into_iter().collect(),
-            runtime_handler: record.runtime_handler.clone(),
-        };
+        let status = sandbox_status_of(&record);
         let mut info = HashMap::new();
         if verbose {
             let spec = bundle_spec(&self.sandboxes.dir(&record.id));
@@ -130,6 +98,43 @@ impl CriService {
                 runtime_handler: r.runtime_handler.clone(),
             })
             .collect())
+    }
+}
+
+/// A sandbox's status, as its record has it.
+pub(crate) fn sandbox_status_of(record: &SandboxRecord) -> PodSandboxStatus {
+    let config = decode_config(record);
+    let namespace_options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    // As long as the pod holds its network (a stop cut short keeps it until the
+    // kubelet stops the pod again), its addresses are its own, as in containerd.
+    let attached = record.state == SandboxState::Ready || record.netns.is_some();
+    let network = attached.then(|| PodSandboxNetworkStatus {
+        ip: record.ips.first().cloned().unwrap_or_default(),
+        additional_ips: record
+            .ips
+            .iter()
+            .skip(1)
+            .map(|ip| PodIp { ip: ip.clone() })
+            .collect(),
+    });
+    PodSandboxStatus {
+        id: record.id.clone(),
+        metadata: Some(metadata(record)),
+        state: state(record.state) as i32,
+        created_at: record.created_at_ns,
+        network,
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(namespace_options.unwrap_or_default()),
+            }),
+        }),
+        labels: record.labels.clone().into_iter().collect(),
+        annotations: record.annotations.clone().into_iter().collect(),
+        runtime_handler: record.runtime_handler.clone(),
     }
 }
 

@@ -2,10 +2,11 @@
 //! container registries share. It answers lookups without touching the disk (by id or
 //! unique id prefix, as crictl lets people type them), writes through to the store,
 //! reserves the names that must be unique (a pod's name, a container's name in its pod),
-//! and hands out one lock per record to serialize the operations on it.
+//! hands out one lock per record to serialize the operations on it, and tells an observer
+//! of every change once it is durable (the container events are made from them).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use super::{Record, Store, StoreError};
 
@@ -15,10 +16,16 @@ pub trait Named: Record + Clone {
     fn name_key(&self) -> String;
 }
 
+/// What is told of a change: the record before (`None`: it is new) and after (`None`:
+/// it was forgotten). Called under the cache's lock, once the change is in the store, in
+/// the order the changes are made; it must not block.
+pub type Observer<R> = Box<dyn Fn(Option<&R>, Option<&R>) + Send + Sync>;
+
 /// See the module docs.
 pub struct RecordCache<R> {
     store: Arc<Store>,
     records: RwLock<BTreeMap<String, R>>,
+    observer: OnceLock<Observer<R>>,
     /// Name key → id.
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -45,8 +52,20 @@ impl<R: Named> RecordCache<R> {
             ),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),
+            observer: OnceLock::new(),
             store,
         })
+    }
+
+    /// Sets the observer of the changes from now on (once: a second is refused).
+    pub fn observe(&self, observer: Observer<R>) -> Result<(), Observer<R>> {
+        self.observer.set(observer)
+    }
+
+    fn tell(&self, before: Option<&R>, after: Option<&R>) {
+        if let Some(observer) = self.observer.get() {
+            observer(before, after);
+        }
     }
 
     /// The record with this id, or with this unique id prefix.
@@ -88,7 +107,9 @@ impl<R: Named> RecordCache<R> {
     /// Stores a new or changed record.
     pub fn save(&self, record: &R) -> Result<(), StoreError> {
         self.store.put(record)?;
-        unpoisoned(self.records.write()).insert(record.id().to_string(), record.clone());
+        let mut records = unpoisoned(self.records.write());
+        let before = records.insert(record.id().to_string(), record.clone());
+        self.tell(before.as_ref(), Some(record));
         Ok(())
     }
 
@@ -108,14 +129,19 @@ impl<R: Named> RecordCache<R> {
             None => return Ok(after),
         }
         self.store.put(&after)?;
-        records.insert(after.id().to_string(), after.clone());
+        let before = records.insert(after.id().to_string(), after.clone());
+        self.tell(before.as_ref(), Some(&after));
         Ok(after)
     }
 
     /// Forgets a record, frees its name and drops its lock.
     pub fn forget(&self, record: &R) -> Result<(), StoreError> {
         self.store.delete::<R>(record.id())?;
-        unpoisoned(self.records.write()).remove(record.id());
+        let mut records = unpoisoned(self.records.write());
+        if let Some(before) = records.remove(record.id()) {
+            self.tell(Some(&before), None);
+        }
+        drop(records);
         self.release_name(&record.name_key());
         unpoisoned(self.locks.lock()).remove(record.id());
         Ok(())

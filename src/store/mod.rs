@@ -20,7 +20,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use cache::{Named, RecordCache};
+pub use cache::{Named, Observer, RecordCache};
 pub use records::{
     ContainerRecord, ContainerState, ImageRecord, LayerRecord, SandboxRecord, SandboxState,
 };

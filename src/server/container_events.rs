@@ -1,0 +1,163 @@
+//! GetContainerEvents: the records' changes made into events and published
+//! ([`crate::events`]), and the watchers of the processes whose end is a change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use super::CriService;
+use super::container_status::container_status_of;
+use super::sandbox_status::sandbox_status_of;
+use crate::events::{Change, Subscription};
+use crate::proto::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
+use crate::store::{ContainerState, SandboxState};
+
+impl CriService {
+    /// Starts making the records' changes into events, in the order they were made.
+    /// Before the recovery, so that what it finishes or corrects is told too.
+    pub fn start_events(self: &Arc<Self>) {
+        let taken = self
+            .changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut changes) = taken else {
+            return;
+        };
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // The status each pod had at its last event: what a container's event carries
+            // once its pod is gone.
+            let mut last: HashMap<String, PodSandboxStatus> = HashMap::new();
+            while let Some(change) = changes.recv().await {
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                let event = service.event_of(&change, &mut last);
+                service.events.publish(event);
+                if let Some(pid) = change.watch {
+                    service.watch(&change, pid);
+                }
+            }
+        });
+    }
+
+    /// After the recovery: brings every record up to date (what exited while the daemon
+    /// was down is a STOPPED event), then watches what still runs.
+    pub fn watch_live(self: &Arc<Self>) {
+        for record in self.sandboxes.list() {
+            let record = match self.sandboxes.refresh(record) {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot bring a sandbox's record up to date");
+                    continue;
+                }
+            };
+            if record.state == SandboxState::Ready {
+                self.watch_sandbox(record.id, record.pid);
+            }
+        }
+        match self.containers.list() {
+            Ok(records) => {
+                for record in records {
+                    if record.state == ContainerState::Running {
+                        self.watch_container(record.id, record.monitor_pid);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot list the containers to watch them"),
+        }
+    }
+
+    /// A new GetContainerEvents stream.
+    pub fn subscribe_events(&self) -> Subscription {
+        self.events.subscribe()
+    }
+
+    /// The event `change` is: the pod's status and its containers' as they are now, after
+    /// the change.
+    fn event_of(
+        &self,
+        change: &Change,
+        last: &mut HashMap<String, PodSandboxStatus>,
+    ) -> ContainerEventResponse {
+        let sandbox = match (&change.removed, self.sandboxes.find(&change.sandbox_id)) {
+            (Some(removed), _) => Some(sandbox_status_of(removed)),
+            (None, Some(record)) => Some(sandbox_status_of(&record)),
+            (None, None) => last.get(&change.sandbox_id).cloned(),
+        };
+        let deleted_sandbox = change.removed.is_some();
+        if deleted_sandbox {
+            last.remove(&change.sandbox_id);
+        } else if let Some(status) = &sandbox {
+            last.insert(change.sandbox_id.clone(), status.clone());
+        }
+        let containers = if deleted_sandbox {
+            Vec::new()
+        } else {
+            self.containers
+                .of_sandbox(&change.sandbox_id)
+                .iter()
+                .map(container_status_of)
+                .collect()
+        };
+        ContainerEventResponse {
+            container_id: change.id.clone(),
+            container_event_type: change.kind as i32,
+            created_at: change.at_ns,
+            pod_sandbox_status: sandbox,
+            containers_statuses: containers,
+        }
+    }
+
+    /// Watches the process of a STARTED change.
+    fn watch(self: &Arc<Self>, change: &Change, pid: i32) {
+        if change.kind != ContainerEventType::ContainerStartedEvent {
+            return;
+        }
+        if change.id == change.sandbox_id {
+            self.watch_sandbox(change.id.clone(), pid);
+        } else {
+            self.watch_container(change.id.clone(), pid);
+        }
+    }
+
+    /// Once monitor `pid` of container `id` has ended, its record is brought up to date:
+    /// the exit it recorded is a STOPPED event.
+    fn watch_container(self: &Arc<Self>, id: String, pid: i32) {
+        let service: Weak<CriService> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let watched = id.clone();
+            crate::events::process_exit(pid, move || crate::oci::is_monitor_of(pid, &watched))
+                .await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            if let Err(err) = service.containers.find(&id) {
+                tracing::warn!(container = %id, %err, "cannot record its exit");
+            }
+        });
+    }
+
+    /// Once pause `pid` of sandbox `id` has ended, its record is brought up to date: a
+    /// pause that died on its own makes the pod NotReady, a STOPPED event.
+    fn watch_sandbox(self: &Arc<Self>, id: String, pid: i32) {
+        if pid <= 0 {
+            return;
+        }
+        let service: Weak<CriService> = Arc::downgrade(self);
+        let Some(record) = self.sandboxes.find(&id) else {
+            return;
+        };
+        tokio::spawn(async move {
+            crate::events::process_exit(pid, || crate::sandbox::pause_alive(&record)).await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            if let Some(record) = service.sandboxes.find(&id)
+                && let Err(err) = service.sandboxes.refresh(record)
+            {
+                tracing::warn!(sandbox = %id, %err, "cannot record its pause's end");
+            }
+        });
+    }
+}
