@@ -18,6 +18,7 @@ pub mod helpers;
 pub mod ids;
 pub mod image;
 pub mod logs;
+pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod oci;

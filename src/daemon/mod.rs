@@ -74,6 +74,11 @@ pub enum DaemonError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on [metrics] address {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the daemon holds while it runs; dropping it closes the store and releases the
@@ -96,6 +101,7 @@ pub async fn serve(
     service.watch_live();
     let listener = bind(&config.socket)?;
     let streaming = start_streaming(&config, &service).await?;
+    start_metrics(&config, &service).await?;
     tracing::info!(
         socket = %config.socket.display(),
         root = %config.root.display(),
@@ -142,6 +148,25 @@ async fn start_streaming(
         serve,
         std::time::Duration::from_secs(config.streaming.idle_timeout_seconds),
     )))
+}
+
+/// Serves the Prometheus metrics on `[metrics] address`, if one is set.
+async fn start_metrics(config: &Config, service: &Arc<CriService>) -> Result<(), DaemonError> {
+    let Some(address) = config.metrics.address else {
+        return Ok(());
+    };
+    let service = Arc::downgrade(service);
+    let snapshot = Arc::new(move || {
+        service
+            .upgrade()
+            .map(|s| s.metrics_snapshot())
+            .unwrap_or_default()
+    });
+    let bound = crate::metrics::serve(address, snapshot)
+        .await
+        .map_err(|source| DaemonError::Metrics { address, source })?;
+    tracing::info!(address = %bound, "metrics served at /metrics");
+    Ok(())
 }
 
 /// Serves the CRI services on `listener` until `shutdown`, then for at most

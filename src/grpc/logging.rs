@@ -1,6 +1,6 @@
 //! One tower layer that logs every RPC: a span named after the method (so the domain's
-//! own log lines carry it), its duration, and its outcome. Failures are logged here and
-//! only here.
+//! own log lines carry it), its duration, and its outcome, also counted in the metrics
+//! ([`crate::metrics::rpc`]). Failures are logged here and only here.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +45,7 @@ where
         // "/runtime.v1.RuntimeService/Version" → "Version"
         let path = request.uri().path();
         let rpc = path.rsplit('/').next().unwrap_or(path).to_string();
-        let span = tracing::info_span!("rpc", %rpc);
+        let span = tracing::info_span!("rpc", rpc = %rpc);
         let start = Instant::now();
         let response = {
             let _entered = span.enter();
@@ -54,15 +54,21 @@ where
         Box::pin(
             async move {
                 let response = response.await?;
-                let micros = start.elapsed().as_micros() as u64;
+                let took = start.elapsed();
+                let micros = took.as_micros() as u64;
                 // A failed unary call is a trailers-only response: its status is in the
                 // headers. A successful one carries no grpc-status header.
-                match tonic::Status::from_header_map(response.headers()) {
+                let code = match tonic::Status::from_header_map(response.headers()) {
                     Some(status) if status.code() != tonic::Code::Ok => {
-                        log_failure(&status, micros)
+                        log_failure(&status, micros);
+                        status.code()
                     }
-                    _ => tracing::debug!(micros, "ok"),
-                }
+                    _ => {
+                        tracing::debug!(micros, "ok");
+                        tonic::Code::Ok
+                    }
+                };
+                crate::metrics::rpc(&rpc, code, took);
                 Ok(response)
             }
             .instrument(span),

@@ -57,12 +57,28 @@ impl ImageManager {
             .map_err(ImageError::from)
     }
 
+    /// The pull itself, measured ([`crate::metrics::pull`]).
     async fn pull_now(
         self: Arc<Self>,
         reference: Reference,
         auth: Auth,
     ) -> Result<String, ImageError> {
         let started = Instant::now();
+        let pulled = self.pull_measured(reference, auth, started).await;
+        crate::metrics::pull(
+            pulled.as_ref().ok().map(|(_, bytes)| *bytes),
+            started.elapsed(),
+        );
+        pulled.map(|(id, _)| id)
+    }
+
+    /// Pulls; returns the image's id and the bytes fetched.
+    async fn pull_measured(
+        self: Arc<Self>,
+        reference: Reference,
+        auth: Auth,
+        started: Instant,
+    ) -> Result<(String, u64), ImageError> {
         let shown = reference.to_string();
         tracing::info!(image = %shown, "pulling");
         let mut endpoints = self.registry.endpoints(&reference);
@@ -189,7 +205,7 @@ impl ImageManager {
             ms = started.elapsed().as_millis() as u64,
             "pulled"
         );
-        Ok(image.id)
+        Ok((image.id, fetched.iter().sum::<u64>()))
     }
 
     /// Fetches the manifest (or index) the reference names from the first endpoint that

@@ -157,7 +157,14 @@ impl Cni {
             args: Some(pod.cni_args()),
         };
         self.write_cache(pod.id, &cache)?;
-        match self.add(&list, pod).await {
+        let started = std::time::Instant::now();
+        let added = self.add(&list, pod).await;
+        crate::metrics::cni(
+            crate::metrics::CniOperation::ADD,
+            added.is_ok(),
+            started.elapsed(),
+        );
+        match added {
             Ok(result) => {
                 cache.result = result;
                 self.write_cache(pod.id, &cache)?;
@@ -241,13 +248,27 @@ impl Cni {
     /// DEL: runs the cached list in reverse, with the cached result as `prevResult` and
     /// the cached port mappings. Idempotent: a pod with nothing attached is not an error.
     pub async fn detach(&self, pod: &PodNetwork<'_>) -> Result<(), CniError> {
+        let started = std::time::Instant::now();
+        let detached = self.detach_plugins(pod).await;
+        if !matches!(detached, Ok(false)) {
+            crate::metrics::cni(
+                crate::metrics::CniOperation::DEL,
+                detached.is_ok(),
+                started.elapsed(),
+            );
+        }
+        detached.map(drop)
+    }
+
+    /// [`Cni::detach`]; `false` when there was nothing to detach (no plugin ran).
+    async fn detach_plugins(&self, pod: &PodNetwork<'_>) -> Result<bool, CniError> {
         let path = self.cache_path(pod.id);
         let cached: Option<Cached> = std::fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         let Some(cached) = cached else {
             // Nothing was attached (or the cache is gone): nothing to detach.
-            return Ok(());
+            return Ok(false);
         };
         let netns = pod.netns.exists().then_some(pod.netns);
         let args = cached.args.clone().unwrap_or_else(|| pod.cni_args());
@@ -279,7 +300,7 @@ impl Cni {
                 path,
                 reason: e.to_string(),
             }),
-            _ => Ok(()),
+            _ => Ok(true),
         }
     }
 

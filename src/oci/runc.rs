@@ -202,6 +202,20 @@ impl Runtime {
         id: &str,
         child: tokio::process::Child,
     ) -> Result<std::process::Output, OciError> {
+        let started = std::time::Instant::now();
+        let finished = self.finish_unmeasured(command, id, child).await;
+        let ok = finished.as_ref().is_ok_and(|o| o.status.success());
+        crate::metrics::runtime_command(command, ok, started.elapsed());
+        finished
+    }
+
+    /// [`Runtime::finish`], not counted in the metrics.
+    async fn finish_unmeasured(
+        &self,
+        command: &'static str,
+        id: &str,
+        child: tokio::process::Child,
+    ) -> Result<std::process::Output, OciError> {
         let group = child
             .id()
             .map(|pid| nix::unistd::Pid::from_raw(-(pid as i32)));

@@ -73,6 +73,36 @@ impl CriService {
         self.events.subscribe()
     }
 
+    /// What a metrics scrape reads: pods and containers by state, the monitors running,
+    /// the event subscribers.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let pods = self.sandboxes.list();
+        let ready = pods
+            .iter()
+            .filter(|p| p.state == SandboxState::Ready)
+            .count() as i64;
+        let states = self
+            .containers
+            .list_map(|r| Some((r.state, r.monitor_pid)))
+            .unwrap_or_default();
+        let count =
+            |state: ContainerState| states.iter().filter(|(s, _)| *s == state).count() as i64;
+        let monitors = states
+            .iter()
+            .filter(|(s, pid)| *s == ContainerState::Running && crate::oci::process_running(*pid))
+            .count() as i64;
+        crate::metrics::Snapshot {
+            pods: vec![("ready", ready), ("notready", pods.len() as i64 - ready)],
+            containers: vec![
+                ("created", count(ContainerState::Created)),
+                ("running", count(ContainerState::Running)),
+                ("exited", count(ContainerState::Exited)),
+            ],
+            monitors,
+            subscribers: self.events.subscribers() as i64,
+        }
+    }
+
     /// The event `change` is: the pod's status and its containers' as they are now, after
     /// the change.
     fn event_of(

@@ -59,6 +59,7 @@ impl CriService {
         // Stamped before the start: a short command may exit, and its monitor record the
         // finish, before runc even returns.
         let started_at_ns = crate::image::now_ns();
+        let clock = Instant::now();
         let started = self
             .start_monitor(
                 &record.id,
@@ -69,6 +70,7 @@ impl CriService {
                 &config,
             )
             .await;
+        crate::metrics::runtime_command("monitor_start", started.is_ok(), clock.elapsed());
         record.started_at_ns = started_at_ns;
         let saved = started.and_then(|(pid, monitor_pid)| {
             record.state = ContainerState::Running;
