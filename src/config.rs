@@ -339,7 +339,9 @@ impl Config {
              # that names the key. The keys are described in berth's README (Configuration).\n\
              # A handler besides runc is a table of its own, e.g.:\n\
              #   [runtime.handlers.youki]\n\
-             #   path = \"youki\"\n\n{body}"
+             #   path = \"youki\"\n\
+             # Prometheus metrics are served when [metrics] has an address, e.g.:\n\
+             #   address = \"127.0.0.1:9810\"\n\n{body}"
         )
     }
 
