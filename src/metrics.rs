@@ -58,14 +58,14 @@ struct StateLabels {
 struct Metrics {
     registry: Registry,
     rpcs: Family<RpcLabels, Counter>,
-    rpc_seconds: Family<MethodLabels, Histogram>,
+    rpc_seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
     pulls: Counter,
     pull_failures: Counter,
     pull_bytes: Counter,
     pull_seconds: Histogram,
-    cni_seconds: Family<CniLabels, Histogram>,
+    cni_seconds: Family<CniLabels, Histogram, fn() -> Histogram>,
     cni_failures: Family<CniLabels, Counter>,
-    runtime_seconds: Family<CommandLabels, Histogram>,
+    runtime_seconds: Family<CommandLabels, Histogram, fn() -> Histogram>,
     runtime_failures: Family<CommandLabels, Counter>,
     pods: Family<StateLabels, Gauge>,
     containers: Family<StateLabels, Gauge>,
@@ -79,92 +79,75 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// Registers `metric` under `name` and returns it (a handle on the same values).
+fn add<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A family of histograms with [`latency`] buckets.
+fn timings<S>() -> Family<S, Histogram, fn() -> Histogram>
+where
+    S: Clone + std::hash::Hash + Eq,
+{
+    Family::new_with_constructor(latency as fn() -> Histogram)
+}
+
 fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let mut registry = Registry::with_prefix("berth");
-        let rpcs = Family::<RpcLabels, Counter>::default();
-        registry.register("grpc_requests", "CRI RPCs served, by method and gRPC code", rpcs.clone());
-        let rpc_seconds =
-            Family::<MethodLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        registry.register(
-            "grpc_request_duration_seconds",
-            "Time to answer a CRI RPC (to its first response, for a stream)",
-            rpc_seconds.clone(),
-        );
-        let pulls = Counter::default();
-        registry.register("image_pulls", "Image pulls that ended with the image stored", pulls.clone());
-        let pull_failures = Counter::default();
-        registry.register("image_pull_failures", "Image pulls that failed", pull_failures.clone());
-        let pull_bytes = Counter::default();
-        registry.register(
-            "image_pull_bytes",
-            "Bytes of blobs fetched from registries by finished pulls",
-            pull_bytes.clone(),
-        );
-        let pull_seconds = latency();
-        registry.register(
-            "image_pull_duration_seconds",
-            "Time an image pull took, failed or not",
-            pull_seconds.clone(),
-        );
-        let cni_seconds =
-            Family::<CniLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        registry.register(
-            "cni_operation_duration_seconds",
-            "Time a pod's CNI ADD or DEL took (every plugin of the network)",
-            cni_seconds.clone(),
-        );
-        let cni_failures = Family::<CniLabels, Counter>::default();
-        registry.register("cni_operation_failures", "CNI ADDs and DELs that failed", cni_failures.clone());
-        let runtime_seconds =
-            Family::<CommandLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        registry.register(
-            "runtime_command_duration_seconds",
-            "Time an OCI runtime command took (monitor_start: a container's start through its monitor)",
-            runtime_seconds.clone(),
-        );
-        let runtime_failures = Family::<CommandLabels, Counter>::default();
-        registry.register(
-            "runtime_command_failures",
-            "OCI runtime commands that failed or timed out",
-            runtime_failures.clone(),
-        );
-        let pods = Family::<StateLabels, Gauge>::default();
-        registry.register("pod_sandboxes", "Pod sandboxes by state", pods.clone());
-        let containers = Family::<StateLabels, Gauge>::default();
-        registry.register("containers", "Containers by state", containers.clone());
-        let monitors = Gauge::default();
-        registry.register("monitors", "Container monitors running", monitors.clone());
-        let subscribers = Gauge::default();
-        registry.register(
-            "event_subscribers",
-            "GetContainerEvents streams open",
-            subscribers.clone(),
-        );
-        let resident = Gauge::default();
-        registry.register(
-            "process_resident_memory_bytes",
-            "The daemon's resident memory (VmRSS)",
-            resident.clone(),
-        );
+        let mut r = Registry::with_prefix("berth");
+        let r = &mut r;
         Metrics {
-            registry,
-            rpcs,
-            rpc_seconds,
-            pulls,
-            pull_failures,
-            pull_bytes,
-            pull_seconds,
-            cni_seconds,
-            cni_failures,
-            runtime_seconds,
-            runtime_failures,
-            pods,
-            containers,
-            monitors,
-            subscribers,
-            resident,
+            rpcs: add(r, "grpc_requests", "CRI RPCs served, by method and gRPC code", Family::default()),
+            rpc_seconds: add(
+                r,
+                "grpc_request_duration_seconds",
+                "Time to answer a CRI RPC (to its first response, for a stream)",
+                timings(),
+            ),
+            pulls: add(r, "image_pulls", "Image pulls that ended with the image stored", Counter::default()),
+            pull_failures: add(r, "image_pull_failures", "Image pulls that failed", Counter::default()),
+            pull_bytes: add(
+                r,
+                "image_pull_bytes",
+                "Bytes of blobs fetched from registries by finished pulls",
+                Counter::default(),
+            ),
+            pull_seconds: add(r, "image_pull_duration_seconds", "Time an image pull took, failed or not", latency()),
+            cni_seconds: add(
+                r,
+                "cni_operation_duration_seconds",
+                "Time a pod's CNI ADD or DEL took (every plugin of the network)",
+                timings(),
+            ),
+            cni_failures: add(r, "cni_operation_failures", "CNI ADDs and DELs that failed", Family::default()),
+            runtime_seconds: add(
+                r,
+                "runtime_command_duration_seconds",
+                "Time an OCI runtime command took (monitor_start: a container's start through its monitor)",
+                timings(),
+            ),
+            runtime_failures: add(
+                r,
+                "runtime_command_failures",
+                "OCI runtime commands that failed or timed out",
+                Family::default(),
+            ),
+            pods: add(r, "pod_sandboxes", "Pod sandboxes by state", Family::default()),
+            containers: add(r, "containers", "Containers by state", Family::default()),
+            monitors: add(r, "monitors", "Container monitors running", Gauge::default()),
+            subscribers: add(r, "event_subscribers", "GetContainerEvents streams open", Gauge::default()),
+            resident: add(
+                r,
+                "process_resident_memory_bytes",
+                "The daemon's resident memory (VmRSS)",
+                Gauge::default(),
+            ),
+            registry: std::mem::take(r),
         }
     })
 }

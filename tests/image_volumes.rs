@@ -1,13 +1,14 @@
 //! Image volumes (KEP-4639: `Mount.image`, `image_sub_path`) as the kubelet sends them: an
 //! image's filesystem mounted read-only and `noexec` in a container, whole or a directory
-//! of it; what cannot be mounted refused naming the field; the image's layers kept while
-//! a container uses it; nothing left once the pod is gone.
+//! of it; what cannot be mounted refused naming the field; the image not removable while
+//! a container mounts it, and named by id in the container's status; nothing left once
+//! the pod is gone.
 
 mod common;
 
 use berth::proto::{
-    ContainerConfig, CreateContainerRequest, ImageSpec, ListContainersRequest, Mount,
-    PullImageRequest, RemoveImageRequest,
+    ContainerConfig, ContainerStatusRequest, CreateContainerRequest, ImageSpec, ImageStatusRequest,
+    ListContainersRequest, Mount, PullImageRequest, RemoveImageRequest,
 };
 use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
 use common::world::{World, container, remove_pod, world};
@@ -106,7 +107,55 @@ async fn an_image_volume_is_read_only_noexec_whole_or_a_sub_path() {
     assert_ne!(code, 0, "nothing runs from an image volume");
     assert!(stderr.contains("Permission denied"), "{stderr}");
 
-    // The image may go: its layers stay while the container uses them.
+    // The status names the images mounted by id, as ListImages does (the kubelet's image
+    // GC keeps the images it finds there), and keeps the name they were asked by.
+    let status = w
+        .client
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let data_id = image_id(&w, "data:1").await;
+    let named: Vec<(String, String)> = status
+        .mounts
+        .iter()
+        .filter_map(|m| m.image.as_ref())
+        .map(|i| (i.image.clone(), i.user_specified_image.clone()))
+        .collect();
+    assert_eq!(named.len(), 3, "{named:?}");
+    assert_eq!(named[0], (data_id.clone(), "data:1".to_string()));
+    assert_eq!(named[2].1, "busybox");
+    assert!(named[2].0.starts_with("sha256:"), "{named:?}");
+
+    // Mounted, the image cannot go.
+    let err = remove_data(&w).await.expect_err("data:1 is mounted");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&id) && err.message().contains("image volume"),
+        "names the container: {}",
+        err.message()
+    );
+    assert_eq!(
+        w.sh(&id, "cat /share/hello.txt").await,
+        "hello from the image\n"
+    );
+
+    let pod = w.sandbox.clone();
+    remove_pod(&mut w.client, &pod).await;
+    no_volume_left(&w);
+    // Once nothing mounts it, it goes.
+    remove_data(&w).await.expect("remove data:1");
+    assert!(image_status(&w, "data:1").await.is_none());
+}
+
+async fn remove_data(
+    w: &World,
+) -> Result<tonic::Response<berth::proto::RemoveImageResponse>, tonic::Status> {
     w.daemon
         .images()
         .await
@@ -117,15 +166,27 @@ async fn an_image_volume_is_read_only_noexec_whole_or_a_sub_path() {
             }),
         })
         .await
-        .expect("remove data:1");
-    assert_eq!(
-        w.sh(&id, "cat /share/hello.txt").await,
-        "hello from the image\n"
-    );
+}
 
-    let pod = w.sandbox.clone();
-    remove_pod(&mut w.client, &pod).await;
-    no_volume_left(&w);
+async fn image_status(w: &World, name: &str) -> Option<berth::proto::Image> {
+    w.daemon
+        .images()
+        .await
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+}
+
+async fn image_id(w: &World, name: &str) -> String {
+    image_status(w, name).await.expect("the image is here").id
 }
 
 #[tokio::test]

@@ -90,6 +90,11 @@ impl Containers {
         }
     }
 
+    /// The ids of the containers `f` chooses, their records as they are.
+    pub fn ids_where(&self, mut f: impl FnMut(&ContainerRecord) -> bool) -> Vec<String> {
+        self.records.filter_map(|r| f(r).then(|| r.id.clone()))
+    }
+
     /// The records of sandbox `id`'s containers as they are, none brought up to date.
     pub fn of_sandbox(&self, id: &str) -> Vec<ContainerRecord> {
         self.records

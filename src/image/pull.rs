@@ -16,6 +16,15 @@ use super::unpack;
 use super::{ImageError, ImageManager, now_ns};
 use crate::store::{ImageRecord, LayerRecord};
 
+/// Where a pull fetches from: the endpoint that served its manifest.
+struct Source<'a> {
+    /// The reference, as the errors show it.
+    shown: &'a str,
+    endpoint: &'a Endpoint,
+    repository: &'a str,
+    auth: &'a Auth,
+}
+
 /// The largest image config accepted.
 const MAX_CONFIG: u64 = 16 << 20;
 /// Layers fetched at once by one pull.
@@ -90,86 +99,21 @@ impl ImageManager {
         endpoints.rotate_left(served_by);
         let endpoint = &endpoints[0];
         let repository = reference.repository.as_str();
-        let corrupt = |reason: String| ImageError::Corrupt {
-            reference: shown.clone(),
-            reason,
+        let source = Source {
+            shown: &shown,
+            endpoint,
+            repository,
+            auth: &auth,
         };
-
-        let (platform_manifest, index_digest) = match manifest::parse(&top.media_type, &top.bytes)
-            .map_err(|r| unsupported(&shown, r))?
-        {
-            Document::Manifest(m) => (m, None),
-            Document::Index(index) => {
-                let chosen =
-                    manifest::select_platform(&index).ok_or_else(|| ImageError::NotFound {
-                        reference: shown.clone(),
-                        reason: format!(
-                            "no linux/{} image in its index (it has {})",
-                            manifest::host_arch(),
-                            manifest::platforms(&index)
-                        ),
-                    })?;
-                let digest = Digest::parse(&chosen.digest).map_err(corrupt)?;
-                let fetched = self
-                    .registry
-                    .manifest(endpoint, repository, digest.as_str(), &auth)
-                    .await
-                    .map_err(|e| fetch_error(&shown, vec![e]))?;
-                let Document::Manifest(m) = manifest::parse(&fetched.media_type, &fetched.bytes)
-                    .map_err(|r| unsupported(&shown, r))?
-                else {
-                    return Err(unsupported(&shown, "an index inside an index".to_string()));
-                };
-                self.content
-                    .write_blob(&fetched.digest, &fetched.bytes)
-                    .map_err(ImageError::io(self.content.root()))?;
-                (m, Some((top.digest.clone(), fetched.digest)))
-            }
-        };
+        let (platform_manifest, index_digest) = self.platform_manifest(&source, &top).await?;
         let manifest_digest = match &index_digest {
             Some((_, manifest)) => manifest.clone(),
             None => top.digest.clone(),
         };
+        let (config_digest, config_bytes, config) =
+            self.image_config(&source, &platform_manifest).await?;
 
-        let config_digest = Digest::parse(&platform_manifest.config.digest).map_err(corrupt)?;
-        let config_bytes = self
-            .registry
-            .small_blob(endpoint, repository, &config_digest, MAX_CONFIG, &auth)
-            .await
-            .map_err(|e| fetch_error(&shown, vec![e]))?;
-        let config: manifest::ImageConfig = serde_json::from_slice(&config_bytes)
-            .map_err(|e| corrupt(format!("bad image config {config_digest}: {e}")))?;
-        let (os, arch) = (config.os.as_str(), config.architecture.as_str());
-        if (!os.is_empty() && os != "linux") || (!arch.is_empty() && arch != manifest::host_arch())
-        {
-            return Err(ImageError::NotFound {
-                reference: shown.clone(),
-                reason: format!(
-                    "the image is for {os}/{arch}; this node runs linux/{}",
-                    manifest::host_arch()
-                ),
-            });
-        }
-        if config.rootfs.diff_ids.len() != platform_manifest.layers.len() {
-            return Err(corrupt(format!(
-                "the manifest has {} layers but the config {} diff IDs",
-                platform_manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
-
-        let mut jobs = Vec::new();
-        for (layer, diff_id) in platform_manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            jobs.push(LayerJob {
-                reference: shown.clone(),
-                repository: repository.to_string(),
-                endpoints: endpoints.clone(),
-                auth: auth.clone(),
-                digest: Digest::parse(&layer.digest).map_err(corrupt)?,
-                size: layer.size,
-                diff_id: Digest::parse(diff_id).map_err(corrupt)?,
-            });
-        }
+        let jobs = layer_jobs(&source, &endpoints, &platform_manifest, &config)?;
         let fetched: Vec<u64> = futures_util::stream::iter(jobs)
             .map(|job| self.ensure_layer(job))
             .buffer_unordered(LAYER_CONCURRENCY)
@@ -206,6 +150,101 @@ impl ImageManager {
             "pulled"
         );
         Ok((image.id, fetched.iter().sum::<u64>()))
+    }
+
+    /// The manifest for this host: `top` itself, or the one its index names for the host's
+    /// platform (fetched and stored), with the index's and that manifest's digests.
+    async fn platform_manifest(
+        &self,
+        source: &Source<'_>,
+        top: &Fetched,
+    ) -> Result<(manifest::Manifest, Option<(Digest, Digest)>), ImageError> {
+        let shown = source.shown;
+        let corrupt = |reason: String| ImageError::Corrupt {
+            reference: shown.to_string(),
+            reason,
+        };
+        let index = match manifest::parse(&top.media_type, &top.bytes)
+            .map_err(|r| unsupported(shown, r))?
+        {
+            Document::Manifest(m) => return Ok((m, None)),
+            Document::Index(index) => index,
+        };
+        let chosen = manifest::select_platform(&index).ok_or_else(|| ImageError::NotFound {
+            reference: shown.to_string(),
+            reason: format!(
+                "no linux/{} image in its index (it has {})",
+                manifest::host_arch(),
+                manifest::platforms(&index)
+            ),
+        })?;
+        let digest = Digest::parse(&chosen.digest).map_err(corrupt)?;
+        let fetched = self
+            .registry
+            .manifest(
+                source.endpoint,
+                source.repository,
+                digest.as_str(),
+                source.auth,
+            )
+            .await
+            .map_err(|e| fetch_error(shown, vec![e]))?;
+        let Document::Manifest(m) = manifest::parse(&fetched.media_type, &fetched.bytes)
+            .map_err(|r| unsupported(shown, r))?
+        else {
+            return Err(unsupported(shown, "an index inside an index".to_string()));
+        };
+        self.content
+            .write_blob(&fetched.digest, &fetched.bytes)
+            .map_err(ImageError::io(self.content.root()))?;
+        Ok((m, Some((top.digest.clone(), fetched.digest))))
+    }
+
+    /// The image's config blob (its digest, bytes and contents), checked against the host
+    /// and against the manifest.
+    async fn image_config(
+        &self,
+        source: &Source<'_>,
+        platform_manifest: &manifest::Manifest,
+    ) -> Result<(Digest, Vec<u8>, manifest::ImageConfig), ImageError> {
+        let shown = source.shown;
+        let corrupt = |reason: String| ImageError::Corrupt {
+            reference: shown.to_string(),
+            reason,
+        };
+        let config_digest = Digest::parse(&platform_manifest.config.digest).map_err(corrupt)?;
+        let config_bytes = self
+            .registry
+            .small_blob(
+                source.endpoint,
+                source.repository,
+                &config_digest,
+                MAX_CONFIG,
+                source.auth,
+            )
+            .await
+            .map_err(|e| fetch_error(shown, vec![e]))?;
+        let config: manifest::ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| corrupt(format!("bad image config {config_digest}: {e}")))?;
+        let (os, arch) = (config.os.as_str(), config.architecture.as_str());
+        if (!os.is_empty() && os != "linux") || (!arch.is_empty() && arch != manifest::host_arch())
+        {
+            return Err(ImageError::NotFound {
+                reference: shown.to_string(),
+                reason: format!(
+                    "the image is for {os}/{arch}; this node runs linux/{}",
+                    manifest::host_arch()
+                ),
+            });
+        }
+        if config.rootfs.diff_ids.len() != platform_manifest.layers.len() {
+            return Err(corrupt(format!(
+                "the manifest has {} layers but the config {} diff IDs",
+                platform_manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        Ok((config_digest, config_bytes, config))
     }
 
     /// Fetches the manifest (or index) the reference names from the first endpoint that
@@ -360,6 +399,32 @@ impl LayerFetcher {
         );
         Ok(())
     }
+}
+
+/// The layers to fetch: one job each, from the endpoints in their order.
+fn layer_jobs(
+    source: &Source<'_>,
+    endpoints: &[Endpoint],
+    platform_manifest: &manifest::Manifest,
+    config: &manifest::ImageConfig,
+) -> Result<Vec<LayerJob>, ImageError> {
+    let corrupt = |reason: String| ImageError::Corrupt {
+        reference: source.shown.to_string(),
+        reason,
+    };
+    let mut jobs = Vec::new();
+    for (layer, diff_id) in platform_manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        jobs.push(LayerJob {
+            reference: source.shown.to_string(),
+            repository: source.repository.to_string(),
+            endpoints: endpoints.to_vec(),
+            auth: source.auth.clone(),
+            digest: Digest::parse(&layer.digest).map_err(corrupt)?,
+            size: layer.size,
+            diff_id: Digest::parse(diff_id).map_err(corrupt)?,
+        });
+    }
+    Ok(jobs)
 }
 
 fn unsupported(reference: &str, reason: String) -> ImageError {

@@ -808,6 +808,11 @@ fn container_record(
             .unwrap_or_default(),
         image_ref: c.image.id.clone(),
         layers: c.image.layers.clone(),
+        image_volumes: c
+            .image_volumes
+            .iter()
+            .map(|(n, image)| (*n, image.id.clone()))
+            .collect(),
         created_at_ns: crate::image::now_ns(),
         labels: c.config.labels.clone().into_iter().collect(),
         annotations: c.config.annotations.clone().into_iter().collect(),

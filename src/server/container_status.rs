@@ -85,7 +85,7 @@ pub(crate) fn container_status_of(record: &ContainerRecord) -> ContainerStatus {
         message: record.message.clone(),
         labels: record.labels.clone().into_iter().collect(),
         annotations: record.annotations.clone().into_iter().collect(),
-        mounts: config.mounts.clone(),
+        mounts: mounts_of(record, &config),
         log_path: record.log_path.clone(),
         resources: config.linux.as_ref().map(|l| ContainerResources {
             linux: l.resources.clone(),
@@ -104,6 +104,25 @@ pub(crate) fn container_status_of(record: &ContainerRecord) -> ContainerStatus {
         }),
         stop_signal: config.stop_signal,
     }
+}
+
+/// The container's mounts as requested, each image volume naming the id of the image
+/// mounted (what ListImages calls it: the kubelet's image GC keeps the images it finds
+/// there), the name it was asked by kept as `user_specified_image`.
+fn mounts_of(
+    record: &ContainerRecord,
+    config: &crate::proto::ContainerConfig,
+) -> Vec<crate::proto::Mount> {
+    let mut mounts = config.mounts.clone();
+    for (n, id) in &record.image_volumes {
+        if let Some(image) = mounts.get_mut(*n).and_then(|m| m.image.as_mut()) {
+            if image.user_specified_image.is_empty() {
+                image.user_specified_image = image.image.clone();
+            }
+            image.image = id.clone();
+        }
+    }
+    mounts
 }
 
 fn to_cri(record: &ContainerRecord) -> Container {

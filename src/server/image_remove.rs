@@ -9,10 +9,27 @@ use crate::proto::{FilesystemIdentifier, FilesystemUsage, ImageFsInfoResponse, U
 
 impl CriService {
     /// Removes an image with all its tags; an unknown image is not an error (api.proto:
-    /// RemoveImage is idempotent). Disk space is reclaimed asynchronously.
+    /// RemoveImage is idempotent). Disk space is reclaimed asynchronously. An image that
+    /// a container mounts as an image volume stays (FailedPrecondition naming it, as
+    /// CRI-O answers); a container's own image may go, as in containerd: its layers stay
+    /// while the container does.
     pub fn remove_image(&self, name: &str) -> Result<()> {
         if name.is_empty() {
             return Err(Error::invalid("image.image", "no image named"));
+        }
+        if let Some(image) = self.images.lookup(name)? {
+            let users = self
+                .containers
+                .ids_where(|r| r.image_volumes.iter().any(|(_, id)| *id == image.id));
+            if let Some(user) = users.first() {
+                return Err(Error::WrongState {
+                    kind: "image",
+                    id: image.id,
+                    reason: format!(
+                        "container {user} mounts it as an image volume; remove the container first"
+                    ),
+                });
+            }
         }
         self.images.remove(name)?;
         Ok(())

@@ -117,6 +117,9 @@ pub struct ContainerRecord {
     /// The diff IDs of the image layers under the container's rootfs: they stay on disk
     /// while the container exists, even if its image is removed.
     pub layers: Vec<String>,
+    /// Its image volumes: the index of each in the config's mounts, and the id of the
+    /// image mounted there.
+    pub image_volumes: Vec<(usize, String)>,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_at_ns: i64,
     pub started_at_ns: i64,
