@@ -10,9 +10,10 @@
 //! - every subscriber has a buffer of its own; publishing never waits for one. A
 //!   subscriber whose buffer is full is dropped: its stream gives what it had, then ends
 //!   with ResourceExhausted, and the kubelet relists.
-//! - while nobody listens, events are kept (as many as a buffer holds) for the next
-//!   subscriber, which gets them first: those a restart found (exits while the daemon was
-//!   down, starts it finished) reach the kubelet once it subscribes again, and none twice.
+//! - while nobody listens, events are kept (as many as a buffer holds, for five minutes)
+//!   for the next subscriber, which gets them first: those a restart found (exits while
+//!   the daemon was down, starts it finished) reach the kubelet once it subscribes again,
+//!   and none twice.
 //!
 //! Exits are noticed as they happen: [`process_exit`] waits on a pidfd of the monitor (or
 //! the pause), so no listing is needed for a STOPPED event.
@@ -36,8 +37,9 @@ pub struct Change {
     /// A process to watch from now on, whose end is the next change: a started
     /// container's monitor, a started sandbox's pause.
     pub watch: Option<i32>,
-    /// A removed sandbox's last record: the status its DELETED event carries.
-    pub removed: Option<Box<SandboxRecord>>,
+    /// The pod's record when the change was made (for a sandbox's DELETED, its last): the
+    /// status the event carries when the pod is gone by the time it is sent.
+    pub sandbox: Option<Box<SandboxRecord>>,
 }
 
 /// The events a container record's change is.
@@ -82,15 +84,18 @@ pub fn sandbox_events(
     }
 }
 
-/// The changes of a container record, for [`container_events`].
+/// The changes of a container record, for [`container_events`]; `sandbox` is its pod's
+/// record now.
 pub fn container_changes(
     before: Option<&ContainerRecord>,
     after: Option<&ContainerRecord>,
+    sandbox: Option<SandboxRecord>,
 ) -> Vec<Change> {
     let Some(record) = after.or(before) else {
         return Vec::new();
     };
     let at_ns = crate::image::now_ns();
+    let sandbox = sandbox.map(Box::new);
     container_events(before, after)
         .into_iter()
         .map(|kind| Change {
@@ -101,7 +106,7 @@ pub fn container_changes(
             watch: (kind == ContainerEventType::ContainerStartedEvent
                 && record.state == ContainerState::Running)
                 .then_some(record.monitor_pid),
-            removed: None,
+            sandbox: sandbox.clone(),
         })
         .collect()
 }
@@ -125,11 +130,13 @@ pub fn sandbox_changes(
             watch: (kind == ContainerEventType::ContainerStartedEvent
                 && record.state == SandboxState::Ready)
                 .then_some(record.pid),
-            removed: (kind == ContainerEventType::ContainerDeletedEvent)
-                .then(|| Box::new(record.clone())),
+            sandbox: Some(Box::new(record.clone())),
         })
         .collect()
 }
+
+/// How long events nobody heard are kept for the next subscriber (containerd: the same).
+const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// One subscriber: its buffer, and whether it overflowed.
 struct Subscriber {
@@ -140,7 +147,7 @@ struct Subscriber {
 /// The subscribers, and what was published while there were none.
 struct Listeners {
     subscribers: Vec<Subscriber>,
-    kept: VecDeque<ContainerEventResponse>,
+    kept: VecDeque<(std::time::Instant, ContainerEventResponse)>,
     /// Events dropped from `kept` because it was full, since the last subscriber came.
     dropped: u64,
 }
@@ -210,7 +217,7 @@ impl Bus {
                 listeners.kept.pop_front();
                 listeners.dropped += 1;
             }
-            listeners.kept.push_back(event);
+            listeners.kept.push_back((std::time::Instant::now(), event));
         }
     }
 
@@ -228,7 +235,12 @@ impl Bus {
                 );
                 listeners.dropped = 0;
             }
-            for event in listeners.kept.drain(..) {
+            for (at, event) in listeners.kept.drain(..) {
+                // Older news could undo newer: a pod's old sandbox DELETED would make the
+                // kubelet forget the pod's new one. Past this, the kubelet has relisted.
+                if at.elapsed() > KEPT_FOR {
+                    continue;
+                }
                 // `kept` holds at most a buffer's worth: this cannot fail.
                 let _ = sender.try_send(event);
             }
@@ -340,7 +352,7 @@ mod tests {
             "no state change"
         );
         assert!(container_events(Some(&exited), Some(&exited)).is_empty());
-        let started = container_changes(Some(&created), Some(&running));
+        let started = container_changes(Some(&created), Some(&running), None);
         assert_eq!(started[0].watch, Some(7), "its monitor is watched");
         assert_eq!(
             (started[0].id.as_str(), started[0].sandbox_id.as_str()),
@@ -374,8 +386,9 @@ mod tests {
         );
         let deleted = sandbox_changes(Some(&stopped), None);
         assert_eq!(
-            deleted[0].removed.as_ref().map(|r| r.id.as_str()),
-            Some("s")
+            deleted[0].sandbox.as_ref().map(|r| r.state),
+            Some(SandboxState::NotReady),
+            "its last record goes with it"
         );
     }
 

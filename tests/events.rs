@@ -237,6 +237,35 @@ async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
         Some((ContainerState::ContainerRunning, 0))
     );
 
+    // The kubelet's evented PLEG takes a pod's containers from its status when the
+    // status has a timestamp: all of them are there.
+    let status = client
+        .pod_sandbox_status(berth::proto::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.timestamp > e.created_at,
+        "{} {}",
+        status.timestamp,
+        e.created_at
+    );
+    let mut listed: Vec<(String, i32)> = status
+        .containers_statuses
+        .iter()
+        .map(|c| (c.id.clone(), c.state))
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        (long.clone(), ContainerState::ContainerRunning as i32),
+        (short.clone(), ContainerState::ContainerExited as i32),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+
     client
         .stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod_id.clone(),

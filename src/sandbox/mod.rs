@@ -179,7 +179,6 @@ impl Sandboxes {
         self.runtimes.get(name)
     }
 
-    /// The sandbox with this id, or with this unique id prefix.
     /// Tells `observer` of every change of a record from now on (see
     /// [`crate::store::RecordCache`]).
     pub fn observe(&self, observer: crate::store::Observer<SandboxRecord>) {
@@ -188,6 +187,7 @@ impl Sandboxes {
         }
     }
 
+    /// The sandbox with this id, or with this unique id prefix.
     pub fn find(&self, id: &str) -> Option<SandboxRecord> {
         self.records.get(id)
     }

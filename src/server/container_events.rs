@@ -1,15 +1,17 @@
 //! GetContainerEvents: the records' changes made into events and published
 //! ([`crate::events`]), and the watchers of the processes whose end is a change.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use super::CriService;
 use super::container_status::container_status_of;
 use super::sandbox_status::sandbox_status_of;
 use crate::events::{Change, Subscription};
-use crate::proto::{ContainerEventResponse, ContainerEventType, PodSandboxStatus};
+use crate::proto::{ContainerEventResponse, ContainerEventType};
 use crate::store::{ContainerState, SandboxState};
+
+/// How often a watcher asks for a container's exit to be recorded (50 ms apart).
+const EXIT_TRIES: usize = 100;
 
 impl CriService {
     /// Starts making the records' changes into events, in the order they were made.
@@ -25,14 +27,15 @@ impl CriService {
         };
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
-            // The status each pod had at its last event: what a container's event carries
-            // once its pod is gone.
-            let mut last: HashMap<String, PodSandboxStatus> = HashMap::new();
+            // Each event is stamped later than the one before: the kubelet keeps a pod's
+            // status only if it is newer than the one it has.
+            let mut stamp = 0;
             while let Some(change) = changes.recv().await {
                 let Some(service) = service.upgrade() else {
                     return;
                 };
-                let event = service.event_of(&change, &mut last);
+                stamp = change.at_ns.max(stamp + 1);
+                let event = service.event_of(&change, stamp);
                 service.events.publish(event);
                 if let Some(pid) = change.watch {
                     service.watch(&change, pid);
@@ -103,25 +106,19 @@ impl CriService {
         }
     }
 
-    /// The event `change` is: the pod's status and its containers' as they are now, after
-    /// the change.
-    fn event_of(
-        &self,
-        change: &Change,
-        last: &mut HashMap<String, PodSandboxStatus>,
-    ) -> ContainerEventResponse {
-        let sandbox = match (&change.removed, self.sandboxes.find(&change.sandbox_id)) {
-            (Some(removed), _) => Some(sandbox_status_of(removed)),
-            (None, Some(record)) => Some(sandbox_status_of(&record)),
-            (None, None) => last.get(&change.sandbox_id).cloned(),
-        };
-        let deleted_sandbox = change.removed.is_some();
-        if deleted_sandbox {
-            last.remove(&change.sandbox_id);
-        } else if let Some(status) = &sandbox {
-            last.insert(change.sandbox_id.clone(), status.clone());
-        }
-        let containers = if deleted_sandbox {
+    /// The event `change` is, stamped `at_ns`: the pod's status and its containers' as
+    /// they are now, after the change (the pod's as it was then, if it is gone since).
+    fn event_of(&self, change: &Change, at_ns: i64) -> ContainerEventResponse {
+        let sandbox_deleted = change.kind == ContainerEventType::ContainerDeletedEvent
+            && change.id == change.sandbox_id;
+        let now = (!sandbox_deleted)
+            .then(|| self.sandboxes.find(&change.sandbox_id))
+            .flatten();
+        let sandbox = now
+            .as_ref()
+            .or(change.sandbox.as_deref())
+            .map(sandbox_status_of);
+        let containers = if sandbox_deleted {
             Vec::new()
         } else {
             self.containers
@@ -133,7 +130,7 @@ impl CriService {
         ContainerEventResponse {
             container_id: change.id.clone(),
             container_event_type: change.kind as i32,
-            created_at: change.at_ns,
+            created_at: at_ns,
             pod_sandbox_status: sandbox,
             containers_statuses: containers,
         }
@@ -159,11 +156,19 @@ impl CriService {
             let watched = id.clone();
             crate::events::process_exit(pid, move || crate::oci::is_monitor_of(pid, &watched))
                 .await;
-            let Some(service) = service.upgrade() else {
-                return;
-            };
-            if let Err(err) = service.containers.find(&id) {
-                tracing::warn!(container = %id, %err, "cannot record its exit");
+            // A change made meanwhile under the container's lock wins over the correction
+            // (see `Containers::refresh`): ask again until the exit is recorded.
+            for _ in 0..EXIT_TRIES {
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                match service.containers.find(&id) {
+                    Ok(Some(record)) if record.state == ContainerState::Running => {}
+                    Ok(_) => return,
+                    Err(err) => tracing::warn!(container = %id, %err, "cannot record its exit"),
+                }
+                drop(service);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         });
     }

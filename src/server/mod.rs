@@ -66,7 +66,7 @@ impl CriService {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> Result<Self> {
         let pod_cidr = store.get_meta(META_POD_CIDR)?;
         let images = Arc::new(ImageManager::open(&config, store.clone())?);
-        let sandboxes = Sandboxes::open(&config, store.clone())?;
+        let sandboxes = Arc::new(Sandboxes::open(&config, store.clone())?);
         let network = &config.network;
         let subnet = pod_cidr
             .as_deref()
@@ -110,7 +110,7 @@ impl CriService {
             config,
             store,
             images,
-            sandboxes: Arc::new(sandboxes),
+            sandboxes,
             containers,
             pod_cidr: RwLock::new(pod_cidr),
             cgroups,
@@ -141,11 +141,15 @@ impl CriService {
 
 /// Sends every change of a sandbox or container record to `changes`, as the events it is.
 fn observe_changes(
-    sandboxes: &Sandboxes,
+    sandboxes: &Arc<Sandboxes>,
     containers: &Containers,
     changes: tokio::sync::mpsc::UnboundedSender<crate::events::Change>,
 ) {
     let to_sandboxes = changes.clone();
+    // A container's change carries its pod as it is then: when the event is sent, the
+    // pod may be gone. (The sandbox cache is only read here, under the container cache's
+    // locks; nothing under the sandbox cache's locks reads the containers.)
+    let sandboxes_now = sandboxes.clone();
     sandboxes.observe(Box::new(move |before, after| {
         for change in crate::events::sandbox_changes(before, after) {
             // Gone: the daemon is shutting down.
@@ -153,7 +157,10 @@ fn observe_changes(
         }
     }));
     containers.observe(Box::new(move |before, after| {
-        for change in crate::events::container_changes(before, after) {
+        let pod = after
+            .or(before)
+            .and_then(|r| sandboxes_now.find(&r.sandbox_id));
+        for change in crate::events::container_changes(before, after, pod) {
             let _ = changes.send(change);
         }
     }));

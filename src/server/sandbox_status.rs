@@ -57,11 +57,17 @@ impl CriService {
             });
             info.insert("info".to_string(), details.to_string());
         }
+        // With a timestamp, a kubelet running the evented PLEG takes the pod's containers
+        // from here rather than listing them: all of them, brought up to date.
+        let timestamp = crate::image::now_ns();
+        let containers_statuses = self.containers.list_map(|r| {
+            (r.sandbox_id == record.id).then(|| super::container_status::container_status_of(r))
+        })?;
         Ok(PodSandboxStatusResponse {
             status: Some(status),
             info,
-            containers_statuses: Vec::new(),
-            timestamp: crate::image::now_ns(),
+            containers_statuses,
+            timestamp,
         })
     }
 

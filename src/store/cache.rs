@@ -17,14 +17,17 @@ pub trait Named: Record + Clone {
 }
 
 /// What is told of a change: the record before (`None`: it is new) and after (`None`:
-/// it was forgotten). Called under the cache's lock, once the change is in the store, in
-/// the order the changes are made; it must not block.
+/// it was forgotten). Called under the cache's locks, once the change is in the store, in
+/// the order the changes are made; it must not block, and may only read other caches.
 pub type Observer<R> = Box<dyn Fn(Option<&R>, Option<&R>) + Send + Sync>;
 
 /// See the module docs.
 pub struct RecordCache<R> {
     store: Arc<Store>,
     records: RwLock<BTreeMap<String, R>>,
+    /// Held across each change (the store's write, then the cache's), so that the store,
+    /// the cache and the observer see the changes in one order; lookups never wait for it.
+    writer: Mutex<()>,
     observer: OnceLock<Observer<R>>,
     /// Name key → id.
     names: Mutex<HashMap<String, String>>,
@@ -52,6 +55,7 @@ impl<R: Named> RecordCache<R> {
             ),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),
+            writer: Mutex::new(()),
             observer: OnceLock::new(),
             store,
         })
@@ -106,6 +110,7 @@ impl<R: Named> RecordCache<R> {
 
     /// Stores a new or changed record.
     pub fn save(&self, record: &R) -> Result<(), StoreError> {
+        let _writing = unpoisoned(self.writer.lock());
         self.store.put(record)?;
         let mut records = unpoisoned(self.records.write());
         let before = records.insert(record.id().to_string(), record.clone());
@@ -122,13 +127,15 @@ impl<R: Named> RecordCache<R> {
     where
         R: PartialEq,
     {
-        let mut records = unpoisoned(self.records.write());
-        match records.get(before.id()) {
+        let _writing = unpoisoned(self.writer.lock());
+        match unpoisoned(self.records.read()).get(before.id()) {
             Some(current) if current == before => {}
             Some(newer) => return Ok(newer.clone()),
             None => return Ok(after),
         }
+        // No other change can come in between: they all hold `writer`.
         self.store.put(&after)?;
+        let mut records = unpoisoned(self.records.write());
         let before = records.insert(after.id().to_string(), after.clone());
         self.tell(before.as_ref(), Some(&after));
         Ok(after)
@@ -136,12 +143,14 @@ impl<R: Named> RecordCache<R> {
 
     /// Forgets a record, frees its name and drops its lock.
     pub fn forget(&self, record: &R) -> Result<(), StoreError> {
+        let writing = unpoisoned(self.writer.lock());
         self.store.delete::<R>(record.id())?;
         let mut records = unpoisoned(self.records.write());
         if let Some(before) = records.remove(record.id()) {
             self.tell(Some(&before), None);
         }
         drop(records);
+        drop(writing);
         self.release_name(&record.name_key());
         unpoisoned(self.locks.lock()).remove(record.id());
         Ok(())
