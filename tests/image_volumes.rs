@@ -1,8 +1,8 @@
 //! Image volumes (KEP-4639: `Mount.image`, `image_sub_path`) as the kubelet sends them: an
 //! image's filesystem mounted read-only and `noexec` in a container, whole or a directory
-//! of it; what cannot be mounted refused naming the field; the image not removable while
-//! a container mounts it, and named by id in the container's status; nothing left once
-//! the pod is gone.
+//! of it, mounted once per pod for all its containers that name it; what cannot be
+//! mounted refused naming the field; the image not removable while a container mounts
+//! it, and named by id in the container's status; nothing left once the pod is gone.
 
 mod common;
 
@@ -145,12 +145,65 @@ async fn an_image_volume_is_read_only_noexec_whole_or_a_sub_path() {
         "hello from the image\n"
     );
 
+    // Another container of the pod naming the same image shares the pod's mount of it;
+    // the mount stays while one of them is there.
+    let pod_images = w
+        .daemon
+        .paths()
+        .state
+        .join("sandboxes")
+        .join(&w.sandbox)
+        .join("images");
+    let second = w
+        .create(with_mounts(
+            "second",
+            vec![image_mount("/again", "data:1", "share")],
+        ))
+        .await;
+    w.start(&second).await;
+    let mounted = || common::leaks::mounts_under(&pod_images);
+    assert_eq!(
+        mounted().len(),
+        2,
+        "data:1 and busybox, once each: {:?}",
+        mounted()
+    );
+    remove_container(&mut w, &id).await;
+    assert_eq!(
+        mounted().len(),
+        1,
+        "busybox went with its one user: {:?}",
+        mounted()
+    );
+    assert_eq!(
+        w.sh(&second, "cat /again/hello.txt").await,
+        "hello from the image\n"
+    );
+    let err = remove_data(&w).await.expect_err("data:1 is still mounted");
+    assert!(err.message().contains(&second), "{}", err.message());
+
     let pod = w.sandbox.clone();
     remove_pod(&mut w.client, &pod).await;
     no_volume_left(&w);
     // Once nothing mounts it, it goes.
     remove_data(&w).await.expect("remove data:1");
     assert!(image_status(&w, "data:1").await.is_none());
+}
+
+async fn remove_container(w: &mut World, id: &str) {
+    w.client
+        .stop_container(berth::proto::StopContainerRequest {
+            container_id: id.into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    w.client
+        .remove_container(berth::proto::RemoveContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
 }
 
 async fn remove_data(
@@ -253,6 +306,44 @@ async fn image_volumes_that_cannot_be_are_refused_by_field() {
         .into_inner()
         .containers;
     assert!(listed.is_empty(), "nothing was made: {listed:?}");
+    let pod = w.sandbox.clone();
+    remove_pod(&mut w.client, &pod).await;
+    no_volume_left(&w);
+}
+
+/// A daemon killed in a CreateContainer after it mounted the pod's image volume but
+/// before the container's record: the next daemon finds a mount no record names, and
+/// unmounts it before it serves. (The leftover is made by hand: a tmpfs where the image
+/// volume would be.)
+#[tokio::test]
+async fn an_image_volume_no_container_names_is_unmounted_at_start_up() {
+    let mut w = world().await;
+    let pod_images = w
+        .daemon
+        .paths()
+        .state
+        .join("sandboxes")
+        .join(&w.sandbox)
+        .join("images");
+    w.daemon.crash().await;
+    let leftover = pod_images.join(format!("sha256-{}", "0".repeat(64)));
+    std::fs::create_dir_all(&leftover).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "leftover"])
+        .arg(&leftover)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    assert_eq!(common::leaks::mounts_under(&pod_images).len(), 1);
+    w.daemon.restart().await;
+    let left = common::leaks::mounts_under(&pod_images);
+    if !left.is_empty() {
+        // Not ours to leave behind, whatever the test says.
+        let _ = std::process::Command::new("umount").arg(&leftover).status();
+    }
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!leftover.exists());
+    w.client = w.daemon.runtime().await;
     let pod = w.sandbox.clone();
     remove_pod(&mut w.client, &pod).await;
     no_volume_left(&w);

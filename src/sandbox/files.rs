@@ -1,7 +1,9 @@
 //! The files a pod's containers share: hostname, /etc/hosts, /etc/resolv.conf and the
-//! /dev/shm tmpfs. They live in the sandbox's directory under `state`.
+//! /dev/shm tmpfs. They live in the sandbox's directory under `state`. Also the mount
+//! helpers the sandboxes and containers share (overlays, read-only layers, unmounting).
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -152,7 +154,6 @@ pub fn mount_overlay_of(
     Ok(())
 }
 
-/// Unmounts whatever is mounted on `path`; nothing mounted there is not an error.
 /// Removes a directory tree; one that is not there is no error.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(path) {
@@ -169,6 +170,7 @@ pub fn remove_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Unmounts whatever is mounted on `path`; nothing mounted there is not an error.
 pub fn unmount(path: &Path) -> io::Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
@@ -191,8 +193,70 @@ pub fn validate_dns(dns: &DnsConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Unmounts each entry of `dir` (until nothing is mounted there) and removes it, then
+/// `dir`; none of it there is no error.
+pub fn unmount_all(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        // Mounts may be stacked there (a start cut short, then retried).
+        while is_mount_point(&path)? {
+            nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)?;
+        }
+        // Empty now: remove_dir (or remove_file) never follows into anything.
+        std::fs::remove_dir(&path).or_else(|_| std::fs::remove_file(&path))?;
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// Whether something is mounted on `path` (it is the root of a mount in this namespace).
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let wanted = path.as_os_str().as_bytes();
+    let table = std::fs::read("/proc/self/mountinfo")?;
+    Ok(table.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|point| unescape_octal(point) == wanted)
+    }))
+}
+
+/// A mountinfo field with its `\NNN` escapes (space, tab, newline, backslash) undone.
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && let Some(digits) = field.get(i + 1..i + 4)
+            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+        {
+            out.push(
+                digits
+                    .iter()
+                    .fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')),
+            );
+            i += 4;
+            continue;
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mount_points_are_read_with_their_escapes() {
+        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c");
+        assert_eq!(unescape_octal(b"/plain\\9"), b"/plain\\9");
+        assert!(is_mount_point(Path::new("/proc")).unwrap());
+        assert!(!is_mount_point(Path::new("/proc/self")).unwrap());
+    }
+
     use super::*;
 
     #[test]

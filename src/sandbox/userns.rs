@@ -356,7 +356,7 @@ pub fn idmapped_volume(source: &Path, target: &Path, userns_pin: &Path) -> io::R
 /// a daemon that died while making them left there). An error when one stays: the
 /// directory must then not be removed, or the removal would reach into the volume.
 pub fn unmount_volumes(layer_dir: &Path) -> io::Result<()> {
-    unmount_all(&layer_dir.join("volumes"))
+    super::files::unmount_all(&layer_dir.join("volumes"))
 }
 
 /// Mounts image layers (bottom first) as an overlay on `target` for a container of a pod
@@ -401,61 +401,7 @@ pub fn mount_overlay_idmapped(
 /// daemon that died while mounting left there). An error when one stays: the directory
 /// must then not be removed, or the removal would reach into a shared image layer.
 pub fn unmount_lowers(scratch: &Path) -> io::Result<()> {
-    unmount_all(&scratch.join("lower"))
-}
-
-/// Unmounts each entry of `dir` (until nothing is mounted there) and removes it, then
-/// `dir`; none of it there is no error.
-fn unmount_all(dir: &Path) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        // Mounts may be stacked there (a start cut short, then retried).
-        while is_mount_point(&path)? {
-            nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)?;
-        }
-        // Empty now: remove_dir (or remove_file) never follows into anything.
-        std::fs::remove_dir(&path).or_else(|_| std::fs::remove_file(&path))?;
-    }
-    std::fs::remove_dir(dir)
-}
-
-/// Whether something is mounted on `path` (it is the root of a mount in this namespace).
-fn is_mount_point(path: &Path) -> io::Result<bool> {
-    let wanted = path.as_os_str().as_bytes();
-    let table = std::fs::read("/proc/self/mountinfo")?;
-    Ok(table.split(|&b| b == b'\n').any(|line| {
-        line.split(|&b| b == b' ')
-            .nth(4)
-            .is_some_and(|point| unescape_octal(point) == wanted)
-    }))
-}
-
-/// A mountinfo field with its `\NNN` escapes (space, tab, newline, backslash) undone.
-fn unescape_octal(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\'
-            && let Some(digits) = field.get(i + 1..i + 4)
-            && digits.iter().all(|d| (b'0'..=b'7').contains(d))
-        {
-            out.push(
-                digits
-                    .iter()
-                    .fold(0u8, |n, d| n.wrapping_mul(8).wrapping_add(d - b'0')),
-            );
-            i += 4;
-            continue;
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
+    super::files::unmount_all(&scratch.join("lower"))
 }
 
 /// Whether pods can have user namespaces here: the kernel takes id-mapped layers in
@@ -485,14 +431,6 @@ pub fn probe(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_points_are_read_with_their_escapes() {
-        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c");
-        assert_eq!(unescape_octal(b"/plain\\9"), b"/plain\\9");
-        assert!(is_mount_point(Path::new("/proc")).unwrap());
-        assert!(!is_mount_point(Path::new("/proc/self")).unwrap());
-    }
 
     fn range(container: u32, host: u32, length: u32) -> IdMapping {
         IdMapping {

@@ -75,6 +75,11 @@ impl CriService {
                 }
                 Err(err) => {
                     undo.run().await;
+                    if !container.image_volumes.is_empty()
+                        && let Err(left) = service.release_image_volumes(&container.sandbox.id)
+                    {
+                        tracing::warn!(sandbox = %container.sandbox.id, %left, "an image volume stays mounted");
+                    }
                     service.containers.release_name(&key);
                     Err(err)
                 }
@@ -332,22 +337,17 @@ impl CriService {
         Ok(rootfs)
     }
 
-    /// Mounts the images of the container's image volumes read-only under
-    /// `<layer dir>/volumes/image-<n>` (an overlay of their layers; a one-layer image's layer
-    /// bound read-only) and points the mounts there, at their sub path: `None` when it
-    /// has none. Undone with the container's directory.
+    /// Points the container's image volumes at the pod's mounts of their images (made now
+    /// for an image no container of the pod has yet: an overlay of its layers, or a
+    /// one-layer image's layer bound, read-only), at their sub path: `None` when it has
+    /// none. A create that fails releases what it mounted.
     fn mount_image_volumes(&self, c: &ContainerRequest) -> Result<Option<ContainerRequest>> {
         if c.image_volumes.is_empty() {
             return Ok(None);
         }
-        let dir = self.containers.layer_dir(&c.id).join("volumes");
         let mut mapped = c.clone();
         for (n, image) in &c.image_volumes {
-            let target = dir.join(format!("image-{n}"));
-            std::fs::create_dir_all(&target).map_err(Error::io("image volume", &target))?;
-            let layers = self.images.layer_paths(image)?;
-            crate::sandbox::files::mount_read_only_layers(&layers, &target)
-                .map_err(Error::io("mounting the image volume on", &target))?;
+            let target = self.pod_image_volume(&c.sandbox.id, image)?;
             let mount = &mut mapped.config.mounts[*n];
             let source = target.join(&mount.image_sub_path);
             // A sub path must be a directory in the image, not a way out of it.

@@ -187,6 +187,12 @@ impl CriService {
             remove_dir(&dir)?;
         }
         self.containers.forget(&record)?;
+        if !record.image_volumes.is_empty()
+            && let Err(err) = self.release_image_volumes(&record.sandbox_id)
+        {
+            // The pod's removal tries again.
+            tracing::warn!(container = %record.id, %err, "its image volume stays mounted");
+        }
         tracing::info!(container = %record.id, "container removed");
         if self
             .images

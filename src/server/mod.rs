@@ -10,6 +10,7 @@ mod container_update;
 mod image_pull;
 mod image_remove;
 mod image_status;
+mod image_volumes;
 mod metrics;
 mod recovery;
 mod runtime_info;
@@ -57,6 +58,8 @@ pub struct CriService {
     cpu_rates: crate::stats::CpuRates,
     /// The GetContainerEvents subscribers.
     events: crate::events::Bus,
+    /// Held while a pod's image volume is mounted or released ([`image_volumes`]).
+    image_volumes: std::sync::Mutex<()>,
     /// The records' changes, until [`CriService::start_events`] takes them.
     changes: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::events::Change>>>,
 }
@@ -118,6 +121,7 @@ impl CriService {
             streaming_base: std::sync::OnceLock::new(),
             cpu_rates: crate::stats::CpuRates::default(),
             events,
+            image_volumes: std::sync::Mutex::new(()),
             changes: std::sync::Mutex::new(Some(changes_out)),
         })
     }

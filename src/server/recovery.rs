@@ -10,7 +10,7 @@
 //!    the first ADD, so also when ADD did not finish), its netns pin, mounts and files.
 //! 3. A container with no record (CreateContainer saves it last) is undone: its
 //!    monitor, runtime container and cgroup if a start began, its rootfs mount and
-//!    files.
+//!    files; then the pods' image volumes that no container record names are unmounted.
 //! 4. A container whose StartContainer was cut short (its record still says created,
 //!    but a monitor was started) is finished when its monitor got it running (it runs,
 //!    or has exited, monitored), and undone otherwise, so that a new StartContainer can
@@ -46,6 +46,7 @@ impl CriService {
         }
         self.sweep_orphan_sandboxes().await;
         self.sweep_orphan_containers().await;
+        self.release_unused_image_volumes();
         self.settle_cut_short_starts().await;
     }
 
@@ -75,6 +76,11 @@ impl CriService {
             // whose masquerading it removes in the namespace.
             if let Err(err) = self.sandboxes.cni.detach(&network).await {
                 tracing::warn!(sandbox = %id, %err, "CNI DEL failed; its pin stays for a retry");
+                continue;
+            }
+            if let Err(err) = files::unmount_all(&dir.join("images")) {
+                // Its directory stays: removing it would reach into an image's layers.
+                tracing::warn!(sandbox = %id, %err, "an image volume stays mounted; its files are kept");
                 continue;
             }
             let results = [

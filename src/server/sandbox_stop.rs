@@ -64,6 +64,8 @@ impl CriService {
         for mounted in [dir.join("shm"), dir.join("rootfs")] {
             files::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
         }
+        // Its containers are gone: so are the image volumes they mounted.
+        self.release_image_volumes(&record.id)?;
         remove_dir(&dir)?;
         self.sandboxes.forget(&record)?;
         tracing::info!(sandbox = %record.id, "pod sandbox removed");
