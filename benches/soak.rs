@@ -73,18 +73,7 @@ async fn main() {
 
     let tree = common::CgroupTree(format!("berth-soak-{}", std::process::id()));
     let (_registry, daemon) = busybox_mirror("latest", "").await;
-    daemon
-        .images()
-        .await
-        .pull_image(berth::proto::PullImageRequest {
-            image: Some(berth::proto::ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
+    common::world::pull_busybox(&daemon).await;
     let logs = tempfile::tempdir().expect("a log directory");
     let mut client = daemon.runtime().await;
     let pid = daemon.pid().expect("the daemon runs");

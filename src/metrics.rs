@@ -114,7 +114,7 @@ fn metrics() -> &'static Metrics {
             pull_bytes: add(
                 r,
                 "image_pull_bytes",
-                "Bytes of blobs fetched from registries by finished pulls",
+                "Bytes of layer blobs downloaded from registries",
                 Counter::default(),
             ),
             pull_seconds: add(r, "image_pull_duration_seconds", "Time an image pull took, failed or not", latency()),
@@ -172,19 +172,20 @@ pub fn rpc(method: &str, code: tonic::Code, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// One image pull ended: with the bytes it fetched, or failed.
-pub fn pull(fetched: Option<u64>, took: Duration) {
+/// One image pull ended, stored or failed.
+pub fn pull(stored: bool, took: Duration) {
     let m = metrics();
-    match fetched {
-        Some(bytes) => {
-            m.pulls.inc();
-            m.pull_bytes.inc_by(bytes);
-        }
-        None => {
-            m.pull_failures.inc();
-        }
+    if stored {
+        m.pulls.inc();
+    } else {
+        m.pull_failures.inc();
     }
     m.pull_seconds.observe(took.as_secs_f64());
+}
+
+/// A layer's blob was downloaded (once, however many pulls waited for it).
+pub fn pulled_bytes(bytes: u64) {
+    metrics().pull_bytes.inc_by(bytes);
 }
 
 /// One CNI ADD or DEL ended.
@@ -343,7 +344,8 @@ mod tests {
         );
         cni(CniOperation::DEL, false, Duration::from_millis(30));
         runtime_command("delete", true, Duration::from_millis(20));
-        pull(Some(1234), Duration::from_secs(1));
+        pull(true, Duration::from_secs(1));
+        pulled_bytes(1234);
         let text = render(&Snapshot {
             pods: vec![("ready", 2), ("notready", 0)],
             containers: vec![("running", 3)],

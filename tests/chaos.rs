@@ -34,7 +34,7 @@ use berth::proto::{
     StartContainerRequest, StopPodSandboxRequest,
 };
 use common::leaks::{assert_nothing_left, entries, leases, runc_containers};
-use common::world::{busybox_mirror, container, pod_config, records};
+use common::world::{busybox_mirror, container, pod_config, pull_busybox, records};
 use common::{CgroupTree, Daemon};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
@@ -430,21 +430,6 @@ impl Chaos {
     }
 }
 
-async fn pull_busybox(daemon: &Daemon) {
-    daemon
-        .images()
-        .await
-        .pull_image(berth::proto::PullImageRequest {
-            image: Some(berth::proto::ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
-}
-
 /// A monitor killed with SIGKILL cannot record its container's exit: the container is
 /// reported exited with code 255 and a message that says why, its unmonitored process
 /// is ended, and it can be removed with nothing left.
@@ -523,14 +508,18 @@ async fn a_killed_monitor_is_reported_and_its_container_removed() {
 
 /// A conflist whose second plugin never answers ADD (it answers DEL at once).
 fn hanging_network(setup: &common::Setup, bin: &Path) -> String {
-    let plugin = bin.join("hang");
-    std::fs::write(
-        &plugin,
+    chained_network(
+        setup,
+        bin,
+        "hang",
         "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ]; then exec sleep 3600; fi\n",
     )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The test network (the bridge plugin with host-local), then plugin `name` of the
+/// shell `text`, written in `bin`: a conflist.
+fn chained_network(setup: &common::Setup, bin: &Path, name: &str, text: &str) -> String {
+    script(&bin.join(name), text);
     let leases = setup.paths.state.join("cni/networks");
     serde_json::json!({
         "cniVersion": "1.0.0",
@@ -540,7 +529,7 @@ fn hanging_network(setup: &common::Setup, bin: &Path) -> String {
                 "type": "bridge", "bridge": setup.bridge, "isGateway": true, "ipMasq": true,
                 "ipam": {"type": "host-local", "ranges": [[{"subnet": setup.subnet}]], "dataDir": leases}
             },
-            {"type": "hang"}
+            {"type": name}
         ]
     })
     .to_string()
@@ -796,33 +785,18 @@ async fn a_create_cut_short_leaves_no_runtime_directory_after_the_sweep() {
 #[tokio::test]
 async fn a_stop_cut_short_reports_the_address_the_pod_still_holds() {
     let bin = tempfile::tempdir().unwrap();
-    let hang = bin.path().join("hang-on-del");
     let armed = bin.path().join("armed");
-    script(
-        &hang,
+    let setup =
+        common::Setup::new().toml(&format!("bin_dirs = [{:?}, \"/usr/lib/cni\"]", bin.path()));
+    let conflist = chained_network(
+        &setup,
+        bin.path(),
+        "hang-on-del",
         &format!(
             "#!/bin/sh\nif [ \"$CNI_COMMAND\" = DEL ] && [ -e {armed:?} ]; then exec sleep 3600; fi\nexec /usr/lib/cni/tuning\n"
         ),
     );
-    let setup =
-        common::Setup::new().toml(&format!("bin_dirs = [{:?}, \"/usr/lib/cni\"]", bin.path()));
-    let leases_dir = setup.paths.state.join("cni/networks");
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "berth",
-        "plugins": [
-            {
-                "type": "bridge", "bridge": setup.bridge, "isGateway": true, "ipMasq": true,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": setup.subnet}]], "dataDir": leases_dir}
-            },
-            {"type": "hang-on-del"}
-        ]
-    });
-    std::fs::write(
-        setup.paths.cni_conf.join("10-hang.conflist"),
-        conflist.to_string(),
-    )
-    .unwrap();
+    std::fs::write(setup.paths.cni_conf.join("10-hang.conflist"), conflist).unwrap();
     let tree = CgroupTree(format!("berth-cut-stop-{}", std::process::id()));
     let mut daemon = setup.start().await;
     let mut client = daemon.runtime().await;

@@ -19,7 +19,7 @@ use berth::proto::{
     StartContainerRequest, StopPodSandboxRequest,
 };
 use common::leaks::assert_nothing_left;
-use common::world::{busybox_mirror, container, pod_config, run_pod};
+use common::world::{busybox_mirror, container, pod_config, pull_busybox, run_pod};
 use common::{CgroupTree, Daemon, wait_for};
 use futures_util::StreamExt;
 use tokio::io::AsyncBufReadExt;
@@ -71,21 +71,6 @@ fn pod_state(event: &ContainerEventResponse) -> PodSandboxState {
             .state,
     )
     .unwrap()
-}
-
-async fn pull_busybox(daemon: &Daemon) {
-    daemon
-        .images()
-        .await
-        .pull_image(berth::proto::PullImageRequest {
-            image: Some(berth::proto::ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
 }
 
 fn pod(name: &str, tree: &CgroupTree, logs: &tempfile::TempDir) -> PodSandboxConfig {

@@ -77,18 +77,7 @@ async fn a_scrape_shows_what_the_daemon_did() {
     assert_eq!(value(&before, "berth_pod_sandboxes{state=\"ready\"}"), 0.0);
     assert!(value(&before, "berth_process_resident_memory_bytes") > 1e6);
 
-    daemon
-        .images()
-        .await
-        .pull_image(berth::proto::PullImageRequest {
-            image: Some(berth::proto::ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull");
+    common::world::pull_busybox(&daemon).await;
     let tree = CgroupTree(format!("berth-metrics-{}", std::process::id()));
     let logs = tempfile::tempdir().unwrap();
     let mut config = pod_config("scraped", &format!("/{}", tree.0));

@@ -95,6 +95,14 @@ impl Containers {
         self.records.filter_map(|r| f(r).then(|| r.id.clone()))
     }
 
+    /// The records of sandbox `id`'s containers, brought up to date (only theirs).
+    pub fn of_sandbox_refreshed(&self, id: &str) -> Result<Vec<ContainerRecord>, StoreError> {
+        self.of_sandbox(id)
+            .into_iter()
+            .map(|r| self.refresh(r))
+            .collect()
+    }
+
     /// The records of sandbox `id`'s containers as they are, none brought up to date.
     pub fn of_sandbox(&self, id: &str) -> Vec<ContainerRecord> {
         self.records

@@ -74,10 +74,7 @@ impl ImageManager {
     ) -> Result<String, ImageError> {
         let started = Instant::now();
         let pulled = self.pull_measured(reference, auth, started).await;
-        crate::metrics::pull(
-            pulled.as_ref().ok().map(|(_, bytes)| *bytes),
-            started.elapsed(),
-        );
+        crate::metrics::pull(pulled.is_ok(), started.elapsed());
         pulled.map(|(id, _)| id)
     }
 
@@ -397,6 +394,8 @@ impl LayerFetcher {
             total_ms = started.elapsed().as_millis() as u64,
             "layer ready"
         );
+        // Counted here, once, whichever pulls shared the download.
+        crate::metrics::pulled_bytes(job.size);
         Ok(())
     }
 }

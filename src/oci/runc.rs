@@ -204,7 +204,15 @@ impl Runtime {
     ) -> Result<std::process::Output, OciError> {
         let started = std::time::Instant::now();
         let finished = self.finish_unmeasured(command, id, child).await;
-        let ok = finished.as_ref().is_ok_and(|o| o.status.success());
+        // "Not found" or "not running" are answers the callers expect (an idempotent
+        // delete, a kill that lost a race), not failures.
+        let ok = finished.as_ref().is_ok_and(|o| {
+            o.status.success()
+                || self
+                    .kind
+                    .classify(&String::from_utf8_lossy(&o.stderr))
+                    .is_some()
+        });
         crate::metrics::runtime_command(command, ok, started.elapsed());
         finished
     }

@@ -215,7 +215,17 @@ pub fn unmount_all(dir: &Path) -> io::Result<()> {
 
 /// Whether something is mounted on `path` (it is the root of a mount in this namespace).
 pub fn is_mount_point(path: &Path) -> io::Result<bool> {
-    let wanted = path.as_os_str().as_bytes();
+    // The mount table names real paths: a symlink on the way (`/var/run`) would not
+    // match. The last component is never followed.
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(path == Path::new("/"));
+    };
+    let real = match std::fs::canonicalize(parent) {
+        Ok(real) => real.join(name),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let wanted = real.as_os_str().as_bytes();
     let table = std::fs::read("/proc/self/mountinfo")?;
     Ok(table.split(|&b| b == b'\n').any(|line| {
         line.split(|&b| b == b' ')

@@ -67,6 +67,8 @@ impl CriService {
             let key = container.name_key.clone();
             let mut undo = Rollback::default();
             let result = service.create_container_steps(&container, &mut undo).await;
+            // Its record names its image volumes now, or nothing does.
+            service.settle_image_volumes(&container.id);
             match result {
                 Ok(id) => {
                     undo.commit();
@@ -347,7 +349,7 @@ impl CriService {
         }
         let mut mapped = c.clone();
         for (n, image) in &c.image_volumes {
-            let target = self.pod_image_volume(&c.sandbox.id, image)?;
+            let target = self.pod_image_volume(&c.sandbox.id, &c.id, image)?;
             let mount = &mut mapped.config.mounts[*n];
             let source = target.join(&mount.image_sub_path);
             // A sub path must be a directory in the image, not a way out of it.

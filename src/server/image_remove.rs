@@ -18,9 +18,10 @@ impl CriService {
             return Err(Error::invalid("image.image", "no image named"));
         }
         if let Some(image) = self.images.lookup(name)? {
-            let users = self
+            let mut users = self
                 .containers
                 .ids_where(|r| r.image_volumes.iter().any(|(_, id)| *id == image.id));
+            users.extend(self.creating_with_image_volume(&image.id));
             if let Some(user) = users.first() {
                 return Err(Error::WrongState {
                     kind: "image",

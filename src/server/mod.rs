@@ -58,8 +58,10 @@ pub struct CriService {
     cpu_rates: crate::stats::CpuRates,
     /// The GetContainerEvents subscribers.
     events: crate::events::Bus,
-    /// Held while a pod's image volume is mounted or released ([`image_volumes`]).
-    image_volumes: std::sync::Mutex<()>,
+    /// The image volumes mounted for containers being created (container id → mounts),
+    /// which no record names yet; held while a pod's image volume is mounted or released
+    /// ([`image_volumes`]).
+    image_volumes: std::sync::Mutex<std::collections::HashMap<String, Vec<std::path::PathBuf>>>,
     /// The records' changes, until [`CriService::start_events`] takes them.
     changes: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::events::Change>>>,
 }
@@ -121,7 +123,7 @@ impl CriService {
             streaming_base: std::sync::OnceLock::new(),
             cpu_rates: crate::stats::CpuRates::default(),
             events,
-            image_volumes: std::sync::Mutex::new(()),
+            image_volumes: std::sync::Mutex::new(std::collections::HashMap::new()),
             changes: std::sync::Mutex::new(Some(changes_out)),
         })
     }

@@ -60,9 +60,12 @@ impl CriService {
         // With a timestamp, a kubelet running the evented PLEG takes the pod's containers
         // from here rather than listing them: all of them, brought up to date.
         let timestamp = crate::image::now_ns();
-        let containers_statuses = self.containers.list_map(|r| {
-            (r.sandbox_id == record.id).then(|| super::container_status::container_status_of(r))
-        })?;
+        let containers_statuses = self
+            .containers
+            .of_sandbox_refreshed(&record.id)?
+            .iter()
+            .map(super::container_status::container_status_of)
+            .collect();
         Ok(PodSandboxStatusResponse {
             status: Some(status),
             info,

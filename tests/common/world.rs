@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::runtime_service_client::RuntimeServiceClient;
 use berth::proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
@@ -54,11 +53,11 @@ pub async fn busybox_mirror(tag: &str, extra: &str) -> (Registry, Daemon) {
     (registry, daemon)
 }
 
-/// The same world, with `extra` TOML in the daemon's config (before the registries).
-pub async fn world_with(extra: &str) -> World {
-    let (registry, daemon) = busybox_mirror("latest", extra).await;
-    let mut images = ImageServiceClient::new(super::connect(&daemon.paths().socket).await.unwrap());
-    images
+/// Pulls busybox (from the test registry `busybox_mirror` set up) into `daemon`.
+pub async fn pull_busybox(daemon: &Daemon) {
+    daemon
+        .images()
+        .await
         .pull_image(PullImageRequest {
             image: Some(ImageSpec {
                 image: "busybox".into(),
@@ -68,6 +67,12 @@ pub async fn world_with(extra: &str) -> World {
         })
         .await
         .expect("pull busybox");
+}
+
+/// The same world, with `extra` TOML in the daemon's config (before the registries).
+pub async fn world_with(extra: &str) -> World {
+    let (registry, daemon) = busybox_mirror("latest", extra).await;
+    pull_busybox(&daemon).await;
     let logs = tempfile::tempdir().unwrap();
     let mut client = daemon.runtime().await;
     let mut config = pod_config("ctr-pod", "/berth-test");
