@@ -174,7 +174,8 @@ pub fn probe_recursive_read_only(
             ],
             "linux": {
                 "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "network"}],
-                "cgroupsPath": format!("/{PROBE_ID}"),
+                // Daemons probe at once (tests, a node's several): a cgroup each.
+                "cgroupsPath": format!("/{PROBE_ID}-{}", std::process::id()),
             },
         });
         std::fs::write(dir.join("config.json"), spec.to_string())
@@ -189,6 +190,10 @@ pub fn probe_recursive_read_only(
             PROBE_ID,
         ])?;
         if !created.status.success() {
+            tracing::debug!(
+                status = %created.status,
+                "the probe's container was refused: no recursive read-only mounts"
+            );
             return Ok(false);
         }
         let pid =
