@@ -2,8 +2,9 @@
 //! side by side in one run on one machine.
 //!
 //! `cargo bench --bench pods` runs it in full (30 rounds; 500 containers for the list
-//! figures; 30 pulls; 50 pods for memory); `BERTH_BENCH_ROUNDS`, `BERTH_BENCH_LIST`,
-//! `BERTH_BENCH_PULLS` and `BERTH_BENCH_PODS` change those counts, and
+//! figures; 30 pulls; 32 pods started 8 and 32 at a time; 200 running pods for memory,
+//! lists and stats, `scale.rs`); `BERTH_BENCH_ROUNDS`, `BERTH_BENCH_LIST`,
+//! `BERTH_BENCH_PULLS`, `BERTH_BENCH_PARALLEL` and `BERTH_BENCH_PODS` change those counts, and
 //! `BERTH_BENCH_LOG_LEVEL=debug` makes berth log every RPC with its duration. Under
 //! `cargo test` (no `--bench` argument) it runs as a smoke test with tiny counts: every
 //! step must work, no timing is judged. Needs root and what `make test` installs
@@ -25,6 +26,7 @@ mod common;
 mod containerd;
 mod floor;
 mod report;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,7 +58,11 @@ struct Counts {
     list_containers: usize,
     list_samples: usize,
     pulls: usize,
-    memory_pods: usize,
+    /// Pods of the parallel-start figure, and how many are under way at once.
+    parallel_pods: usize,
+    in_flight: &'static [usize],
+    /// Running pods of the dense-node figure (memory, lists and stats).
+    dense_pods: usize,
 }
 
 impl Counts {
@@ -66,7 +72,9 @@ impl Counts {
             list_containers: 500,
             list_samples: 30,
             pulls: 30,
-            memory_pods: 50,
+            parallel_pods: 32,
+            in_flight: &[8, 32],
+            dense_pods: 200,
         }
     }
 
@@ -76,7 +84,9 @@ impl Counts {
             list_containers: 3,
             list_samples: 2,
             pulls: 1,
-            memory_pods: 2,
+            parallel_pods: 2,
+            in_flight: &[2],
+            dense_pods: 2,
         }
     }
 }
@@ -97,7 +107,8 @@ async fn main() {
         ("BERTH_BENCH_ROUNDS", &mut counts.rounds),
         ("BERTH_BENCH_LIST", &mut counts.list_containers),
         ("BERTH_BENCH_PULLS", &mut counts.pulls),
-        ("BERTH_BENCH_PODS", &mut counts.memory_pods),
+        ("BERTH_BENCH_PODS", &mut counts.dense_pods),
+        ("BERTH_BENCH_PARALLEL", &mut counts.parallel_pods),
     ] {
         if let Some(n) = std::env::var(variable).ok().and_then(|n| n.parse().ok()) {
             *count = n;
@@ -217,7 +228,10 @@ async fn main() {
         )
         .await,
     );
-    figures.extend(memory(pair, counts.memory_pods).await);
+    for &in_flight in counts.in_flight {
+        figures.extend(scale::parallel(pair, counts.parallel_pods, in_flight).await);
+    }
+    figures.extend(scale::dense(pair, counts.dense_pods, counts.list_samples).await);
     figures.push(idle);
 
     let meta = machine(full, &counts);
@@ -346,25 +360,6 @@ async fn pulls(targets: &mut [Target], layers_ref: &str, samples: usize) -> Figu
     pull
 }
 
-/// Runtime memory per pod with `pods` pods running.
-async fn memory(targets: &mut [Target], pods: usize) -> Vec<Figure> {
-    eprintln!("memory: {} pods", pods);
-    let mut per_pod_rss = Figure::new(&format!("runtime RSS per pod, {} pods", pods), "MB");
-    let mut per_pod_pss = Figure::new(&format!("runtime PSS per pod, {} pods", pods), "MB");
-    let mut helpers = Figure::new("runtime processes (daemon + monitors or shims)", "count");
-    for (i, target) in targets.iter_mut().enumerate() {
-        let memory = target.memory_per_pod(pods).await;
-        per_pod_rss
-            .runtime(i)
-            .push(kb_to_mb(memory.rss_kb) / pods as f64);
-        per_pod_pss
-            .runtime(i)
-            .push(kb_to_mb(memory.pss_kb) / pods as f64);
-        helpers.runtime(i).push(memory.processes as f64);
-    }
-    vec![per_pod_rss, per_pod_pss, helpers]
-}
-
 impl Figure {
     /// The samples of target `i` (0 berth, 1 containerd, 2 berth on youki).
     fn runtime(&mut self, i: usize) -> &mut Vec<f64> {
@@ -398,12 +393,6 @@ struct Cycle {
     start: f64,
     exec: f64,
     teardown: f64,
-}
-
-struct Memory {
-    rss_kb: u64,
-    pss_kb: u64,
-    processes: usize,
 }
 
 impl Target {
@@ -653,35 +642,6 @@ impl Target {
         assert_eq!(pods, 1, "{}: pods listed", self.name);
         (list_containers, list_pods)
     }
-
-    /// Runs `pods` pods with a `sleep` container each, sums the memory of every process
-    /// of the runtime (daemon and monitors or shims; not the pause or container
-    /// processes), then removes the pods.
-    async fn memory_per_pod(&mut self, pods: usize) -> Memory {
-        let mut running = Vec::new();
-        for n in 0..pods {
-            let pod = self.run_pod(&format!("memory-{n}")).await;
-            Target::create_start(
-                &mut self.runtime,
-                &self.busybox,
-                &pod,
-                "sleeper",
-                &["sleep", "3600"],
-            )
-            .await;
-            running.push(pod);
-        }
-        let ours = processes_mentioning(&self.dir);
-        let memory = Memory {
-            rss_kb: ours.iter().map(|&pid| rss_kb(pid)).sum(),
-            pss_kb: ours.iter().map(|&pid| pss_kb(pid)).sum(),
-            processes: ours.len(),
-        };
-        for pod in &running {
-            self.teardown(pod).await;
-        }
-        memory
-    }
 }
 
 fn container_pid_namespace() -> NamespaceOption {
@@ -776,7 +736,9 @@ fn machine(full: bool, counts: &Counts) -> serde_json::Value {
         "rounds": counts.rounds,
         "list_containers": counts.list_containers,
         "pulls": counts.pulls,
-        "memory_pods": counts.memory_pods,
+        "parallel_pods": counts.parallel_pods,
+        "in_flight": counts.in_flight,
+        "dense_pods": counts.dense_pods,
     })
 }
 
