@@ -10,10 +10,11 @@
 //! - every subscriber has a buffer of its own; publishing never waits for one. A
 //!   subscriber whose buffer is full is dropped: its stream gives what it had, then ends
 //!   with ResourceExhausted, and the kubelet relists.
-//! - while nobody listens, events are kept (as many as a buffer holds, for five minutes)
-//!   for the next subscriber, which gets them first: those a restart found (exits while
-//!   the daemon was down, starts it finished) reach the kubelet once it subscribes again,
-//!   and none twice.
+//! - while nobody listens, the changes are kept (as many as a buffer holds, for five
+//!   minutes; made into events only then) for the next subscriber, which gets them first:
+//!   those a restart found (exits while the daemon was down, starts it finished) reach the
+//!   kubelet once it subscribes again, and none twice. A node whose kubelet never
+//!   subscribes builds no event.
 //!
 //! Exits are noticed as they happen: [`process_exit`] waits on a pidfd of the monitor (or
 //! the pause), so no listing is needed for a STOPPED event.
@@ -144,10 +145,12 @@ struct Subscriber {
     overflowed: Arc<AtomicBool>,
 }
 
-/// The subscribers, and what was published while there were none.
+/// The subscribers, and the changes published while there were none (with their stamps),
+/// made into events only once a subscriber comes: a node whose kubelet does not subscribe
+/// (the evented PLEG is off by default) pays for no statuses and keeps no events.
 struct Listeners {
     subscribers: Vec<Subscriber>,
-    kept: VecDeque<(std::time::Instant, ContainerEventResponse)>,
+    kept: VecDeque<(std::time::Instant, Change, i64)>,
     /// Events dropped from `kept` because it was full, since the last subscriber came.
     dropped: u64,
 }
@@ -157,6 +160,9 @@ pub struct Bus {
     buffer: usize,
     listeners: Mutex<Listeners>,
 }
+
+/// Makes the event a change is, stamped: the pod's and containers' statuses after it.
+pub type Build<'a> = &'a dyn Fn(&Change, i64) -> ContainerEventResponse;
 
 /// What a subscriber reads: events, then the end (ResourceExhausted if it fell behind).
 pub type Subscription = std::pin::Pin<
@@ -194,10 +200,15 @@ impl Bus {
         self.listeners().subscribers.len()
     }
 
-    /// Hands `event` to every subscriber without waiting; keeps it when there are none.
-    pub fn publish(&self, event: ContainerEventResponse) {
+    /// Hands the event `change` is (stamped `stamp`, made by `build`) to every subscriber
+    /// without waiting; keeps the change when there are none.
+    pub fn publish(&self, change: Change, stamp: i64, build: Build<'_>) {
         let mut listeners = self.listeners();
+        let event = (!listeners.subscribers.is_empty()).then(|| build(&change, stamp));
         listeners.subscribers.retain(|s| {
+            let Some(event) = &event else {
+                return false;
+            };
             use tokio::sync::mpsc::error::TrySendError;
             match s.events.try_send(event.clone()) {
                 Ok(()) => true,
@@ -217,13 +228,15 @@ impl Bus {
                 listeners.kept.pop_front();
                 listeners.dropped += 1;
             }
-            listeners.kept.push_back((std::time::Instant::now(), event));
+            listeners
+                .kept
+                .push_back((std::time::Instant::now(), change, stamp));
         }
     }
 
-    /// A new subscriber's stream: first what was kept while nobody listened, then every
-    /// event published from now on.
-    pub fn subscribe(&self) -> Subscription {
+    /// A new subscriber's stream: first the events of what was kept while nobody
+    /// listened (made now by `build`), then every event published from now on.
+    pub fn subscribe(&self, build: Build<'_>) -> Subscription {
         let (sender, receiver) = tokio::sync::mpsc::channel(self.buffer);
         let overflowed = Arc::new(AtomicBool::new(false));
         {
@@ -235,14 +248,14 @@ impl Bus {
                 );
                 listeners.dropped = 0;
             }
-            for (at, event) in listeners.kept.drain(..) {
+            for (at, change, stamp) in listeners.kept.drain(..) {
                 // Older news could undo newer: a pod's old sandbox DELETED would make the
                 // kubelet forget the pod's new one. Past this, the kubelet has relisted.
                 if at.elapsed() > KEPT_FOR {
                     continue;
                 }
                 // `kept` holds at most a buffer's worth: this cannot fail.
-                let _ = sender.try_send(event);
+                let _ = sender.try_send(build(&change, stamp));
             }
             listeners.subscribers.push(Subscriber {
                 events: sender,
@@ -326,11 +339,27 @@ mod tests {
         }
     }
 
-    fn event(id: &str) -> ContainerEventResponse {
+    fn change(id: &str) -> Change {
+        Change {
+            kind: Created,
+            id: id.into(),
+            sandbox_id: "s".into(),
+            at_ns: 1,
+            watch: None,
+            sandbox: None,
+        }
+    }
+
+    fn build(change: &Change, stamp: i64) -> ContainerEventResponse {
         ContainerEventResponse {
-            container_id: id.into(),
+            container_id: change.id.clone(),
+            created_at: stamp,
             ..Default::default()
         }
+    }
+
+    fn publish(bus: &Bus, id: &str) {
+        bus.publish(change(id), 7, &build);
     }
 
     #[test]
@@ -395,12 +424,12 @@ mod tests {
     #[tokio::test]
     async fn events_nobody_heard_go_to_the_next_subscriber_once() {
         let bus = Bus::new(4);
-        bus.publish(event("a"));
-        bus.publish(event("b"));
-        let mut first = bus.subscribe();
-        bus.publish(event("c"));
-        let mut second = bus.subscribe();
-        bus.publish(event("d"));
+        publish(&bus, "a");
+        publish(&bus, "b");
+        let mut first = bus.subscribe(&build);
+        publish(&bus, "c");
+        let mut second = bus.subscribe(&build);
+        publish(&bus, "d");
         let ids = |events: Vec<Result<ContainerEventResponse, tonic::Status>>| -> Vec<String> {
             events
                 .into_iter()
@@ -417,9 +446,9 @@ mod tests {
     async fn while_nobody_listens_a_buffer_is_kept_the_newest() {
         let bus = Bus::new(2);
         for id in ["a", "b", "c"] {
-            bus.publish(event(id));
+            publish(&bus, id);
         }
-        let mut stream = bus.subscribe();
+        let mut stream = bus.subscribe(&build);
         let got: Vec<String> = stream
             .by_ref()
             .take(2)
@@ -432,10 +461,10 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_gets_what_it_had_then_resource_exhausted() {
         let bus = Bus::new(2);
-        let mut slow = bus.subscribe();
-        let mut reader = bus.subscribe();
+        let mut slow = bus.subscribe(&build);
+        let mut reader = bus.subscribe(&build);
         for id in ["a", "b", "c"] {
-            bus.publish(event(id));
+            publish(&bus, id);
             // The reader keeps up.
             assert_eq!(reader.next().await.unwrap().unwrap().container_id, id);
         }

@@ -35,11 +35,11 @@ impl CriService {
                     return;
                 };
                 stamp = change.at_ns.max(stamp + 1);
-                let event = service.event_of(&change, stamp);
-                service.events.publish(event);
                 if let Some(pid) = change.watch {
                     service.watch(&change, pid);
                 }
+                let build = |change: &Change, stamp| service.event_of(change, stamp);
+                service.events.publish(change, stamp, &build);
             }
         });
     }
@@ -73,7 +73,8 @@ impl CriService {
 
     /// A new GetContainerEvents stream.
     pub fn subscribe_events(&self) -> Subscription {
-        self.events.subscribe()
+        self.events
+            .subscribe(&|change, stamp| self.event_of(change, stamp))
     }
 
     /// What a metrics scrape reads: pods and containers by state, the monitors running,
