@@ -873,3 +873,94 @@ async fn a_stop_cut_short_reports_the_address_the_pod_still_holds() {
         .unwrap();
     assert_nothing_left(&daemon, &tree.0);
 }
+
+/// What a RunPodSandbox cut short between the bridge plugin's address and its masquerade
+/// chain leaves: a pod whose chain (and the POSTROUTING rule jumping to it) is not there.
+/// The bridge plugin's DEL then fails on iptables-nft ("Chain … does not exist"), after
+/// it has released the address and the veth. Made here by removing the pod's own rule
+/// and chain by hand: the pod is stopped and removed all the same, and nothing is left.
+#[tokio::test]
+async fn a_pod_whose_masquerade_chain_is_gone_is_removed_all_the_same() {
+    let tree = CgroupTree(format!("berth-gone-chain-{}", std::process::id()));
+    let daemon = common::Setup::new().start().await;
+    let mut client = daemon.runtime().await;
+    let id = client
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("gone-chain", &format!("/{}", tree.0))),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let iptables = |args: &[&str]| {
+        let out = std::process::Command::new("iptables")
+            .args(["-t", "nat"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "iptables {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The pod's own masquerading: the POSTROUTING rule whose comment names it.
+    let rules = iptables(&["-S", "POSTROUTING"]);
+    let rule = rules
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("the pod's masquerade rule in {rules}"))
+        .to_string();
+    let chain = rule
+        .split_whitespace()
+        .skip_while(|w| *w != "-j")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(chain.starts_with("CNI-"), "{rule}");
+    let words = shell_words(rule.trim_start_matches("-A POSTROUTING "));
+    let mut delete = vec!["-D".to_string(), "POSTROUTING".to_string()];
+    delete.extend(words);
+    iptables(&delete.iter().map(String::as_str).collect::<Vec<_>>());
+    iptables(&["-F", &chain]);
+    iptables(&["-X", &chain]);
+
+    client
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("the stop goes through without the chain");
+    client
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert!(daemon.log().contains("found its rules gone already"));
+    assert_nothing_left(&daemon, &tree.0);
+}
+
+/// `iptables -S` words, its double-quoted ones (a comment) kept whole, quotes removed.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}

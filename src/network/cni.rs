@@ -39,6 +39,23 @@ pub enum CniError {
     Cache { path: PathBuf, reason: String },
 }
 
+/// Whether a plugin's DEL failed only because what it would delete is gone already: the
+/// bridge plugin (1.1) removes its masquerading rule with `iptables -D POSTROUTING … -j
+/// CNI-…`, which iptables-nft refuses with "Chain '…' does not exist" (status 2) when an
+/// ADD cut short never made that chain, and the plugin takes that for a failure. Its DEL
+/// has released the address and the veth before it gets there, and a rule cannot jump
+/// to a chain that does not exist: nothing is left. Without this, such a pod could never
+/// be removed.
+fn already_gone(err: &CniError) -> bool {
+    let CniError::Plugin { message, .. } = err else {
+        return false;
+    };
+    message.contains("iptables")
+        && message.contains("-D POSTROUTING")
+        && (message.contains("does not exist")
+            || message.contains("No chain/target/match by that name"))
+}
+
 /// A port the pod publishes on the host (the `portMappings` capability).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -288,8 +305,14 @@ impl Cni {
                 ifname: POD_IFNAME,
                 netns,
             };
-            if let Err(err) = self.exec(&call, &conf).await {
-                failed.get_or_insert(err);
+            match self.exec(&call, &conf).await {
+                Err(err) if already_gone(&err) => {
+                    tracing::info!(pod = pod.id, %err, "CNI DEL found its rules gone already: done");
+                }
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
+                Ok(_) => {}
             }
         }
         if let Some(err) = failed {
@@ -545,6 +568,26 @@ pub fn protocol_name(protocol: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_del_that_finds_the_masquerade_chain_gone_is_done() {
+        let plugin = |message: &str| CniError::Plugin {
+            plugin: "bridge".into(),
+            command: "DEL",
+            pod: "p".into(),
+            message: message.into(),
+        };
+        let nft = "running [/usr/sbin/iptables -t nat -D POSTROUTING -s 10.231.0.24 -j CNI-e66715efb6d4c890fa1805e3 -m comment --comment name: \"berth\" id: \"1c18\" --wait]: exit status 2: iptables v1.8.9 (nf_tables): Chain 'CNI-e66715efb6d4c890fa1805e3' does not exist";
+        assert!(already_gone(&plugin(nft)));
+        let legacy = "running [/usr/sbin/iptables -t nat -D POSTROUTING -s 10.0.0.2 -j CNI-1 --wait]: exit status 1: iptables: No chain/target/match by that name.";
+        assert!(already_gone(&plugin(legacy)));
+        assert!(!already_gone(&plugin(
+            "failed to delete veth: permission denied"
+        )));
+        assert!(!already_gone(&plugin(
+            "running [/usr/sbin/iptables -t nat -A POSTROUTING …]: Chain 'X' does not exist"
+        )));
+    }
 
     #[test]
     fn plugin_conf_carries_name_version_prev_and_ports() {
