@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::CriService;
 use crate::error::{Error, Result};
 use crate::oci::exec::{ExecFiles, ExecOutput, exec};
+use crate::oci::runc::{OciError, Runtime};
 use crate::proto::{ExecSyncRequest, ExecSyncResponse};
 
 /// The most output an ExecSync returns, stdout and stderr together: the kubelet accepts
@@ -58,20 +59,42 @@ impl CriService {
         let record = self.running_container(id)?;
         let runtime = self.runtime_of(&record)?;
         let dir = self.containers.state_dir(&record.id);
-        let files = exec_files(&dir)?;
-        write_process(&dir.join("config.json"), &files.process, args, false)?;
-        // The exec runs as its own task: a caller that goes away drops `cancel`, and the
-        // task kills the process and cleans up.
-        let (_cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
-        let id = record.id.clone();
-        let task = tokio::spawn(async move {
-            let result = exec(&runtime, &id, &files, timeout, MAX_EXEC_OUTPUT, cancelled).await;
-            let _ = std::fs::remove_file(&files.process);
-            let _ = std::fs::remove_file(&files.pid);
-            result
-        });
-        Ok(task.await.map_err(|e| Error::Task(e.to_string()))??)
+        let mut retried = false;
+        loop {
+            let files = exec_files(&dir)?;
+            write_process(
+                &dir.join("config.json"),
+                &files.process,
+                args.clone(),
+                false,
+            )?;
+            // The exec runs as its own task: a caller that goes away drops `cancel`, and
+            // the task kills the process and cleans up.
+            let (_cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+            let id = record.id.clone();
+            let ran = runtime.clone();
+            let task = tokio::spawn(async move {
+                let result = exec(&ran, &id, &files, timeout, MAX_EXEC_OUTPUT, cancelled).await;
+                let _ = std::fs::remove_file(&files.process);
+                let _ = std::fs::remove_file(&files.pid);
+                result
+            });
+            match task.await.map_err(|e| Error::Task(e.to_string()))? {
+                Err(err) if !retried && busy_before_it_ran(&runtime, &err) => {
+                    tracing::info!(container = %record.id, %err, "the runtime was busy setting up an exec; once more");
+                    retried = true;
+                }
+                result => return Ok(result?),
+            }
+        }
     }
+}
+
+/// youki 0.7 now and then fails to set up an exec with EBUSY (seen once in some 2 000
+/// ExecSync calls under load), before the command runs: one retry is safe.
+fn busy_before_it_ran(runtime: &Runtime, err: &OciError) -> bool {
+    runtime.kind() == crate::oci::runtime::Kind::Youki
+        && matches!(err, OciError::Failed { message, .. } if message.contains("Device or resource busy"))
 }
 
 /// Fresh file names for one exec in the container's state directory.
