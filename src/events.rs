@@ -85,19 +85,23 @@ pub fn sandbox_events(
     }
 }
 
-/// The changes of a container record, for [`container_events`]; `sandbox` is its pod's
-/// record now.
+/// The changes of a container record, for [`container_events`]; `pod` finds its pod's
+/// record now (asked only when the change is an event: most saves are not).
 pub fn container_changes(
     before: Option<&ContainerRecord>,
     after: Option<&ContainerRecord>,
-    sandbox: Option<SandboxRecord>,
+    pod: impl FnOnce(&str) -> Option<SandboxRecord>,
 ) -> Vec<Change> {
     let Some(record) = after.or(before) else {
         return Vec::new();
     };
+    let kinds = container_events(before, after);
+    if kinds.is_empty() {
+        return Vec::new();
+    }
     let at_ns = crate::image::now_ns();
-    let sandbox = sandbox.map(Box::new);
-    container_events(before, after)
+    let sandbox = pod(&record.sandbox_id).map(Box::new);
+    kinds
         .into_iter()
         .map(|kind| Change {
             kind,
@@ -381,7 +385,7 @@ mod tests {
             "no state change"
         );
         assert!(container_events(Some(&exited), Some(&exited)).is_empty());
-        let started = container_changes(Some(&created), Some(&running), None);
+        let started = container_changes(Some(&created), Some(&running), |_| None);
         assert_eq!(started[0].watch, Some(7), "its monitor is watched");
         assert_eq!(
             (started[0].id.as_str(), started[0].sandbox_id.as_str()),

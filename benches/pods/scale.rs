@@ -172,34 +172,42 @@ impl Target {
                 }
             }
         };
-        let start = Instant::now();
-        let listed = self
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .map(|r| r.into_inner().items.len());
-        let pods_listed = timed(start, listed, "ListPodSandbox");
-        let start = Instant::now();
-        let listed = self
-            .runtime
-            .list_containers(ListContainersRequest::default())
-            .await
-            .map(|r| r.into_inner().containers.len());
-        let containers = timed(start, listed, "ListContainers");
-        let start = Instant::now();
-        let listed = self
-            .runtime
-            .list_container_stats(ListContainerStatsRequest::default())
-            .await
-            .map(|r| r.into_inner().stats.len());
-        let container_stats = timed(start, listed, "ListContainerStats");
-        let start = Instant::now();
-        let listed = self
-            .runtime
-            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
-            .await
-            .map(|r| r.into_inner().stats.len());
-        let pod_stats = timed(start, listed, "ListPodSandboxStats");
+        // One timed call: `$call` on the runtime client, `$len` counts what it listed.
+        macro_rules! time {
+            ($what:literal, $call:ident, $request:expr, $len:expr) => {{
+                let start = Instant::now();
+                let listed = self
+                    .runtime
+                    .$call($request)
+                    .await
+                    .map(|r| $len(r.into_inner()));
+                timed(start, listed, $what)
+            }};
+        }
+        let pods_listed = time!(
+            "ListPodSandbox",
+            list_pod_sandbox,
+            ListPodSandboxRequest::default(),
+            |r: berth::proto::ListPodSandboxResponse| r.items.len()
+        );
+        let containers = time!(
+            "ListContainers",
+            list_containers,
+            ListContainersRequest::default(),
+            |r: berth::proto::ListContainersResponse| r.containers.len()
+        );
+        let container_stats = time!(
+            "ListContainerStats",
+            list_container_stats,
+            ListContainerStatsRequest::default(),
+            |r: berth::proto::ListContainerStatsResponse| r.stats.len()
+        );
+        let pod_stats = time!(
+            "ListPodSandboxStats",
+            list_pod_sandbox_stats,
+            ListPodSandboxStatsRequest::default(),
+            |r: berth::proto::ListPodSandboxStatsResponse| r.stats.len()
+        );
         [pods_listed, containers, container_stats, pod_stats]
     }
 }

@@ -163,9 +163,7 @@ fn observe_changes(
         }
     }));
     containers.observe(Box::new(move |before, after| {
-        let pod = after
-            .or(before)
-            .and_then(|r| sandboxes_now.find(&r.sandbox_id));
+        let pod = |id: &str| sandboxes_now.find(id);
         for change in crate::events::container_changes(before, after, pod) {
             let _ = changes.send(change);
         }
