@@ -11,10 +11,10 @@ RUNTIME_PACKAGES := runc containernetworking-plugins iptables iproute2 ca-certif
   gcc libc6-dev
 # What the test suite adds: busybox for test images, Go with grpc-go, spdystream and
 # gorilla/websocket for the clients we did not write (tests/go), a real registry (with
-# htpasswd and TLS) and skopeo.
+# htpasswd and TLS), skopeo, containerd (the benchmark's baseline) and curl (its floor).
 TEST_PACKAGES := busybox-static golang-go golang-google-grpc-dev golang-google-protobuf-dev \
   golang-github-docker-spdystream-dev golang-github-gorilla-websocket-dev \
-  docker-registry apache2-utils skopeo openssl containerd
+  docker-registry apache2-utils skopeo openssl containerd curl
 
 .PHONY: all build run install test deps test-deps youki fmt-check clippy unit bench fuzz soak clean
 

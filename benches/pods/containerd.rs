@@ -88,7 +88,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         );
         std::fs::write(d.join("config.toml"), config).expect("write containerd's config");
         let had_run_dir = Path::new(SHIM_SOCKETS).parent().is_some_and(Path::exists);
-        let log = std::fs::File::create(d.join("containerd.log")).expect("create containerd's log");
+        let mut containerd = Containerd {
+            child: None,
+            had_run_dir,
+            bridge: bridge.to_string(),
+            dir,
+        };
+        containerd.spawn();
+        containerd.wait_serving().await;
+        containerd
+    }
+
+    /// Runs containerd on its config, its log appended to, and returns at once.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "containerd runs already");
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .expect("open containerd's log");
         let child = Command::new("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -97,15 +116,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .stderr(log)
             .spawn()
             .expect("run containerd (make test installs Debian's containerd)");
-        let mut containerd = Containerd {
-            child: Some(child),
-            had_run_dir,
-            bridge: bridge.to_string(),
-            dir,
-        };
-        let socket = containerd.socket();
-        let log_path = containerd.dir.path().join("containerd.log");
-        if let Some(child) = containerd.child.as_mut() {
+        self.child = Some(child);
+    }
+
+    async fn wait_serving(&mut self) {
+        let socket = self.socket();
+        let log_path = self.dir.path().join("containerd.log");
+        if let Some(child) = self.child.as_mut() {
             crate::common::wait_serving(
                 child,
                 &socket,
@@ -115,7 +132,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             )
             .await;
         }
-        containerd
+    }
+
+    /// SIGTERM, and waits until containerd has exited (its shims and pods run on).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -2,10 +2,15 @@
 //! side by side in one run on one machine.
 //!
 //! `cargo bench --bench pods` runs it in full (30 rounds; 500 containers for the list
-//! figures; 30 pulls; 32 pods started 8 and 32 at a time; 200 running pods for memory,
-//! lists and stats, `scale.rs`); `BERTH_BENCH_ROUNDS`, `BERTH_BENCH_LIST`,
-//! `BERTH_BENCH_PULLS`, `BERTH_BENCH_PARALLEL` and `BERTH_BENCH_PODS` change those counts, and
-//! `BERTH_BENCH_LOG_LEVEL=debug` makes berth log every RPC with its duration. Under
+//! figures; 30 pulls; 5 pulls of a 24-layer image of some 260 MiB, `big_pull.rs`; 32 pods
+//! started 8 and 32 at a time; a minute of a kubelet's polling with 50 running pods,
+//! `polling.rs`; 200 running pods for memory, lists and stats, `scale.rs`; 3 daemon
+//! restarts with those 200, `restart.rs`); `BERTH_BENCH_ROUNDS`, `BERTH_BENCH_LIST`,
+//! `BERTH_BENCH_PULLS`, `BERTH_BENCH_PARALLEL`, `BERTH_BENCH_PODS`,
+//! `BERTH_BENCH_POLLING_PODS`, `BERTH_BENCH_POLLING_SECONDS`, `BERTH_BENCH_RESTARTS` and
+//! `BERTH_BENCH_BIG_PULLS` change those counts, `BERTH_BENCH_ONLY` picks figures (see
+//! [`Selection`]), and `BERTH_BENCH_LOG_LEVEL=debug` makes berth log every RPC with its
+//! duration. Under
 //! `cargo test` (no `--bench` argument) it runs as a smoke test with tiny counts: every
 //! step must work, no timing is judged. Needs root and what `make test` installs
 //! (containerd, runc, the CNI plugins, docker-registry, busybox-static).
@@ -21,11 +26,14 @@
 //! (`target/tmp/bench-pods.{md,json}`); `bench/RESULTS.md` is refreshed by hand from a
 //! full run worth keeping.
 
+mod big_pull;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod containerd;
 mod floor;
+mod polling;
 mod report;
+mod restart;
 mod scale;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +60,27 @@ use containerd::Containerd;
 use floor::Floor;
 use report::Figure;
 
+/// The figures one run makes: all of them, or those `BERTH_BENCH_ONLY` names (a comma
+/// list of `cycles`, `lists`, `pulls`, `big-pull`, `parallel`, `node`; `node` is the
+/// kubelet's polling, the dense node and the restarts, which share their pods).
+struct Selection(Option<Vec<String>>);
+
+impl Selection {
+    fn from_env() -> Selection {
+        Selection(
+            std::env::var("BERTH_BENCH_ONLY")
+                .ok()
+                .map(|list| list.split(',').map(|s| s.trim().to_string()).collect()),
+        )
+    }
+
+    fn wants(&self, group: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|g| g == group))
+    }
+}
+
 /// How much of everything one run does.
 struct Counts {
     rounds: usize,
@@ -63,6 +92,14 @@ struct Counts {
     in_flight: &'static [usize],
     /// Running pods of the dense-node figure (memory, lists and stats).
     dense_pods: usize,
+    /// Running pods and seconds of the kubelet-polling figure.
+    polling_pods: usize,
+    polling_seconds: usize,
+    /// Restarts of each daemon with the dense node's pods.
+    restarts: usize,
+    /// Pulls of the big image, and its shape.
+    big_pulls: usize,
+    big_image: big_pull::Shape,
 }
 
 impl Counts {
@@ -75,6 +112,11 @@ impl Counts {
             parallel_pods: 32,
             in_flight: &[8, 32],
             dense_pods: 200,
+            polling_pods: 50,
+            polling_seconds: 60,
+            restarts: 3,
+            big_pulls: 5,
+            big_image: big_pull::Shape::full(),
         }
     }
 
@@ -87,6 +129,11 @@ impl Counts {
             parallel_pods: 2,
             in_flight: &[2],
             dense_pods: 2,
+            polling_pods: 1,
+            polling_seconds: 2,
+            restarts: 1,
+            big_pulls: 1,
+            big_image: big_pull::Shape::smoke(),
         }
     }
 }
@@ -109,6 +156,10 @@ async fn main() {
         ("BERTH_BENCH_PULLS", &mut counts.pulls),
         ("BERTH_BENCH_PODS", &mut counts.dense_pods),
         ("BERTH_BENCH_PARALLEL", &mut counts.parallel_pods),
+        ("BERTH_BENCH_POLLING_PODS", &mut counts.polling_pods),
+        ("BERTH_BENCH_POLLING_SECONDS", &mut counts.polling_seconds),
+        ("BERTH_BENCH_RESTARTS", &mut counts.restarts),
+        ("BERTH_BENCH_BIG_PULLS", &mut counts.big_pulls),
     ] {
         if let Some(n) = std::env::var(variable).ok().and_then(|n| n.parse().ok()) {
             *count = n;
@@ -126,11 +177,18 @@ async fn main() {
     registry.push("bench/busybox", "1", &busybox).await;
     // Both daemons log at their default level (containerd: info), unless asked.
     let log_level = std::env::var("BERTH_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    let berth = Setup::new()
+    let only = Selection::from_env();
+    let big_image = only
+        .wants("big-pull")
+        .then(|| big_pull::image(&counts.big_image));
+    if let Some(image) = &big_image {
+        registry.push("bench/big", "1", image).await;
+    }
+    let mut berth = Setup::new()
         .arg("--log-level")
         .arg(&log_level)
         .toml(&format!(
-            "[runtime.handlers.youki]\npath = \"youki\"\n[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
+            "[runtime.handlers.youki]\npath = \"youki\"\n[metrics]\naddress = \"127.0.0.1:0\"\n[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
             host = registry.host()
         ))
         .start()
@@ -154,7 +212,7 @@ async fn main() {
     );
     registry.push("bench/pause", "1", &pause).await;
     registry.push("bench/layers", "1", &layered_image()).await;
-    let containerd = Containerd::start(
+    let mut containerd = Containerd::start(
         &registry.host(),
         &format!("{}/bench/pause:1", registry.host()),
         &format!("bc{tag}"),
@@ -204,6 +262,8 @@ async fn main() {
         .await
         .with_handler("youki"),
     ];
+    // berth's timings, for the parallel figure's account of where the time goes.
+    targets[0].metrics = Some(metrics_address(&berth).await);
     for target in &mut targets[..2] {
         target.pull(&busybox_ref).await;
     }
@@ -216,22 +276,41 @@ async fn main() {
     idle.berth.push(kb_to_mb(rss_kb(targets[0].pid)));
     idle.containerd.push(kb_to_mb(rss_kb(targets[1].pid)));
 
-    figures.extend(cycles(&mut targets, &floor, counts.rounds).await);
+    if only.wants("cycles") {
+        figures.extend(cycles(&mut targets, &floor, counts.rounds).await);
+    }
     // The rest compare the daemons, on their default handlers.
     let pair = &mut targets[..2];
-    figures.extend(lists(pair, counts.list_containers, counts.list_samples).await);
-    figures.push(
-        pulls(
-            pair,
-            &format!("{}/bench/layers:1", registry.host()),
-            counts.pulls,
-        )
-        .await,
-    );
-    for &in_flight in counts.in_flight {
-        figures.extend(scale::parallel(pair, counts.parallel_pods, in_flight).await);
+    if only.wants("lists") {
+        figures.extend(lists(pair, counts.list_containers, counts.list_samples).await);
     }
-    figures.extend(scale::dense(pair, counts.dense_pods, counts.list_samples).await);
+    if only.wants("pulls") {
+        let layers = format!("{}/bench/layers:1", registry.host());
+        figures.push(pulls(pair, &layers, counts.pulls).await);
+    }
+    if let Some(image) = &big_image {
+        let host = registry.host();
+        figures.extend(big_pull::pulls(pair, image, &host, "bench/big", counts.big_pulls).await);
+    }
+    if only.wants("parallel") {
+        for &in_flight in counts.in_flight {
+            figures.extend(scale::parallel(pair, counts.parallel_pods, in_flight).await);
+        }
+    }
+    if only.wants("node") {
+        let node = scale::NodeCounts {
+            polling_pods: counts.polling_pods,
+            polling_seconds: counts.polling_seconds,
+            dense_pods: counts.dense_pods,
+            samples: counts.list_samples,
+            restarts: counts.restarts,
+        };
+        let mut daemons = [
+            restart::RuntimeDaemon::Berth(&mut berth),
+            restart::RuntimeDaemon::Containerd(&mut containerd),
+        ];
+        figures.extend(scale::node(pair, &mut daemons, &node).await);
+    }
     figures.push(idle);
 
     let meta = machine(full, &counts);
@@ -379,6 +458,9 @@ struct Target {
     /// The private directory that every process of this runtime names.
     dir: PathBuf,
     pid: u32,
+    socket: PathBuf,
+    /// Where its Prometheus metrics are served (berth's only).
+    metrics: Option<String>,
     cgroup_parent: String,
     logs: PathBuf,
     busybox: String,
@@ -414,6 +496,8 @@ impl Target {
             images: ImageServiceClient::new(channel),
             dir: dir.to_path_buf(),
             pid: pid.expect("the runtime is running"),
+            socket: socket.to_path_buf(),
+            metrics: None,
             cgroup_parent: format!("/{}/{name}", cgroups.0),
             logs: logs.join(name),
             busybox: busybox.to_string(),
@@ -674,6 +758,21 @@ fn layered_image() -> TestImage {
     TestImage::new(layers, ImageConfig::default())
 }
 
+/// The address berth says it serves its metrics on.
+async fn metrics_address(berth: &common::Daemon) -> String {
+    common::wait_for("berth's metrics server", Duration::from_secs(10), || {
+        let address = berth
+            .log()
+            .lines()
+            .find(|l| l.contains("metrics served at /metrics"))
+            .and_then(|l| l.split("address=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(String::from);
+        async move { address }
+    })
+    .await
+}
+
 /// The order of the `count` targets in round `n`: each goes first in turn.
 fn turns(n: usize, count: usize) -> Vec<usize> {
     (0..count).map(|i| (n + i) % count).collect()
@@ -739,6 +838,11 @@ fn machine(full: bool, counts: &Counts) -> serde_json::Value {
         "parallel_pods": counts.parallel_pods,
         "in_flight": counts.in_flight,
         "dense_pods": counts.dense_pods,
+        "polling_pods": counts.polling_pods,
+        "polling_seconds": counts.polling_seconds,
+        "restarts": counts.restarts,
+        "big_pulls": counts.big_pulls,
+        "only": std::env::var("BERTH_BENCH_ONLY").ok(),
     })
 }
 
