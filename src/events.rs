@@ -16,8 +16,9 @@
 //!   kubelet once it subscribes again, and none twice. A node whose kubelet never
 //!   subscribes builds no event.
 //!
-//! Exits are noticed as they happen: [`process_exit`] waits on a pidfd of the monitor (or
-//! the pause), so no listing is needed for a STOPPED event.
+//! Exits are noticed as they happen: a [`ProcessExit`] waits on a pidfd of the monitor (or
+//! the pause), so no listing is needed for a STOPPED event, and listings need not look
+//! for those ends themselves ([`crate::store::Watched`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -289,36 +290,56 @@ impl Bus {
     }
 }
 
-/// Waits until process `pid` has ended. `still_it` says, once a pidfd holds the process,
-/// whether it is still the one meant (a pid can be reused): if not, that one has ended.
-pub async fn process_exit(pid: i32, still_it: impl FnOnce() -> bool) {
-    use rustix::process::{Pid, PidfdFlags, pidfd_open};
-    let Some(raw) = Pid::from_raw(pid) else {
-        return;
-    };
-    let fd = match pidfd_open(raw, PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(_) => return,
-    };
-    if !still_it() {
-        return;
-    }
-    // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open, and is the
-    // same descriptor, until the `AsyncFd` drops it.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    };
-    match registered {
-        // A pidfd reads readable once its process has ended.
-        Ok(fd) => {
-            let _ = fd.readable().await;
+/// The end of a process, to be awaited: through a pidfd, or, where one cannot be polled,
+/// by looking at `/proc` now and then.
+pub struct ProcessExit(Exit);
+
+enum Exit {
+    Pidfd(tokio::io::unix::AsyncFd<rustix::fd::OwnedFd>),
+    Polled(i32),
+}
+
+impl ProcessExit {
+    /// Watches process `pid`, if it still runs and `still_it` says that it is the one
+    /// meant (asked once the pidfd holds it, so a pid reused since is not watched);
+    /// `None` if it has ended already. Needs the tokio runtime.
+    pub fn watch(pid: i32, still_it: impl FnOnce() -> bool) -> Option<ProcessExit> {
+        use rustix::process::{Pid, PidfdFlags, pidfd_open};
+        let fd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+        if !still_it() {
+            return None;
         }
-        Err(err) => {
-            let err = err.to_string();
-            // Cannot be polled: fall back to looking, now and then.
-            tracing::debug!(pid, %err, "cannot poll a pidfd; watching /proc");
-            while crate::oci::process_running(pid) {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // SAFETY: `fd` is an `OwnedFd` moved into the `AsyncFd`: it stays open, and is the
+        // same descriptor, until the `AsyncFd` drops it.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        Some(ProcessExit(match registered {
+            Ok(fd) => Exit::Pidfd(fd),
+            Err(err) => {
+                let err = err.to_string();
+                tracing::debug!(pid, %err, "cannot poll a pidfd; watching /proc");
+                Exit::Polled(pid)
+            }
+        }))
+    }
+
+    /// Whether the end is heard of as it happens (a pidfd), not found on a later look.
+    pub fn at_once(&self) -> bool {
+        matches!(self.0, Exit::Pidfd(_))
+    }
+
+    /// Returns once the process has ended.
+    pub async fn ended(self) {
+        match self.0 {
+            // A pidfd reads readable once its process has ended.
+            Exit::Pidfd(fd) => {
+                let _ = fd.readable().await;
+            }
+            Exit::Polled(pid) => {
+                while crate::oci::process_running(pid) {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
             }
         }
     }
@@ -496,20 +517,20 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id().unwrap() as i32;
-        let watch = tokio::spawn(process_exit(pid, || true));
+        let exit = ProcessExit::watch(pid, || true).expect("it runs");
+        assert!(exit.at_once(), "a pidfd is polled");
+        let watch = tokio::spawn(exit.ended());
         let status = child.wait().await.unwrap();
         assert!(status.success());
         tokio::time::timeout(std::time::Duration::from_secs(5), watch)
             .await
             .expect("the end is heard")
             .unwrap();
-        // A pid that is not the one meant any more: ended at once.
+        // A process that has ended, and a pid that is not the one meant any more: not
+        // watched.
+        assert!(ProcessExit::watch(pid, || true).is_none());
         let me = std::process::id() as i32;
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            process_exit(me, || false),
-        )
-        .await
-        .expect("not waited on");
+        assert!(ProcessExit::watch(me, || false).is_none());
+        assert!(ProcessExit::watch(0, || true).is_none());
     }
 }

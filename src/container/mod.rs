@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::monitor::{ExitRecord, MonitorPaths};
-use crate::store::{ContainerRecord, ContainerState, Named, RecordCache, Store, StoreError};
+use crate::store::{
+    ContainerRecord, ContainerState, Named, RecordCache, Store, StoreError, WatchMark, Watched,
+};
 
 /// The containers of this daemon.
 pub struct Containers {
@@ -31,6 +33,8 @@ pub struct Containers {
     /// The monitor program, installed under the state directory.
     monitor: PathBuf,
     records: RecordCache<ContainerRecord>,
+    /// Running containers whose monitor's end is heard of as it happens.
+    watched: Watched,
 }
 
 impl std::fmt::Debug for Containers {
@@ -80,6 +84,7 @@ impl Containers {
             state: state.join("containers"),
             monitor,
             records: RecordCache::load(store)?,
+            watched: Watched::default(),
         })
     }
 
@@ -170,19 +175,31 @@ impl Containers {
     }
 
     /// `f` of every record, in id order, once the live ones are brought up to date (see
-    /// [`Containers::refresh`]). Only live records are cloned on the way: listing many
-    /// exited containers costs no copies.
+    /// [`Containers::refresh`]); a running one whose monitor is watched
+    /// ([`Containers::watch`]) is up to date already. Only the records looked at are
+    /// cloned on the way: listing many watched or exited containers costs no copies.
     pub fn list_map<T>(
         &self,
         f: impl FnMut(&ContainerRecord) -> Option<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let live = self
-            .records
-            .filter_map(|r| (r.state != ContainerState::Exited).then(|| r.clone()));
-        for record in live {
+        // A watched container's end is recorded as it happens; the others are looked at.
+        let unwatched = self.watched.with(|watched| {
+            self.records.filter_map(|r| {
+                let look = r.state == ContainerState::Created
+                    || (r.state == ContainerState::Running && !watched(&r.id));
+                look.then(|| r.clone())
+            })
+        });
+        for record in unwatched {
             self.refresh(record)?;
         }
         Ok(self.records.filter_map(f))
+    }
+
+    /// Marks container `id`'s monitor as watched while the mark lives: its end is heard
+    /// of as it happens, and listings leave its record as it is.
+    pub fn watch(&self, id: &str) -> WatchMark {
+        self.watched.mark(id)
     }
 
     /// A live container whose monitor recorded an exit is Exited, with the code, time and

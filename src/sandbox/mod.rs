@@ -26,7 +26,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::network::cni::Cni;
 use crate::oci::runc::Runtime;
-use crate::store::{Named, RecordCache, SandboxRecord, SandboxState, Store, StoreError};
+use crate::store::{
+    Named, RecordCache, SandboxRecord, SandboxState, Store, StoreError, WatchMark, Watched,
+};
 
 /// The pause program, built statically by build.rs.
 pub static PAUSE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pause"));
@@ -35,6 +37,8 @@ pub static PAUSE_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/paus
 pub struct Sandboxes {
     state: PathBuf,
     records: RecordCache<SandboxRecord>,
+    /// Ready sandboxes whose pause's end is heard of as it happens.
+    watched: Watched,
     runtimes: BTreeMap<String, Runtime>,
     default_handler: String,
     pub cni: Cni,
@@ -134,6 +138,7 @@ impl Sandboxes {
         let sandboxes = Sandboxes {
             state,
             records: RecordCache::load(store)?,
+            watched: Watched::default(),
             runtimes,
             default_handler: config.runtime.default_handler.clone(),
             cni,
@@ -194,6 +199,30 @@ impl Sandboxes {
 
     pub fn list(&self) -> Vec<SandboxRecord> {
         self.records.all()
+    }
+
+    /// `f` of every record, in id order, once the Ready ones are brought up to date (see
+    /// [`Sandboxes::refresh`]); one whose pause is watched ([`Sandboxes::watch`]) is up to
+    /// date already. Only the records looked at are cloned on the way.
+    pub fn list_map<T>(
+        &self,
+        f: impl FnMut(&SandboxRecord) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let unwatched = self.watched.with(|watched| {
+            self.records.filter_map(|r| {
+                (r.state == SandboxState::Ready && !watched(&r.id)).then(|| r.clone())
+            })
+        });
+        for record in unwatched {
+            self.refresh(record)?;
+        }
+        Ok(self.records.filter_map(f))
+    }
+
+    /// Marks sandbox `id`'s pause as watched while the mark lives: its end is heard of as
+    /// it happens, and listings leave its record as it is.
+    pub fn watch(&self, id: &str) -> WatchMark {
+        self.watched.mark(id)
     }
 
     /// The record, corrected if its pause process has died since (OOM kill, a kill from

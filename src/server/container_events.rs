@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use super::CriService;
 use super::container_status::container_status_of;
 use super::sandbox_status::sandbox_status_of;
-use crate::events::{Change, Subscription};
+use crate::events::{Change, ProcessExit, Subscription};
 use crate::proto::{ContainerEventResponse, ContainerEventType};
 use crate::store::{ContainerState, SandboxState};
 
@@ -152,11 +152,20 @@ impl CriService {
     /// Once monitor `pid` of container `id` has ended, its record is brought up to date:
     /// the exit it recorded is a STOPPED event.
     fn watch_container(self: &Arc<Self>, id: String, pid: i32) {
+        let watched = id.clone();
+        // None: it has ended already.
+        let exit = ProcessExit::watch(pid, move || crate::oci::is_monitor_of(pid, &watched));
+        let mark = exit
+            .as_ref()
+            .is_some_and(ProcessExit::at_once)
+            .then(|| self.containers.watch(&id));
         let service: Weak<CriService> = Arc::downgrade(self);
         tokio::spawn(async move {
-            let watched = id.clone();
-            crate::events::process_exit(pid, move || crate::oci::is_monitor_of(pid, &watched))
-                .await;
+            if let Some(exit) = exit {
+                exit.ended().await;
+            }
+            // From now on, listings look for the exit themselves.
+            drop(mark);
             // A change made meanwhile under the container's lock wins over the correction
             // (see `Containers::refresh`): ask again until the exit is recorded.
             for _ in 0..EXIT_TRIES {
@@ -180,12 +189,20 @@ impl CriService {
         if pid <= 0 {
             return;
         }
-        let service: Weak<CriService> = Arc::downgrade(self);
         let Some(record) = self.sandboxes.find(&id) else {
             return;
         };
+        let exit = ProcessExit::watch(pid, || crate::sandbox::pause_alive(&record));
+        let mark = exit
+            .as_ref()
+            .is_some_and(ProcessExit::at_once)
+            .then(|| self.sandboxes.watch(&id));
+        let service: Weak<CriService> = Arc::downgrade(self);
         tokio::spawn(async move {
-            crate::events::process_exit(pid, || crate::sandbox::pause_alive(&record)).await;
+            if let Some(exit) = exit {
+                exit.ended().await;
+            }
+            drop(mark);
             let Some(service) = service.upgrade() else {
                 return;
             };

@@ -77,36 +77,27 @@ impl CriService {
     /// The sandboxes matching the filter: id prefix, state, and every label of the selector.
     pub fn list_pod_sandboxes(&self, filter: Option<PodSandboxFilter>) -> Result<Vec<PodSandbox>> {
         let filter = filter.unwrap_or_default();
-        let records = self
-            .sandboxes
-            .list()
-            .into_iter()
-            .map(|r| self.sandboxes.refresh(r))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(records
-            .into_iter()
-            .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
-            .filter(|r| {
-                filter
+        let wanted = |r: &SandboxRecord| {
+            (filter.id.is_empty() || r.id.starts_with(&filter.id))
+                && filter
                     .state
                     .is_none_or(|s| s.state == state(r.state) as i32)
-            })
-            .filter(|r| {
-                filter
+                && filter
                     .label_selector
                     .iter()
                     .all(|(k, v)| r.labels.get(k) == Some(v))
-            })
-            .map(|r| PodSandbox {
+        };
+        Ok(self.sandboxes.list_map(|r| {
+            wanted(r).then(|| PodSandbox {
                 id: r.id.clone(),
-                metadata: Some(metadata(&r)),
+                metadata: Some(metadata(r)),
                 state: state(r.state) as i32,
                 created_at: r.created_at_ns,
                 labels: r.labels.clone().into_iter().collect(),
                 annotations: r.annotations.clone().into_iter().collect(),
                 runtime_handler: r.runtime_handler.clone(),
             })
-            .collect())
+        })?)
     }
 }
 

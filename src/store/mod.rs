@@ -12,6 +12,7 @@
 
 mod cache;
 mod records;
+mod watched;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use cache::{Named, Observer, RecordCache};
 pub use records::{
     ContainerRecord, ContainerState, ImageRecord, LayerRecord, SandboxRecord, SandboxState,
 };
+pub use watched::{WatchMark, Watched};
 
 /// The file name of the database under `root`.
 pub const DB_FILE: &str = "metadata.redb";
