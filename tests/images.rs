@@ -868,10 +868,11 @@ async fn a_crash_mid_pull_leaves_no_half_layer() {
         "the layer download to be under way",
         Duration::from_secs(20),
         || async {
+            // The layer is unpacked as it arrives: its one file is begun.
             let partial = std::fs::read_dir(&tmp)
                 .ok()?
                 .flatten()
-                .any(|d| std::fs::metadata(d.path().join("blob")).is_ok_and(|m| m.len() > 0));
+                .any(|d| std::fs::metadata(d.path().join("noise")).is_ok_and(|m| m.len() > 0));
             partial.then_some(())
         },
     )

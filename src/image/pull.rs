@@ -319,55 +319,20 @@ impl LayerFetcher {
         {
             return Ok(());
         }
-        let download = self
-            .content
-            .temp_dir()
-            .map_err(ImageError::io(self.content.root()))?;
-        let blob_path = download.path().join("blob");
         let mut failures = Vec::new();
+        let mut unpacked = None;
         for endpoint in &job.endpoints {
-            match self
-                .registry
-                .download_blob(
-                    endpoint,
-                    &job.repository,
-                    &job.digest,
-                    job.size,
-                    &blob_path,
-                    &job.auth,
-                )
-                .await
-            {
-                Ok(()) => {
-                    failures.clear();
+            match self.stream_and_unpack(&job, endpoint).await? {
+                Ok(done) => {
+                    unpacked = Some(done);
                     break;
                 }
                 Err(err) => failures.push(err),
             }
         }
-        if !failures.is_empty() {
+        let Some((stats, target)) = unpacked else {
             return Err(fetch_error(&job.reference, failures));
-        }
-        let downloaded_ms = started.elapsed().as_millis() as u64;
-
-        let target = self
-            .content
-            .temp_dir()
-            .map_err(ImageError::io(self.content.root()))?;
-        let unpack_path = blob_path.clone();
-        let (stats, target) = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&unpack_path)?;
-            unpack::unpack(file, target.path())
-                .map(|stats| (stats, target))
-                .map_err(std::io::Error::other)
-        })
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))?
-        .map_err(|e| ImageError::Corrupt {
-            reference: job.reference.clone(),
-            reason: format!("layer {}: {e}", job.digest),
-        })?;
-        drop(download);
+        };
         if stats.diff_id != job.diff_id {
             return Err(ImageError::Corrupt {
                 reference: job.reference.clone(),
@@ -390,13 +355,92 @@ impl LayerFetcher {
             layer = %job.digest,
             bytes = job.size,
             compression = ?stats.compression,
-            download_ms = downloaded_ms,
             total_ms = started.elapsed().as_millis() as u64,
             "layer ready"
         );
         // Counted here, once, whichever pulls shared the download.
         crate::metrics::pulled_bytes(job.size);
         Ok(())
+    }
+}
+
+impl LayerFetcher {
+    /// Downloads the layer's blob from `endpoint` and unpacks it as it arrives, into a
+    /// temporary directory that is kept only if the whole blob came and matched its
+    /// digest. The outer error ends the pull (the blob is no layer, or the host failed);
+    /// the inner one is this endpoint's failure, for the next endpoint to make good.
+    async fn stream_and_unpack(
+        &self,
+        job: &LayerJob,
+        endpoint: &Endpoint,
+    ) -> Result<Result<(unpack::UnpackStats, super::content::TempDir), FetchError>, ImageError>
+    {
+        let target = self
+            .content
+            .temp_dir()
+            .map_err(ImageError::io(self.content.root()))?;
+        let (sink, chunks) = tokio::sync::mpsc::channel(UNPACK_QUEUE);
+        let unpacking = tokio::task::spawn_blocking(move || {
+            unpack::unpack(ChunkReader::new(chunks), target.path()).map(|stats| (stats, target))
+        });
+        let fetched = self
+            .registry
+            .stream_blob(
+                endpoint,
+                &job.repository,
+                &job.digest,
+                job.size,
+                &sink,
+                &job.auth,
+            )
+            .await;
+        // The unpacking reads to the end of what came.
+        drop(sink);
+        let unpacked = unpacking
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))?;
+        match (fetched, unpacked) {
+            (Ok(()), Ok(done)) => Ok(Ok(done)),
+            // All of the blob came, and it is no layer; or the unpacking failed first.
+            (Ok(()) | Err(FetchError::Abandoned { .. }), Err(err)) => Err(ImageError::Corrupt {
+                reference: job.reference.clone(),
+                reason: format!("layer {}: {err}", job.digest),
+            }),
+            // What the unpacking made of a failed download is dropped with its directory.
+            (Err(err), _) => Ok(Err(err)),
+        }
+    }
+}
+
+/// Chunks unpacked as they arrive, at most this many waiting.
+const UNPACK_QUEUE: usize = 64;
+
+/// A blocking reader of the chunks a download sends; its end is the sender's drop.
+struct ChunkReader {
+    chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    fn new(chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ChunkReader {
+        ChunkReader {
+            chunks,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 
@@ -450,17 +494,15 @@ fn fetch_error(reference: &str, failures: Vec<FetchError>) -> ImageError {
     match decisive {
         Some(FetchError::NotFound { .. }) => ImageError::NotFound { reference, reason },
         Some(FetchError::Unauthorized { .. }) => ImageError::Unauthorized { reference, reason },
-        Some(FetchError::DigestMismatch { .. }) => ImageError::Corrupt { reference, reason },
+        Some(FetchError::DigestMismatch { .. }) | Some(FetchError::Abandoned { .. }) => {
+            ImageError::Corrupt { reference, reason }
+        }
         Some(FetchError::Status { status, .. }) if *status >= 500 => {
             ImageError::Unavailable { reference, reason }
         }
         Some(FetchError::Status { .. }) | Some(FetchError::Invalid { .. }) => {
             ImageError::Registry { reference, reason }
         }
-        Some(FetchError::Local { path, reason }) => ImageError::Io {
-            path: path.into(),
-            source: std::io::Error::other(reason.clone()),
-        },
         Some(FetchError::Unreachable { .. }) | None => {
             ImageError::Unavailable { reference, reason }
         }

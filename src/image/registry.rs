@@ -12,14 +12,12 @@
 //!   are accepted only when their size and digest match the descriptor.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::StreamExt;
 use reqwest::{Response, StatusCode, header};
-use tokio::io::AsyncWriteExt;
 
 use super::digest::{Digest, Hasher};
 use super::reference::{DEFAULT_REGISTRY, Reference};
@@ -167,8 +165,9 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
-    #[error("writing {path}: {reason}")]
-    Local { path: String, reason: String },
+    /// What the blob was streamed into stopped taking it (an unpacking that failed).
+    #[error("{what}: its unpacking stopped reading")]
+    Abandoned { what: String },
 }
 
 /// A fetched manifest or index.
@@ -330,16 +329,17 @@ impl RegistryClient {
         }
         Ok(bytes)
     }
-
-    /// Streams a blob to `path`, checking its size and digest. On any failure the file is
-    /// left for the caller's temporary directory to remove.
-    pub async fn download_blob(
+    /// Streams blob `digest` of `size` bytes into `sink` as it arrives, and checks its
+    /// size and digest on the way: `Ok` only once all of it came and matched. What `sink`
+    /// received is to be used only then. A `sink` whose receiver is gone ends the
+    /// download ([`FetchError::Abandoned`]).
+    pub async fn stream_blob(
         &self,
         endpoint: &Endpoint,
         repository: &str,
         digest: &Digest,
         size: u64,
-        path: &Path,
+        sink: &tokio::sync::mpsc::Sender<bytes::Bytes>,
         auth: &Auth,
     ) -> Result<(), FetchError> {
         let what = format!("blob {digest}");
@@ -353,11 +353,6 @@ impl RegistryClient {
                 &what,
             )
             .await?;
-        let local = |e: std::io::Error| FetchError::Local {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let mut file = tokio::fs::File::create(path).await.map_err(local)?;
         let mut hasher = Hasher::default();
         let mut stream = response.bytes_stream();
         let mut last_report = std::time::Instant::now();
@@ -378,9 +373,10 @@ impl RegistryClient {
                     reason: format!("larger than the {size} bytes its descriptor gives"),
                 });
             }
-            file.write_all(&chunk).await.map_err(local)?;
+            if sink.send(chunk).await.is_err() {
+                return Err(FetchError::Abandoned { what });
+            }
         }
-        file.flush().await.map_err(local)?;
         if hasher.len() != size {
             return Err(FetchError::Invalid {
                 endpoint: endpoint.name.clone(),
