@@ -573,7 +573,7 @@ async fn a_hanging_cni_plugin_fails_the_pod_in_time_and_leaves_nothing() {
     assert_nothing_left(&daemon, &tree.0);
 }
 
-/// A runtime that makes the pause container, then hangs: RunPodSandbox fails once the
+/// A runtime that makes and starts the pause container (`run`), then hangs: RunPodSandbox fails once the
 /// start timeout has passed, the runtime command is killed, and the container it made,
 /// its cgroup and the pod's network are undone.
 #[tokio::test]
@@ -582,7 +582,7 @@ async fn a_runtime_hanging_on_create_fails_the_pod_in_time_and_leaves_nothing() 
     let runtime = bin.path().join("hang-runc");
     std::fs::write(
         &runtime,
-        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = create ]; then /usr/sbin/runc \"$@\"; exec sleep 3600; fi\ndone\nexec /usr/sbin/runc \"$@\"\n",
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = run ]; then /usr/sbin/runc \"$@\"; exec sleep 3600; fi\ndone\nexec /usr/sbin/runc \"$@\"\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -728,7 +728,7 @@ fn script(path: &Path, text: &str) {
 /// A daemon killed while the runtime was making a pod's pause, the runtime killed with
 /// it before it saved the container's state: what runc leaves then (the container's
 /// directory under its root, with its exec fifo, and no `state.json`) is made here by a
-/// wrapper, at once, and the wrapper then hangs as the cut-short create would. The runtime
+/// wrapper, at once, and the wrapper then hangs as the cut-short `run` would. The runtime
 /// says it does not know that container; the sweep removes its directory all the same.
 #[tokio::test]
 async fn a_create_cut_short_leaves_no_runtime_directory_after_the_sweep() {
@@ -736,7 +736,7 @@ async fn a_create_cut_short_leaves_no_runtime_directory_after_the_sweep() {
     let runtime = bin.path().join("cut-runc");
     script(
         &runtime,
-        "#!/bin/sh\nroot=$2\nfor id; do :; done\nfor a in \"$@\"; do\n  if [ \"$a\" = create ]; then mkdir -p \"$root/$id\" && mkfifo \"$root/$id/exec.fifo\"; exec sleep 3600; fi\ndone\nexec /usr/sbin/runc \"$@\"\n",
+        "#!/bin/sh\nroot=$2\nfor id; do :; done\nfor a in \"$@\"; do\n  if [ \"$a\" = run ]; then mkdir -p \"$root/$id\" && mkfifo \"$root/$id/exec.fifo\"; exec sleep 3600; fi\ndone\nexec /usr/sbin/runc \"$@\"\n",
     );
     let tree = CgroupTree(format!("berth-cut-{}", std::process::id()));
     let mut daemon = common::Setup::new()

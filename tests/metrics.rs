@@ -159,9 +159,9 @@ async fn a_scrape_shows_what_the_daemon_did() {
     assert!(
         value(
             &during,
-            "berth_runtime_command_duration_seconds_count{command=\"create\"}"
+            "berth_runtime_command_duration_seconds_count{command=\"run\"}"
         ) >= 1.0,
-        "the pause's runc create"
+        "the pause's runc run"
     );
     assert!(
         value(

@@ -6,8 +6,9 @@
 //! `kube-1.35-smoke-and-rich-pod.jsonl`): `ListPodSandbox` with no filter and with the
 //! READY state, `ListContainers` with no filter and with the RUNNING state, and a
 //! `PodSandboxStatus` and a `ContainerStatus` for every pod; every tenth second a
-//! `ListContainerStats` too. The targets take turns, one minute each, so that neither
-//! competes with the other for the CPUs. CPU time is read from `/proc/<pid>/stat`
+//! `ListContainerStats` too. The targets take turns, a third of the time each, three
+//! times over, so that neither competes with the other for the CPUs; the CPU figures
+//! have a sample per turn. CPU time is read from `/proc/<pid>/stat`
 //! (user + system, with reaped children such as runc), for the daemon alone and for
 //! every process of the runtime (daemon and monitors or shims).
 
@@ -26,7 +27,11 @@ use super::{Target, ms, processes_mentioning};
 /// The clock ticks of `/proc/<pid>/stat` (USER_HZ, 100 on Linux whatever the kernel's HZ).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// `seconds` seconds of the kubelet's polling on each target in turn.
+/// Rounds the polling is cut into, the targets taking turns (which goes first changes),
+/// so that a slow patch of the machine does not fall on one target only.
+const ROUNDS: usize = 3;
+
+/// `seconds` seconds of the kubelet's polling on each target, in [`ROUNDS`] turns.
 pub async fn polling(
     targets: &mut [Target],
     running: &[Vec<Running>],
@@ -41,28 +46,34 @@ pub async fn polling(
         "s",
     );
     let mut round = Figure::new(&label("one second's calls"), "ms");
-    for (i, target) in targets.iter_mut().enumerate() {
-        super::settle().await;
-        let processes = processes_mentioning(&target.dir);
-        let daemon_before = cpu_ticks(target.pid);
-        let before: u64 = processes.iter().map(|&pid| cpu_ticks(pid)).sum();
-        let started = tokio::time::Instant::now();
-        for tick in 0..seconds {
-            tokio::time::sleep_until(started + Duration::from_secs(tick as u64)).await;
-            let begun = Instant::now();
-            target.kubelet_second(&running[i], tick % 10 == 0).await;
-            round.runtime(i).push(ms(begun.elapsed()));
+    let share = seconds.div_ceil(ROUNDS).max(1);
+    for turn in 0..ROUNDS {
+        for i in super::turns(turn, targets.len()) {
+            let target = &mut targets[i];
+            super::settle().await;
+            let processes = processes_mentioning(&target.dir);
+            let daemon_before = cpu_ticks(target.pid);
+            let before: u64 = processes.iter().map(|&pid| cpu_ticks(pid)).sum();
+            let started = tokio::time::Instant::now();
+            for tick in 0..share {
+                tokio::time::sleep_until(started + Duration::from_secs(tick as u64)).await;
+                let begun = Instant::now();
+                target
+                    .kubelet_second(&running[i], (turn * share + tick) % 10 == 0)
+                    .await;
+                round.runtime(i).push(ms(begun.elapsed()));
+            }
+            tokio::time::sleep_until(started + Duration::from_secs(share as u64)).await;
+            let minutes = started.elapsed().as_secs_f64() / 60.0;
+            let after: u64 = processes.iter().map(|&pid| cpu_ticks(pid)).sum();
+            let seconds_of = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / minutes;
+            daemon.runtime(i).push(seconds_of(
+                cpu_ticks(target.pid).saturating_sub(daemon_before),
+            ));
+            runtime
+                .runtime(i)
+                .push(seconds_of(after.saturating_sub(before)));
         }
-        tokio::time::sleep_until(started + Duration::from_secs(seconds as u64)).await;
-        let minutes = started.elapsed().as_secs_f64() / 60.0;
-        let after: u64 = processes.iter().map(|&pid| cpu_ticks(pid)).sum();
-        let seconds_of = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / minutes;
-        daemon.runtime(i).push(seconds_of(
-            cpu_ticks(target.pid).saturating_sub(daemon_before),
-        ));
-        runtime
-            .runtime(i)
-            .push(seconds_of(after.saturating_sub(before)));
     }
     vec![daemon, runtime, round]
 }

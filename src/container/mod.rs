@@ -100,11 +100,12 @@ impl Containers {
         self.records.filter_map(|r| f(r).then(|| r.id.clone()))
     }
 
-    /// The records of sandbox `id`'s containers, brought up to date (only theirs).
-    pub fn of_sandbox_refreshed(&self, id: &str) -> Result<Vec<ContainerRecord>, StoreError> {
+    /// The records of sandbox `id`'s containers, up to date as a listing has them (see
+    /// [`Containers::current`]).
+    pub fn of_sandbox_current(&self, id: &str) -> Result<Vec<ContainerRecord>, StoreError> {
         self.of_sandbox(id)
             .into_iter()
-            .map(|r| self.refresh(r))
+            .map(|r| self.current(r))
             .collect()
     }
 
@@ -167,6 +168,26 @@ impl Containers {
     /// The container with this id or unique id prefix, its state brought up to date.
     pub fn find(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         self.records.get(id).map(|r| self.refresh(r)).transpose()
+    }
+
+    /// The container with this id or unique id prefix, up to date as a listing has it
+    /// (see [`Containers::current`]): for the status RPCs, which the kubelet calls for
+    /// every container every second.
+    pub fn find_current(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        self.records.get(id).map(|r| self.current(r)).transpose()
+    }
+
+    /// The record brought up to date, unless it is a running container whose monitor is
+    /// watched: its end is recorded as it happens. The lifecycle RPCs, which must see an
+    /// exit the moment its file is written, use [`Containers::refresh`].
+    pub fn current(&self, record: ContainerRecord) -> Result<ContainerRecord, StoreError> {
+        let watched = record.state == ContainerState::Running
+            && self.watched.with(|watched| watched(&record.id));
+        if watched {
+            Ok(record)
+        } else {
+            self.refresh(record)
+        }
     }
 
     /// Every container, states brought up to date.

@@ -302,11 +302,11 @@ impl Runtime {
 }
 
 impl OciRuntime for Runtime {
-    /// `create`: sets the container up, its process waiting for `start`. Its stdio is
+    /// `run --detach`: sets the container up and starts its process. Its stdio is
     /// /dev/null (the pause program has nothing to say). The runtime's own messages go
     /// to a log file in the bundle: the container inherits its stdio, so a pipe there
     /// would stay open as long as the container lives.
-    async fn create(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), OciError> {
+    async fn run(&self, id: &str, bundle: &Path, pid_file: &Path) -> Result<(), OciError> {
         let log = Runtime::fresh_log(bundle);
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
@@ -315,7 +315,8 @@ impl OciRuntime for Runtime {
             .arg(&log)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
+            .arg("run")
+            .arg("--detach")
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -329,7 +330,7 @@ impl OciRuntime for Runtime {
             binary: self.binary.clone(),
             source,
         })?;
-        let status = self.finish("create", id, child).await?.status;
+        let status = self.finish("run", id, child).await?.status;
         if status.success() {
             return Ok(());
         }
@@ -337,16 +338,10 @@ impl OciRuntime for Runtime {
         let message = last_error(&logged).unwrap_or_else(|| format!("failed ({status})"));
         Err(OciError::Failed {
             binary: self.binary.clone(),
-            command: "create",
+            command: "run",
             id: id.to_string(),
             message,
         })
-    }
-
-    async fn start(&self, id: &str) -> Result<(), OciError> {
-        let mut cmd = self.command();
-        cmd.arg("start").arg(id);
-        self.run("start", id, cmd).await.map(drop)
     }
 
     /// Sends a signal to the container's init process.

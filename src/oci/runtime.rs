@@ -112,16 +112,15 @@ pub enum Failure {
 
 /// An OCI runtime handler.
 pub trait OciRuntime: Send + Sync {
-    /// Sets a container up from the bundle, its process waiting for `start`; writes its
-    /// pid to `pid_file`.
-    fn create(
+    /// Creates a container from the bundle and starts its process, detached, in one
+    /// command (`run --detach`: one runtime process where `create` and `start` take
+    /// two); writes its pid to `pid_file`.
+    fn run(
         &self,
         id: &str,
         bundle: &Path,
         pid_file: &Path,
     ) -> impl Future<Output = Result<(), OciError>> + Send;
-    /// Runs the process of a created container.
-    fn start(&self, id: &str) -> impl Future<Output = Result<(), OciError>> + Send;
     /// Signals the container's init (`KILL`, `TERM`, `SIGQUIT`, a number).
     /// [`OciError::NotRunning`] or [`OciError::NotFound`] when there is none.
     fn kill(&self, id: &str, signal: &str) -> impl Future<Output = Result<(), OciError>> + Send;

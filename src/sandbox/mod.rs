@@ -219,6 +219,18 @@ impl Sandboxes {
         Ok(self.records.filter_map(f))
     }
 
+    /// The record brought up to date, unless it is a ready sandbox whose pause is
+    /// watched: its end is recorded as it happens.
+    pub fn current(&self, record: SandboxRecord) -> Result<SandboxRecord, StoreError> {
+        let watched =
+            record.state == SandboxState::Ready && self.watched.with(|watched| watched(&record.id));
+        if watched {
+            Ok(record)
+        } else {
+            self.refresh(record)
+        }
+    }
+
     /// Marks sandbox `id`'s pause as watched while the mark lives: its end is heard of as
     /// it happens, and listings leave its record as it is.
     pub fn watch(&self, id: &str) -> WatchMark {

@@ -376,7 +376,7 @@ impl CriService {
         }))
     }
 
-    /// Writes the pause bundle, creates and starts the pause container; returns its pid.
+    /// Writes the pause bundle, runs the pause container (`run --detach`: created and started by one runtime command); returns its pid.
     async fn start_pause(
         &self,
         pod: &PodRequest,
@@ -421,12 +421,8 @@ impl CriService {
             .map_err(|e| Error::Task(format!("encoding the pause spec: {e}")))?;
         std::fs::write(&config_path, json).map_err(Error::io("pause bundle", &config_path))?;
         let pid_file = dir.join("pause.pid");
-        let started = match pod.runtime.create(&pod.id, dir, &pid_file).await {
-            Ok(()) => pod.runtime.start(&pod.id).await,
-            Err(err) => Err(err),
-        };
-        if let Err(err) = started {
-            // A create that failed or was killed half-way may have left the container in
+        if let Err(err) = pod.runtime.run(&pod.id, dir, &pid_file).await {
+            // A run that failed or was killed half-way may have left the container in
             // the runtime, or only its init in its cgroup.
             let _ = stop_and_delete(&pod.runtime, &pod.id).await;
             self.cgroups.remove(&pod.cgroups_path).await;
@@ -818,10 +814,7 @@ mod lifecycle_tests {
     }
 
     impl OciRuntime for Fake {
-        async fn create(&self, _: &str, _: &Path, _: &Path) -> Result<(), OciError> {
-            unreachable!("not used by the helpers")
-        }
-        async fn start(&self, _: &str) -> Result<(), OciError> {
+        async fn run(&self, _: &str, _: &Path, _: &Path) -> Result<(), OciError> {
             unreachable!("not used by the helpers")
         }
         async fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {

@@ -42,8 +42,16 @@ impl CriService {
     }
 
     /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
+    /// Its state and its containers' are as a listing has them ([`crate::sandbox::Sandboxes::current`]).
     pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
-        let record = self.sandbox(id)?;
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let record = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
+            kind: "pod sandbox",
+            id: id.to_string(),
+        })?;
+        let record = self.sandboxes.current(record)?;
         let status = sandbox_status_of(&record);
         let mut info = HashMap::new();
         if verbose {
@@ -62,7 +70,7 @@ impl CriService {
         let timestamp = crate::image::now_ns();
         let containers_statuses = self
             .containers
-            .of_sandbox_refreshed(&record.id)?
+            .of_sandbox_current(&record.id)?
             .iter()
             .map(super::container_status::container_status_of)
             .collect();
