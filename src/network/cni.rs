@@ -2,7 +2,8 @@
 //! `CNI_*` variables in its environment and its network configuration on stdin, and
 //! answers with a result (or an error) as JSON on stdout.
 //!
-//! A pod is attached by bringing up `lo` with the loopback plugin, then running the
+//! A pod is attached by bringing up `lo` (in the daemon, as the loopback plugin would:
+//! [`super::loopback`]), then running the
 //! network list's plugins in order, each given the previous result (`prevResult`) and,
 //! when it declares the capability, the pod's port mappings (`runtimeConfig`). The final
 //! result and the configuration used are cached under `state`, so DEL gets the same
@@ -37,6 +38,8 @@ pub enum CniError {
     },
     #[error("CNI result cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    #[error("bringing up lo in the network namespace of pod {pod}: {reason}")]
+    Loopback { pod: String, reason: String },
 }
 
 /// Whether a plugin's DEL failed only because what it would delete is gone already: the
@@ -202,10 +205,15 @@ impl Cni {
         }
     }
 
-    /// The ADDs themselves: `lo`, then each plugin of the list with the previous one's
-    /// result; returns the last result.
+    /// The ADDs themselves: `lo` up ([`super::loopback`]), then each plugin of the list
+    /// with the previous one's result; returns the last result.
     async fn add(&self, list: &Value, pod: &PodNetwork<'_>) -> Result<Value, CniError> {
-        let loopback = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
+        super::loopback::up(pod.netns)
+            .await
+            .map_err(|err| CniError::Loopback {
+                pod: pod.id.to_string(),
+                reason: err.to_string(),
+            })?;
         let args = pod.cni_args();
         let call = |ifname| Call {
             command: "ADD",
@@ -214,7 +222,6 @@ impl Cni {
             ifname,
             netns: Some(pod.netns),
         };
-        self.exec(&call("lo"), &loopback).await?;
         let version = list["cniVersion"].clone();
         let name = list["name"].clone();
         let mut previous: Option<Value> = None;

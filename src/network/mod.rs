@@ -6,6 +6,7 @@
 //! `[network] bin_dirs`.
 
 pub mod cni;
+pub mod loopback;
 
 use std::path::{Path, PathBuf};
 
