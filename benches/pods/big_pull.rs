@@ -77,8 +77,12 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
             .wrapping_add(1442695040888963407);
         let word = WORDS[(n >> 33) as usize % WORDS.len()];
         out.extend_from_slice(word.as_bytes());
-        out.extend_from_slice(if (n >> 40) % 9 == 0 { b"\n" } else { b" " });
-        if (n >> 50) % 7 == 0 {
+        out.extend_from_slice(if (n >> 40).is_multiple_of(9) {
+            b"\n"
+        } else {
+            b" "
+        });
+        if (n >> 50).is_multiple_of(7) {
             out.extend_from_slice(format!("{} ", n >> 44).as_bytes());
         }
     }
@@ -90,7 +94,7 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
 fn layer(shape: &Shape, k: usize) -> super::common::images::Layer {
     let seed = 0x5eed_0000 + k as u64;
     let mut builder = LayerBuilder::new();
-    if k % 6 == 0 {
+    if k.is_multiple_of(6) {
         builder = builder.file(
             &format!("big/blob-{k}"),
             &random(seed, shape.big_file),

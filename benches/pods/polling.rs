@@ -59,7 +59,7 @@ pub async fn polling(
                 tokio::time::sleep_until(started + Duration::from_secs(tick as u64)).await;
                 let begun = Instant::now();
                 target
-                    .kubelet_second(&running[i], (turn * share + tick) % 10 == 0)
+                    .kubelet_second(&running[i], (turn * share + tick).is_multiple_of(10))
                     .await;
                 round.runtime(i).push(ms(begun.elapsed()));
             }
