@@ -558,6 +558,44 @@ async fn a_corrupt_blob_fails_the_pull_and_stores_nothing() {
     );
 }
 
+/// A mirror that serves other bytes for a layer (here from the first byte, so that its
+/// unpacking fails long before the download ends) does not fail the pull: the bytes do
+/// not match their digest, and the next endpoint, the registry itself, serves the layer.
+#[tokio::test]
+async fn a_mirror_with_wrong_bytes_gives_way_to_the_next_endpoint() {
+    let (mirror, upstream) = (Registry::start().await, Registry::start().await);
+    let image = busybox_image(Compression::Gzip, "");
+    mirror.push("library/busybox", "latest", &image).await;
+    upstream.push("library/busybox", "latest", &image).await;
+    let top = &image.layers[1];
+    let data = mirror.blob_path(&top.digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    for byte in bytes.iter_mut().take(64) {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&data, bytes).unwrap();
+    let daemon = Setup::new()
+        .toml(&format!(
+            "[registries.\"docker.io\"]\nmirrors = [\"{}\"]\nserver = \"{}\"",
+            mirror.url(),
+            upstream.url()
+        ))
+        .start()
+        .await;
+    let mut client = daemon.images().await;
+    pull(&mut client, "busybox")
+        .await
+        .expect("the registry serves what the mirror got wrong");
+    let layers = daemon.paths().root.join("images/layers/sha256");
+    for layer in &image.layers {
+        assert!(layers.join(&layer.diff_id["sha256:".len()..]).is_dir());
+    }
+    assert!(
+        daemon.log().contains(&top.digest),
+        "the mirror's failure is logged"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_pulls_share_one_download() {
     let registry = Registry::start().await;

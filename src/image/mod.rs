@@ -15,6 +15,7 @@ pub mod digest;
 mod gc;
 mod import;
 mod inflight;
+mod landing;
 pub mod manifest;
 mod pull;
 pub mod reference;

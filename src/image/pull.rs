@@ -327,13 +327,17 @@ impl LayerFetcher {
                     unpacked = Some(done);
                     break;
                 }
-                Err(err) => failures.push(err),
+                Err(err) => {
+                    tracing::warn!(layer = %job.digest, from = %endpoint.name, %err, "layer fetch failed");
+                    failures.push(err);
+                }
             }
         }
         let Some((stats, target)) = unpacked else {
             return Err(fetch_error(&job.reference, failures));
         };
         if stats.diff_id != job.diff_id {
+            tokio::task::spawn_blocking(move || drop(target));
             return Err(ImageError::Corrupt {
                 reference: job.reference.clone(),
                 reason: format!(
@@ -365,23 +369,26 @@ impl LayerFetcher {
 }
 
 impl LayerFetcher {
-    /// Downloads the layer's blob from `endpoint` and unpacks it as it arrives, into a
-    /// temporary directory that is kept only if the whole blob came and matched its
-    /// digest. The outer error ends the pull (the blob is no layer, or the host failed);
-    /// the inner one is this endpoint's failure, for the next endpoint to make good.
+    /// Downloads the layer's blob from `endpoint` into a landing file and unpacks it from
+    /// there as it grows ([`super::landing`]), into a temporary directory that is kept
+    /// only if the whole blob came and matched its digest. The outer error ends the pull
+    /// (the blob matched and is no layer, or the host failed); the inner one is this
+    /// endpoint's failure (unreachable, wrong bytes), for the next endpoint to make good.
     async fn stream_and_unpack(
         &self,
         job: &LayerJob,
         endpoint: &Endpoint,
-    ) -> Result<Result<(unpack::UnpackStats, super::content::TempDir), FetchError>, ImageError>
-    {
-        let target = self
-            .content
-            .temp_dir()
-            .map_err(ImageError::io(self.content.root()))?;
-        let (sink, chunks) = tokio::sync::mpsc::channel(UNPACK_QUEUE);
+    ) -> Result<Result<Unpacked, FetchError>, ImageError> {
+        let io = |source| ImageError::Io {
+            path: self.content.root().to_path_buf(),
+            source,
+        };
+        let download = self.content.temp_dir().map_err(io)?;
+        let target = self.content.temp_dir().map_err(io)?;
+        let (mut landing, reader) =
+            super::landing::open(&download.path().join("blob")).map_err(io)?;
         let unpacking = tokio::task::spawn_blocking(move || {
-            unpack::unpack(ChunkReader::new(chunks), target.path()).map(|stats| (stats, target))
+            unpack::unpack(reader, target.path()).map(|stats| (stats, target))
         });
         let fetched = self
             .registry
@@ -390,59 +397,44 @@ impl LayerFetcher {
                 &job.repository,
                 &job.digest,
                 job.size,
-                &sink,
+                &mut landing,
                 &job.auth,
             )
             .await;
-        // The unpacking reads to the end of what came.
-        drop(sink);
+        landing.finish(fetched.is_ok());
         let unpacked = unpacking
             .await
             .map_err(|e| ImageError::Task(e.to_string()))?;
+        // Both directories go in the blocking pool: an unpacked layer can be large.
+        let discard = |dirs: Vec<super::content::TempDir>| {
+            tokio::task::spawn_blocking(move || drop(dirs));
+        };
         match (fetched, unpacked) {
-            (Ok(()), Ok(done)) => Ok(Ok(done)),
-            // All of the blob came, and it is no layer; or the unpacking failed first.
-            (Ok(()) | Err(FetchError::Abandoned { .. }), Err(err)) => Err(ImageError::Corrupt {
-                reference: job.reference.clone(),
-                reason: format!("layer {}: {err}", job.digest),
-            }),
-            // What the unpacking made of a failed download is dropped with its directory.
-            (Err(err), _) => Ok(Err(err)),
-        }
-    }
-}
-
-/// Chunks unpacked as they arrive, at most this many waiting.
-const UNPACK_QUEUE: usize = 64;
-
-/// A blocking reader of the chunks a download sends; its end is the sender's drop.
-struct ChunkReader {
-    chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    current: bytes::Bytes,
-}
-
-impl ChunkReader {
-    fn new(chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ChunkReader {
-        ChunkReader {
-            chunks,
-            current: bytes::Bytes::new(),
-        }
-    }
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.chunks.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
+            (Ok(()), Ok(done)) => {
+                discard(vec![download]);
+                Ok(Ok(done))
+            }
+            // All of the blob came and matched, and it is no layer.
+            (Ok(()), Err(err)) => {
+                discard(vec![download]);
+                Err(ImageError::Corrupt {
+                    reference: job.reference.clone(),
+                    reason: format!("layer {}: {err}", job.digest),
+                })
+            }
+            // What the unpacking made of bytes that did not come whole or right goes.
+            (Err(err), unpacked) => {
+                let mut dirs = vec![download];
+                dirs.extend(unpacked.ok().map(|(_, target)| target));
+                discard(dirs);
+                Ok(Err(err))
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }
+
+/// A layer unpacked into its temporary directory.
+type Unpacked = (unpack::UnpackStats, super::content::TempDir);
 
 /// The layers to fetch: one job each, from the endpoints in their order.
 fn layer_jobs(
@@ -494,15 +486,17 @@ fn fetch_error(reference: &str, failures: Vec<FetchError>) -> ImageError {
     match decisive {
         Some(FetchError::NotFound { .. }) => ImageError::NotFound { reference, reason },
         Some(FetchError::Unauthorized { .. }) => ImageError::Unauthorized { reference, reason },
-        Some(FetchError::DigestMismatch { .. }) | Some(FetchError::Abandoned { .. }) => {
-            ImageError::Corrupt { reference, reason }
-        }
+        Some(FetchError::DigestMismatch { .. }) => ImageError::Corrupt { reference, reason },
         Some(FetchError::Status { status, .. }) if *status >= 500 => {
             ImageError::Unavailable { reference, reason }
         }
         Some(FetchError::Status { .. }) | Some(FetchError::Invalid { .. }) => {
             ImageError::Registry { reference, reason }
         }
+        Some(FetchError::Local { path, reason }) => ImageError::Io {
+            path: path.into(),
+            source: std::io::Error::other(reason.clone()),
+        },
         Some(FetchError::Unreachable { .. }) | None => {
             ImageError::Unavailable { reference, reason }
         }

@@ -165,9 +165,8 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
-    /// What the blob was streamed into stopped taking it (an unpacking that failed).
-    #[error("{what}: its unpacking stopped reading")]
-    Abandoned { what: String },
+    #[error("writing {path}: {reason}")]
+    Local { path: String, reason: String },
 }
 
 /// A fetched manifest or index.
@@ -329,17 +328,16 @@ impl RegistryClient {
         }
         Ok(bytes)
     }
-    /// Streams blob `digest` of `size` bytes into `sink` as it arrives, and checks its
-    /// size and digest on the way: `Ok` only once all of it came and matched. What `sink`
-    /// received is to be used only then. A `sink` whose receiver is gone ends the
-    /// download ([`FetchError::Abandoned`]).
+    /// Streams blob `digest` of `size` bytes into `landing` as it arrives, and checks its
+    /// size and digest on the way: `Ok` only once all of it came and matched. What
+    /// landed is to be used only then (the caller tells the landing's reader so).
     pub async fn stream_blob(
         &self,
         endpoint: &Endpoint,
         repository: &str,
         digest: &Digest,
         size: u64,
-        sink: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+        landing: &mut super::landing::Landing,
         auth: &Auth,
     ) -> Result<(), FetchError> {
         let what = format!("blob {digest}");
@@ -373,9 +371,10 @@ impl RegistryClient {
                     reason: format!("larger than the {size} bytes its descriptor gives"),
                 });
             }
-            if sink.send(chunk).await.is_err() {
-                return Err(FetchError::Abandoned { what });
-            }
+            landing.write(&chunk).map_err(|e| FetchError::Local {
+                path: format!("the landing file of {what}"),
+                reason: e.to_string(),
+            })?;
         }
         if hasher.len() != size {
             return Err(FetchError::Invalid {

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -38,6 +38,9 @@ pub enum Compression {
     Gzip,
     Zstd,
 }
+
+/// The bytes [`Compression::sniff`] needs (zstd's magic; gzip's is 2).
+const MAGIC_LEN: usize = 4;
 
 impl Compression {
     pub fn sniff(head: &[u8]) -> Compression {
@@ -78,9 +81,21 @@ const OPAQUE: &str = ".wh..wh..opq";
 const WHITEOUT_PREFIX: &str = ".wh.";
 
 /// Unpacks the layer read from `blob` into `dest`, an existing empty directory.
-pub fn unpack(blob: impl Read, dest: &Path) -> Result<UnpackStats, UnpackError> {
-    let mut buffered = BufReader::with_capacity(128 * 1024, blob);
-    let compression = Compression::sniff(buffered.fill_buf().map_err(UnpackError::Stream)?);
+pub fn unpack(mut blob: impl Read, dest: &Path) -> Result<UnpackStats, UnpackError> {
+    // The magic bytes, however few a read gives at a time (a blob read as it downloads).
+    let mut head = Vec::with_capacity(MAGIC_LEN);
+    let mut byte = [0u8; MAGIC_LEN];
+    while head.len() < MAGIC_LEN {
+        let n = blob
+            .read(&mut byte[..MAGIC_LEN - head.len()])
+            .map_err(UnpackError::Stream)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&byte[..n]);
+    }
+    let compression = Compression::sniff(&head);
+    let buffered = BufReader::with_capacity(128 * 1024, std::io::Cursor::new(head).chain(blob));
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
@@ -670,6 +685,26 @@ mod tests {
             assert_eq!(stats.diff_id, Digest::of(&tar));
             assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"hello");
         }
+    }
+
+    /// A blob read as it downloads may come a byte at a time: its compression is still
+    /// told by its magic bytes.
+    #[test]
+    fn a_blob_that_comes_a_byte_at_a_time_is_told_by_its_magic() {
+        struct Trickle(std::io::Cursor<Vec<u8>>);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let one = buf.len().min(1);
+                self.0.read(&mut buf[..one])
+            }
+        }
+        let tar = TarBuilder::new().file("a", b"hello", 0o644).finish();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let stats = unpack(Trickle(std::io::Cursor::new(zst)), dir.path()).unwrap();
+        assert_eq!(stats.compression, Compression::Zstd);
+        assert_eq!(stats.diff_id, Digest::of(&tar));
+        assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"hello");
     }
 
     #[test]
