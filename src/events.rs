@@ -305,7 +305,17 @@ impl ProcessExit {
     /// `None` if it has ended already. Needs the tokio runtime.
     pub fn watch(pid: i32, still_it: impl FnOnce() -> bool) -> Option<ProcessExit> {
         use rustix::process::{Pid, PidfdFlags, pidfd_open};
-        let fd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+        let fd = match pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            // No such process: it has ended.
+            Err(rustix::io::Errno::SRCH) => return None,
+            // No pidfd to be had (out of descriptors, an old kernel): look now and then.
+            Err(err) => {
+                let err = err.to_string();
+                tracing::debug!(pid, %err, "no pidfd; watching /proc");
+                return still_it().then_some(ProcessExit(Exit::Polled(pid)));
+            }
+        };
         if !still_it() {
             return None;
         }

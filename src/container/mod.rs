@@ -177,13 +177,14 @@ impl Containers {
         self.records.get(id).map(|r| self.current(r)).transpose()
     }
 
-    /// The record brought up to date, unless it is a running container whose monitor is
-    /// watched: its end is recorded as it happens. The lifecycle RPCs, which must see an
-    /// exit the moment its file is written, use [`Containers::refresh`].
+    /// The record brought up to date; for a running container whose monitor is watched,
+    /// only its exit file is looked for (a monitor records the exit, then may give an
+    /// attached client a moment before it ends), not the monitor itself. The lifecycle
+    /// RPCs use [`Containers::refresh`].
     pub fn current(&self, record: ContainerRecord) -> Result<ContainerRecord, StoreError> {
         let watched = record.state == ContainerState::Running
             && self.watched.with(|watched| watched(&record.id));
-        if watched {
+        if watched && ExitRecord::read(&self.monitor_paths(&record.id)).is_none() {
             Ok(record)
         } else {
             self.refresh(record)
@@ -197,7 +198,9 @@ impl Containers {
 
     /// `f` of every record, in id order, once the live ones are brought up to date (see
     /// [`Containers::refresh`]); a running one whose monitor is watched
-    /// ([`Containers::watch`]) is up to date already. Only the records looked at are
+    /// ([`Containers::watch`]) is taken as it is: its exit is recorded once its monitor
+    /// ends (at most a second after the exit, when an attached client is given its
+    /// farewell), and the kubelet lists again every second. Only the records looked at are
     /// cloned on the way: listing many watched or exited containers costs no copies.
     pub fn list_map<T>(
         &self,

@@ -17,6 +17,8 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLMSG_ERROR: u16 = 2;
 const IFF_UP: u32 = 0x1;
+/// How long the kernel's answer may take.
+const ANSWER_TIMEOUT_SECONDS: i64 = 5;
 /// A netlink header (16 bytes) and an `ifinfomsg` (16).
 const REQUEST_LEN: usize = 32;
 
@@ -45,6 +47,12 @@ fn up_inside(namespace: &std::fs::File) -> io::Result<()> {
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkRoute,
+    )?;
+    // The kernel answers at once; a bound all the same, as a plugin had its timeout.
+    nix::sys::socket::setsockopt(
+        &netlink,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT_SECONDS, 0),
     )?;
     sendto(
         netlink.as_raw_fd(),

@@ -247,7 +247,9 @@ impl Runtime {
         }
     }
 
-    async fn run(
+    /// Runs `cmd`, a runtime command on container `id`, to its end (bounded by the
+    /// timeout): its stdout, or the runtime's error.
+    async fn output_of(
         &self,
         command: &'static str,
         id: &str,
@@ -348,7 +350,7 @@ impl OciRuntime for Runtime {
     async fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {
         let mut cmd = self.command();
         cmd.arg("kill").arg(id).arg(signal);
-        self.run("kill", id, cmd).await.map(drop)
+        self.output_of("kill", id, cmd).await.map(drop)
     }
 
     /// Removes a stopped container's runtime state. Without `--force`: `runc delete
@@ -356,7 +358,7 @@ impl OciRuntime for Runtime {
     async fn delete(&self, id: &str) -> Result<(), OciError> {
         let mut cmd = self.command();
         cmd.arg("delete").arg(id);
-        let deleted = self.run("delete", id, cmd).await.map(drop);
+        let deleted = self.output_of("delete", id, cmd).await.map(drop);
         if let Err(OciError::NotFound { .. }) = &deleted {
             self.remove_leftover(id);
         }
@@ -394,7 +396,7 @@ impl OciRuntime for Runtime {
     async fn state(&self, id: &str) -> Result<Option<State>, OciError> {
         let mut cmd = self.command();
         cmd.arg("state").arg(id);
-        match self.run("state", id, cmd).await {
+        match self.output_of("state", id, cmd).await {
             Ok(stdout) => serde_json::from_slice(&stdout)
                 .map(Some)
                 .map_err(|e| OciError::Failed {

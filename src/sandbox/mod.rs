@@ -220,7 +220,8 @@ impl Sandboxes {
     }
 
     /// The record brought up to date, unless it is a ready sandbox whose pause is
-    /// watched: its end is recorded as it happens.
+    /// watched: its end is recorded as it happens. (Its netns pin is not looked at
+    /// then: only a stop, which makes the sandbox NotReady first, removes it.)
     pub fn current(&self, record: SandboxRecord) -> Result<SandboxRecord, StoreError> {
         let watched =
             record.state == SandboxState::Ready && self.watched.with(|watched| watched(&record.id));

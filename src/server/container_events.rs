@@ -203,13 +203,24 @@ impl CriService {
                 exit.ended().await;
             }
             drop(mark);
-            let Some(service) = service.upgrade() else {
-                return;
-            };
-            if let Some(record) = service.sandboxes.find(&id)
-                && let Err(err) = service.sandboxes.refresh(record)
-            {
-                tracing::warn!(sandbox = %id, %err, "cannot record its pause's end");
+            // As for containers: a change made meanwhile wins over the correction; ask
+            // again until the pod is no longer Ready.
+            for _ in 0..EXIT_TRIES {
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                let Some(record) = service.sandboxes.find(&id) else {
+                    return;
+                };
+                match service.sandboxes.refresh(record) {
+                    Ok(record) if record.state == SandboxState::Ready => {}
+                    Ok(_) => return,
+                    Err(err) => {
+                        tracing::warn!(sandbox = %id, %err, "cannot record its pause's end")
+                    }
+                }
+                drop(service);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         });
     }
