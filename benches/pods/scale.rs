@@ -45,7 +45,12 @@ pub async fn parallel(targets: &mut [Target], pods: usize, in_flight: usize) -> 
     let mut p99 = Figure::new(&format!("{label}: p99 latency per pod"), "ms");
     let mut busy = Figure::new(&format!("{label}: machine CPU busy"), "%");
     let mut cpu = Figure::new(&format!("{label}: machine CPU seconds per pod"), "ms");
-    let mut daemon_cpu = Figure::new(&format!("{label}: daemon CPU seconds per pod"), "ms");
+    let mut daemon_cpu = Figure::new(
+        &format!(
+            "{label}: daemon and the commands it ran (runc, CNI, iptables), CPU seconds per pod"
+        ),
+        "ms",
+    );
     let mut parts = Vec::new();
     for (i, target) in targets.iter_mut().enumerate() {
         super::settle().await;

@@ -3,7 +3,8 @@
 //! The configuration in use is the first file of `[network] conf_dir`, in lexical order,
 //! ending in `.conflist`, `.conf` or `.json`, as libcni picks it. The network is ready
 //! when that file parses and every plugin it names is an executable in one of
-//! `[network] bin_dirs`.
+//! `[network] bin_dirs`. A pod's `lo` is brought up by the daemon itself ([`loopback`]);
+//! its network by the plugins ([`cni`]).
 
 pub mod cni;
 pub mod loopback;

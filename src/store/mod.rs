@@ -8,7 +8,8 @@
 //! Every write is one redb transaction, committed durably before the call returns, so the
 //! store survives a crash of the daemon at any point: a reader sees a record whole or not
 //! at all. In-memory indexes elsewhere in berth are caches rebuilt from this store at
-//! start-up.
+//! start-up ([`RecordCache`]); [`Watched`] says which live records have a watcher that
+//! records their process's end as it happens.
 
 mod cache;
 mod records;
