@@ -9,9 +9,9 @@ use std::time::Duration;
 use berth::proto::{
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, StartContainerRequest,
 };
+use common::CgroupTree;
 use common::leaks::assert_nothing_left;
 use common::world::{busybox_mirror, container, pod_config, remove_pod, run_pod};
-use common::{CgroupTree, Daemon, wait_for};
 
 /// Every sample of a scrape: `name{labels}` → value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -28,21 +28,6 @@ fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
         .unwrap_or_else(|| panic!("{key} in {samples:#?}"))
-}
-
-/// The address the daemon says it serves the metrics on.
-async fn metrics_address(daemon: &Daemon) -> String {
-    wait_for("the metrics server", Duration::from_secs(10), || {
-        let log = daemon.log();
-        let address = log
-            .lines()
-            .find(|l| l.contains("metrics served at /metrics"))
-            .and_then(|l| l.split("address=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(String::from);
-        async move { address }
-    })
-    .await
 }
 
 async fn scrape(http: &reqwest::Client, address: &str) -> BTreeMap<String, f64> {
@@ -68,7 +53,7 @@ async fn scrape(http: &reqwest::Client, address: &str) -> BTreeMap<String, f64> 
 async fn a_scrape_shows_what_the_daemon_did() {
     let (_registry, daemon) =
         busybox_mirror("latest", "[metrics]\naddress = \"127.0.0.1:0\"").await;
-    let address = metrics_address(&daemon).await;
+    let address = daemon.metrics_address().await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

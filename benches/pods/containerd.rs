@@ -136,18 +136,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     /// SIGTERM, and waits until containerd has exited (its shims and pods run on).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let start = Instant::now();
-        while child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(child) = self.child.take() {
+            let _ = tokio::task::spawn_blocking(move || terminate(child)).await;
         }
     }
 
@@ -172,17 +162,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let start = Instant::now();
-            while child.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(10) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(child) = self.child.take() {
+            terminate(child);
         }
         // What a failed run may have left: shims and containers of this containerd only.
         for pid in crate::processes_mentioning(self.dir.path()) {
@@ -195,5 +176,20 @@ impl Drop for Containerd {
             let _ = std::fs::remove_dir(SHIM_SOCKETS);
             let _ = Path::new(SHIM_SOCKETS).parent().map(std::fs::remove_dir);
         }
+    }
+}
+
+/// SIGTERM to our containerd, by the pid we started it with, and waits until it has
+/// exited (SIGKILL after 10 s).
+fn terminate(mut child: Child) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let start = Instant::now();
+    while child.try_wait().ok().flatten().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -263,7 +263,7 @@ async fn main() {
         .with_handler("youki"),
     ];
     // berth's timings, for the parallel figure's account of where the time goes.
-    targets[0].metrics = Some(metrics_address(&berth).await);
+    targets[0].metrics = Some(berth.metrics_address().await);
     for target in &mut targets[..2] {
         target.pull(&busybox_ref).await;
     }
@@ -756,21 +756,6 @@ fn layered_image() -> TestImage {
         );
     }
     TestImage::new(layers, ImageConfig::default())
-}
-
-/// The address berth says it serves its metrics on.
-async fn metrics_address(berth: &common::Daemon) -> String {
-    common::wait_for("berth's metrics server", Duration::from_secs(10), || {
-        let address = berth
-            .log()
-            .lines()
-            .find(|l| l.contains("metrics served at /metrics"))
-            .and_then(|l| l.split("address=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(String::from);
-        async move { address }
-    })
-    .await
 }
 
 /// The order of the `count` targets in round `n`: each goes first in turn.

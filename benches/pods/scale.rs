@@ -66,17 +66,8 @@ pub async fn parallel(targets: &mut [Target], pods: usize, in_flight: usize) -> 
                 let mut target = target.fork();
                 async move {
                     let begun = Instant::now();
-                    let pod = target.run_pod(&format!("par-{in_flight}-{n}")).await;
-                    let busybox = target.busybox.clone();
-                    Target::create_start(
-                        &mut target.runtime,
-                        &busybox,
-                        &pod,
-                        "sleeper",
-                        &["sleep", "3600"],
-                    )
-                    .await;
-                    (pod, ms(begun.elapsed()))
+                    let running = target.sleeper_pod(&format!("par-{in_flight}-{n}")).await;
+                    (running.pod, ms(begun.elapsed()))
                 }
             })
             .buffer_unordered(in_flight)
@@ -255,17 +246,7 @@ pub async fn node(
 async fn grow(targets: &mut [Target], running: &mut [Vec<Running>], pods: usize) {
     for (target, mine) in targets.iter_mut().zip(running.iter_mut()) {
         for n in mine.len()..pods {
-            let pod = target.run_pod(&format!("node-{n}")).await;
-            let busybox = target.busybox.clone();
-            let (container, _, _) = Target::create_start(
-                &mut target.runtime,
-                &busybox,
-                &pod,
-                "sleeper",
-                &["sleep", "3600"],
-            )
-            .await;
-            mine.push(Running { pod, container });
+            mine.push(target.sleeper_pod(&format!("node-{n}")).await);
         }
     }
 }
@@ -313,6 +294,21 @@ async fn dense(targets: &mut [Target], running: &[Vec<Running>], samples: usize)
 }
 
 impl Target {
+    /// A pod running one busybox `sleep`.
+    async fn sleeper_pod(&mut self, name: &str) -> Running {
+        let pod = self.run_pod(name).await;
+        let busybox = self.busybox.clone();
+        let (container, _, _) = Target::create_start(
+            &mut self.runtime,
+            &busybox,
+            &pod,
+            "sleeper",
+            &["sleep", "3600"],
+        )
+        .await;
+        Running { pod, container }
+    }
+
     /// The same endpoint on the same connection, for calls made at once.
     pub fn fork(&self) -> Target {
         Target {

@@ -10,7 +10,7 @@ use crate::events::{Change, ProcessExit, Subscription};
 use crate::proto::{ContainerEventResponse, ContainerEventType};
 use crate::store::{ContainerState, SandboxState};
 
-/// How often a watcher asks for a container's exit to be recorded (50 ms apart).
+/// How often a watcher asks for a process's end to be recorded (50 ms apart).
 const EXIT_TRIES: usize = 100;
 
 impl CriService {
@@ -166,20 +166,15 @@ impl CriService {
             }
             // From now on, listings look for the exit themselves.
             drop(mark);
-            // A change made meanwhile under the container's lock wins over the correction
-            // (see `Containers::refresh`): ask again until the exit is recorded.
-            for _ in 0..EXIT_TRIES {
-                let Some(service) = service.upgrade() else {
-                    return;
-                };
-                match service.containers.find(&id) {
-                    Ok(Some(record)) if record.state == ContainerState::Running => {}
-                    Ok(_) => return,
-                    Err(err) => tracing::warn!(container = %id, %err, "cannot record its exit"),
+            until_recorded(service, |service| match service.containers.find(&id) {
+                Ok(Some(record)) => record.state != ContainerState::Running,
+                Ok(None) => true,
+                Err(err) => {
+                    tracing::warn!(container = %id, %err, "cannot record its exit");
+                    false
                 }
-                drop(service);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            })
+            .await;
         });
     }
 
@@ -203,25 +198,36 @@ impl CriService {
                 exit.ended().await;
             }
             drop(mark);
-            // As for containers: a change made meanwhile wins over the correction; ask
-            // again until the pod is no longer Ready.
-            for _ in 0..EXIT_TRIES {
-                let Some(service) = service.upgrade() else {
-                    return;
-                };
+            until_recorded(service, |service| {
                 let Some(record) = service.sandboxes.find(&id) else {
-                    return;
+                    return true;
                 };
                 match service.sandboxes.refresh(record) {
-                    Ok(record) if record.state == SandboxState::Ready => {}
-                    Ok(_) => return,
+                    Ok(record) => record.state != SandboxState::Ready,
                     Err(err) => {
-                        tracing::warn!(sandbox = %id, %err, "cannot record its pause's end")
+                        tracing::warn!(sandbox = %id, %err, "cannot record its pause's end");
+                        false
                     }
                 }
-                drop(service);
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            })
+            .await;
         });
+    }
+}
+
+/// Brings a record up to date after its process ended, until `recorded` says it is: a
+/// change made meanwhile under the record's lock wins over the correction (see
+/// `Containers::refresh`), so it is asked again, [`EXIT_TRIES`] times 50 ms apart, while
+/// the service lives.
+async fn until_recorded(service: Weak<CriService>, mut recorded: impl FnMut(&CriService) -> bool) {
+    for _ in 0..EXIT_TRIES {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if recorded(&service) {
+            return;
+        }
+        drop(service);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -18,14 +18,18 @@ impl CriService {
     /// The sandbox a request's `pod_sandbox_id` names (an id or unique prefix), its state
     /// brought up to date.
     pub(crate) fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        Ok(self.sandboxes.refresh(self.sandbox_as_stored(id)?)?)
+    }
+
+    /// The sandbox `pod_sandbox_id` names, its record as it is.
+    fn sandbox_as_stored(&self, id: &str) -> Result<SandboxRecord> {
         if id.is_empty() {
             return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
         }
-        let record = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
+        self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
             kind: "pod sandbox",
             id: id.to_string(),
-        })?;
-        Ok(self.sandboxes.refresh(record)?)
+        })
     }
 
     /// The same, and an error unless it is ready.
@@ -42,16 +46,10 @@ impl CriService {
     }
 
     /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
-    /// Its state and its containers' are as a listing has them ([`crate::sandbox::Sandboxes::current`]).
+    /// Its state and its containers' are as a listing has them
+    /// ([`crate::sandbox::Sandboxes::current`]).
     pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
-        if id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
-        }
-        let record = self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: id.to_string(),
-        })?;
-        let record = self.sandboxes.current(record)?;
+        let record = self.sandboxes.current(self.sandbox_as_stored(id)?)?;
         let status = sandbox_status_of(&record);
         let mut info = HashMap::new();
         if verbose {

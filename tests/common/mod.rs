@@ -295,6 +295,21 @@ impl Daemon {
         }
     }
 
+    /// The address the daemon says it serves its metrics on (`[metrics] address`).
+    pub async fn metrics_address(&self) -> String {
+        wait_for("the metrics server", Duration::from_secs(10), || {
+            let address = self
+                .log()
+                .lines()
+                .find(|l| l.contains("metrics served at /metrics"))
+                .and_then(|l| l.split("address=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(String::from);
+            async move { address }
+        })
+        .await
+    }
+
     /// Everything the daemon has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.paths().log).unwrap_or_default()
