@@ -145,26 +145,8 @@ const PULL_LAYER_BYTES: usize = 2 << 20;
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let mut counts = if full {
-        Counts::full()
-    } else {
-        Counts::smoke()
-    };
-    for (variable, count) in [
-        ("BERTH_BENCH_ROUNDS", &mut counts.rounds),
-        ("BERTH_BENCH_LIST", &mut counts.list_containers),
-        ("BERTH_BENCH_PULLS", &mut counts.pulls),
-        ("BERTH_BENCH_PODS", &mut counts.dense_pods),
-        ("BERTH_BENCH_PARALLEL", &mut counts.parallel_pods),
-        ("BERTH_BENCH_POLLING_PODS", &mut counts.polling_pods),
-        ("BERTH_BENCH_POLLING_SECONDS", &mut counts.polling_seconds),
-        ("BERTH_BENCH_RESTARTS", &mut counts.restarts),
-        ("BERTH_BENCH_BIG_PULLS", &mut counts.big_pulls),
-    ] {
-        if let Some(n) = std::env::var(variable).ok().and_then(|n| n.parse().ok()) {
-            *count = n;
-        }
-    }
+    let counts = Counts::from_env(full);
+    let only = Selection::from_env();
     let tag = format!("{:x}", std::process::id() & 0xffff);
     let cgroups = common::CgroupTree(format!("berth-bench-{tag}"));
     let third = (std::process::id() % 200) as u8;
@@ -175,42 +157,17 @@ async fn main() {
         ImageConfig::default(),
     );
     registry.push("bench/busybox", "1", &busybox).await;
-    // Both daemons log at their default level (containerd: info), unless asked.
-    let log_level = std::env::var("BERTH_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    let only = Selection::from_env();
     let big_image = only
         .wants("big-pull")
         .then(|| big_pull::image(&counts.big_image));
     if let Some(image) = &big_image {
         registry.push("bench/big", "1", image).await;
     }
-    let mut berth = Setup::new()
-        .arg("--log-level")
-        .arg(&log_level)
-        .toml(&format!(
-            "[runtime.handlers.youki]\npath = \"youki\"\n[metrics]\naddress = \"127.0.0.1:0\"\n[registries.\"{host}\"]\ninsecure = true\nserver = \"http://{host}\"",
-            host = registry.host()
-        ))
-        .start()
-        .await;
+    let mut berth = start_berth(&registry.host()).await;
     let pause_program = berth.paths().state.join("pause/rootfs/pause");
-    let pause = TestImage::new(
-        vec![
-            LayerBuilder::new()
-                .file(
-                    "pause",
-                    &std::fs::read(&pause_program).expect("berth installed its pause program"),
-                    0o755,
-                )
-                .build(Compression::Gzip),
-        ],
-        ImageConfig {
-            entrypoint: vec!["/pause".into()],
-            cmd: Vec::new(),
-            ..ImageConfig::default()
-        },
-    );
-    registry.push("bench/pause", "1", &pause).await;
+    registry
+        .push("bench/pause", "1", &pause_image(&pause_program))
+        .await;
     registry.push("bench/layers", "1", &layered_image()).await;
     let mut containerd = Containerd::start(
         &registry.host(),
@@ -228,42 +185,7 @@ async fn main() {
 
     let logs = tempfile::tempdir().expect("create the log directory");
     let busybox_ref = format!("{}/bench/busybox:1", registry.host());
-    let mut targets = [
-        Target::new(
-            "berth",
-            &berth.paths().socket,
-            berth.setup.dir(),
-            berth.pid(),
-            &cgroups,
-            logs.path(),
-            &busybox_ref,
-        )
-        .await,
-        Target::new(
-            "containerd",
-            &containerd.socket(),
-            containerd.dir(),
-            containerd.pid(),
-            &cgroups,
-            logs.path(),
-            &busybox_ref,
-        )
-        .await,
-        // The same berth, its pods on the youki handler (a RuntimeClass's way).
-        Target::new(
-            "berth-youki",
-            &berth.paths().socket,
-            berth.setup.dir(),
-            berth.pid(),
-            &cgroups,
-            logs.path(),
-            &busybox_ref,
-        )
-        .await
-        .with_handler("youki"),
-    ];
-    // berth's timings, for the parallel figure's account of where the time goes.
-    targets[0].metrics = Some(berth.metrics_address().await);
+    let mut targets = make_targets(&berth, &containerd, &cgroups, logs.path(), &busybox_ref).await;
     for target in &mut targets[..2] {
         target.pull(&busybox_ref).await;
     }
@@ -271,77 +193,223 @@ async fn main() {
         .pull(&format!("{}/bench/pause:1", registry.host()))
         .await;
 
-    let mut figures = Vec::new();
     let mut idle = Figure::new("daemon RSS, idle", "MB");
     idle.berth.push(kb_to_mb(rss_kb(targets[0].pid)));
     idle.containerd.push(kb_to_mb(rss_kb(targets[1].pid)));
-
-    if only.wants("cycles") {
-        figures.extend(cycles(&mut targets, &floor, counts.rounds).await);
-    }
-    // The rest compare the daemons, on their default handlers.
-    let pair = &mut targets[..2];
-    if only.wants("lists") {
-        figures.extend(lists(pair, counts.list_containers, counts.list_samples).await);
-    }
-    if only.wants("pulls") {
-        let layers = format!("{}/bench/layers:1", registry.host());
-        figures.push(pulls(pair, &layers, counts.pulls).await);
-    }
-    if let Some(image) = &big_image {
-        let host = registry.host();
-        figures.extend(big_pull::pulls(pair, image, &host, "bench/big", counts.big_pulls).await);
-    }
-    if only.wants("parallel") {
-        for &in_flight in counts.in_flight {
-            figures.extend(scale::parallel(pair, counts.parallel_pods, in_flight).await);
-        }
-    }
-    if only.wants("node") {
-        let node = scale::NodeCounts {
-            polling_pods: counts.polling_pods,
-            polling_seconds: counts.polling_seconds,
-            dense_pods: counts.dense_pods,
-            samples: counts.list_samples,
-            restarts: counts.restarts,
-        };
-        let mut daemons = [
-            restart::RuntimeDaemon::Berth(&mut berth),
-            restart::RuntimeDaemon::Containerd(&mut containerd),
-        ];
-        figures.extend(scale::node(pair, &mut daemons, &node).await);
-    }
+    let run = Run {
+        counts: &counts,
+        only: &only,
+        registry: &registry.host(),
+        big_image: big_image.as_ref(),
+    };
+    let mut daemons = [
+        restart::RuntimeDaemon::Berth(&mut berth),
+        restart::RuntimeDaemon::Containerd(&mut containerd),
+    ];
+    let mut figures = run.figures(&mut targets, &floor, &mut daemons).await;
     figures.push(idle);
-
-    let meta = machine(full, &counts);
-    let header = format!(
-        "## {} ({}; {})",
-        meta["date"].as_str().unwrap_or_default(),
-        meta["machine"].as_str().unwrap_or_default(),
-        if full { "full run" } else { "smoke run" }
-    );
-    let markdown = report::markdown(&figures, &header);
-    println!("{markdown}");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::write(out.join("bench-pods.md"), &markdown).expect("write the Markdown");
-    std::fs::write(
-        out.join("bench-pods.json"),
-        serde_json::to_vec_pretty(&report::json(&figures, meta)).expect("JSON"),
-    )
-    .expect("write the JSON");
-    // The daemons' own logs, for profiling a run after the fact.
-    let _ = std::fs::copy(&berth.paths().log, out.join("bench-berth.log"));
-    let _ = std::fs::write(out.join("bench-containerd.log"), containerd.log());
-    eprintln!(
-        "written: {}/bench-pods.{{md,json}}, bench-{{berth,containerd}}.log",
-        out.display()
-    );
+    write_report(&figures, full, &counts, &berth, &containerd);
 
     drop(targets);
     drop(floor);
     drop(containerd);
     drop(berth);
     drop(cgroups);
+}
+
+impl Counts {
+    /// The full or smoke counts, with the `BERTH_BENCH_*` variables' changes.
+    fn from_env(full: bool) -> Counts {
+        let mut counts = if full {
+            Counts::full()
+        } else {
+            Counts::smoke()
+        };
+        for (variable, count) in [
+            ("BERTH_BENCH_ROUNDS", &mut counts.rounds),
+            ("BERTH_BENCH_LIST", &mut counts.list_containers),
+            ("BERTH_BENCH_PULLS", &mut counts.pulls),
+            ("BERTH_BENCH_PODS", &mut counts.dense_pods),
+            ("BERTH_BENCH_PARALLEL", &mut counts.parallel_pods),
+            ("BERTH_BENCH_POLLING_PODS", &mut counts.polling_pods),
+            ("BERTH_BENCH_POLLING_SECONDS", &mut counts.polling_seconds),
+            ("BERTH_BENCH_RESTARTS", &mut counts.restarts),
+            ("BERTH_BENCH_BIG_PULLS", &mut counts.big_pulls),
+        ] {
+            if let Some(n) = std::env::var(variable).ok().and_then(|n| n.parse().ok()) {
+                *count = n;
+            }
+        }
+        counts
+    }
+}
+
+/// berth on a private root and socket, its registry the local one (plain HTTP), youki as
+/// a second handler, metrics served; at its default log level (as containerd is), unless
+/// `BERTH_BENCH_LOG_LEVEL` says otherwise.
+async fn start_berth(registry: &str) -> common::Daemon {
+    let log_level = std::env::var("BERTH_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    Setup::new()
+        .arg("--log-level")
+        .arg(&log_level)
+        .toml(&format!(
+            "[runtime.handlers.youki]\npath = \"youki\"\n[metrics]\naddress = \"127.0.0.1:0\"\n[registries.\"{registry}\"]\ninsecure = true\nserver = \"http://{registry}\""
+        ))
+        .start()
+        .await
+}
+
+/// containerd's `sandbox_image`: berth's own pause program, as an image.
+fn pause_image(pause_program: &Path) -> TestImage {
+    TestImage::new(
+        vec![
+            LayerBuilder::new()
+                .file(
+                    "pause",
+                    &std::fs::read(pause_program).expect("berth installed its pause program"),
+                    0o755,
+                )
+                .build(Compression::Gzip),
+        ],
+        ImageConfig {
+            entrypoint: vec!["/pause".into()],
+            cmd: Vec::new(),
+            ..ImageConfig::default()
+        },
+    )
+}
+
+/// berth, containerd, and berth again with its pods on the youki handler (a
+/// RuntimeClass's way); berth's metrics endpoint is known to the first.
+async fn make_targets(
+    berth: &common::Daemon,
+    containerd: &Containerd,
+    cgroups: &common::CgroupTree,
+    logs: &Path,
+    busybox: &str,
+) -> [Target; 3] {
+    let mut targets = [
+        Target::new(
+            "berth",
+            &berth.paths().socket,
+            berth.setup.dir(),
+            berth.pid(),
+            cgroups,
+            logs,
+            busybox,
+        )
+        .await,
+        Target::new(
+            "containerd",
+            &containerd.socket(),
+            containerd.dir(),
+            containerd.pid(),
+            cgroups,
+            logs,
+            busybox,
+        )
+        .await,
+        Target::new(
+            "berth-youki",
+            &berth.paths().socket,
+            berth.setup.dir(),
+            berth.pid(),
+            cgroups,
+            logs,
+            busybox,
+        )
+        .await
+        .with_handler("youki"),
+    ];
+    // berth's timings, for the parallel figure's account of where the time goes.
+    targets[0].metrics = Some(berth.metrics_address().await);
+    targets
+}
+
+/// What one run measures, and from where.
+struct Run<'a> {
+    counts: &'a Counts,
+    only: &'a Selection,
+    registry: &'a str,
+    big_image: Option<&'a TestImage>,
+}
+
+impl Run<'_> {
+    /// Every figure [`Selection`] wants, in order: the pod cycle on all three targets,
+    /// the rest on berth and containerd (their default handlers).
+    async fn figures(
+        &self,
+        targets: &mut [Target; 3],
+        floor: &Floor,
+        daemons: &mut [restart::RuntimeDaemon<'_>],
+    ) -> Vec<Figure> {
+        let (counts, only) = (self.counts, self.only);
+        let mut figures = Vec::new();
+        if only.wants("cycles") {
+            figures.extend(cycles(targets, floor, counts.rounds).await);
+        }
+        let pair = &mut targets[..2];
+        if only.wants("lists") {
+            figures.extend(lists(pair, counts.list_containers, counts.list_samples).await);
+        }
+        if only.wants("pulls") {
+            let layers = format!("{}/bench/layers:1", self.registry);
+            figures.push(pulls(pair, &layers, counts.pulls).await);
+        }
+        if let Some(image) = self.big_image {
+            let pulled = big_pull::pulls(pair, image, self.registry, "bench/big", counts.big_pulls);
+            figures.extend(pulled.await);
+        }
+        if only.wants("parallel") {
+            for &in_flight in counts.in_flight {
+                figures.extend(scale::parallel(pair, counts.parallel_pods, in_flight).await);
+            }
+        }
+        if only.wants("node") {
+            let node = scale::NodeCounts {
+                polling_pods: counts.polling_pods,
+                polling_seconds: counts.polling_seconds,
+                dense_pods: counts.dense_pods,
+                samples: counts.list_samples,
+                restarts: counts.restarts,
+            };
+            figures.extend(scale::node(pair, daemons, &node).await);
+        }
+        figures
+    }
+}
+
+/// The summary on stdout, as Markdown and JSON next to the build, with both daemons'
+/// logs (for profiling a run after the fact).
+fn write_report(
+    figures: &[Figure],
+    full: bool,
+    counts: &Counts,
+    berth: &common::Daemon,
+    containerd: &Containerd,
+) {
+    let meta = machine(full, counts);
+    let header = format!(
+        "## {} ({}; {})",
+        meta["date"].as_str().unwrap_or_default(),
+        meta["machine"].as_str().unwrap_or_default(),
+        if full { "full run" } else { "smoke run" }
+    );
+    let markdown = report::markdown(figures, &header);
+    println!("{markdown}");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(out.join("bench-pods.md"), &markdown).expect("write the Markdown");
+    std::fs::write(
+        out.join("bench-pods.json"),
+        serde_json::to_vec_pretty(&report::json(figures, meta)).expect("JSON"),
+    )
+    .expect("write the JSON");
+    let _ = std::fs::copy(&berth.paths().log, out.join("bench-berth.log"));
+    let _ = std::fs::write(out.join("bench-containerd.log"), containerd.log());
+    eprintln!(
+        "written: {}/bench-pods.{{md,json}}, bench-{{berth,containerd}}.log",
+        out.display()
+    );
 }
 
 /// Pod cycles, round by round: berth and containerd take turns, then the floor.
