@@ -573,9 +573,9 @@ async fn a_hanging_cni_plugin_fails_the_pod_in_time_and_leaves_nothing() {
     assert_nothing_left(&daemon, &tree.0);
 }
 
-/// A runtime that makes and starts the pause container (`run`), then hangs: RunPodSandbox fails once the
-/// start timeout has passed, the runtime command is killed, and the container it made,
-/// its cgroup and the pod's network are undone.
+/// A runtime that makes and starts the pause container (`run`), then hangs:
+/// RunPodSandbox fails once the start timeout has passed, the runtime command is killed,
+/// and the container it made, its cgroup and the pod's network are undone.
 #[tokio::test]
 async fn a_runtime_hanging_on_create_fails_the_pod_in_time_and_leaves_nothing() {
     let bin = tempfile::tempdir().unwrap();

@@ -170,11 +170,9 @@ impl Containers {
         self.records.get(id).map(|r| self.refresh(r)).transpose()
     }
 
-    /// The container with this id or unique id prefix, up to date as a listing has it
-    /// (see [`Containers::current`]): for the status RPCs, which the kubelet calls for
-    /// every container every second.
-    pub fn find_current(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
-        self.records.get(id).map(|r| self.current(r)).transpose()
+    /// The container with this id or unique id prefix, its record as it is.
+    pub fn get(&self, id: &str) -> Option<ContainerRecord> {
+        self.records.get(id)
     }
 
     /// The record brought up to date; for a running container whose monitor is watched,
@@ -182,8 +180,7 @@ impl Containers {
     /// attached client a moment before it ends), not the monitor itself. The lifecycle
     /// RPCs use [`Containers::refresh`].
     pub fn current(&self, record: ContainerRecord) -> Result<ContainerRecord, StoreError> {
-        let watched = record.state == ContainerState::Running
-            && self.watched.with(|watched| watched(&record.id));
+        let watched = record.state == ContainerState::Running && self.watched.contains(&record.id);
         if watched && ExitRecord::read(&self.monitor_paths(&record.id)).is_none() {
             Ok(record)
         } else {

@@ -130,20 +130,36 @@ impl Read for LandingReader {
 mod tests {
     use super::*;
 
+    /// The reader reads each chunk once it has landed, and waits, not ends, when it has
+    /// caught up with a download still under way: each chunk is written only once the
+    /// reader has read the one before, so each of its reads meets an empty file first.
     #[test]
     fn the_reader_follows_the_download_to_its_end() {
         let dir = tempfile::tempdir().unwrap();
         let (mut landing, mut reader) = open(&dir.path().join("blob")).unwrap();
+        let (got, read) = std::sync::mpsc::channel();
         let reading = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            reader.read_to_end(&mut all).map(|_| all)
+            let mut buf = [0u8; 64];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                got.send(buf[..n].to_vec()).unwrap();
+                if n == 0 {
+                    return;
+                }
+            }
         });
+        let wait = std::time::Duration::from_secs(10);
         for chunk in [&b"one "[..], b"two ", b"three"] {
             landing.write(chunk).unwrap();
-            std::thread::yield_now();
+            assert_eq!(read.recv_timeout(wait).unwrap(), chunk);
         }
         landing.finish(true);
-        assert_eq!(reading.join().unwrap().unwrap(), b"one two three");
+        assert_eq!(
+            read.recv_timeout(wait).unwrap(),
+            b"",
+            "the end, once finished"
+        );
+        reading.join().unwrap();
     }
 
     #[test]
@@ -158,16 +174,11 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_waits_for_more_and_an_empty_blob_ends_at_once() {
+    fn an_empty_blob_ends_the_reader_once_it_matched() {
         let dir = tempfile::tempdir().unwrap();
         let (landing, mut reader) = open(&dir.path().join("empty")).unwrap();
-        let reading = std::thread::spawn(move || {
-            let mut buf = [0u8; 8];
-            reader.read(&mut buf)
-        });
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(!reading.is_finished(), "the reader waits for the download");
         landing.finish(true);
-        assert_eq!(reading.join().unwrap().unwrap(), 0);
+        let mut buf = [0u8; 8];
+        assert_eq!(reader.read(&mut buf).unwrap(), 0);
     }
 }

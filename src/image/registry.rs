@@ -328,6 +328,7 @@ impl RegistryClient {
         }
         Ok(bytes)
     }
+
     /// Streams blob `digest` of `size` bytes into `landing` as it arrives, and checks its
     /// size and digest on the way: `Ok` only once all of it came and matched. What
     /// landed is to be used only then (the caller tells the landing's reader so).

@@ -3,11 +3,11 @@
 //! answers with a result (or an error) as JSON on stdout.
 //!
 //! A pod is attached by bringing up `lo` (in the daemon, as the loopback plugin would:
-//! [`super::loopback`]), then running the
-//! network list's plugins in order, each given the previous result (`prevResult`) and,
-//! when it declares the capability, the pod's port mappings (`runtimeConfig`). The final
-//! result and the configuration used are cached under `state`, so DEL gets the same
-//! configuration and `prevResult` even if the config directory changed since.
+//! [`super::loopback`]), then running the network list's plugins in order, each given
+//! the previous result (`prevResult`) and, when it declares the capability, the pod's
+//! port mappings (`runtimeConfig`). The final result and the configuration used are
+//! cached under `state`, so DEL gets the same configuration and `prevResult` even if the
+//! config directory changed since.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

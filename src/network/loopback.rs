@@ -126,15 +126,22 @@ mod tests {
         assert!(acknowledged(&[0u8; 3]).is_err());
     }
 
-    /// As root: a new namespace's `lo` is down until brought up, then up.
+    /// Removes the namespace pin, also when the test fails.
+    struct Pin(std::path::PathBuf);
+
+    impl Drop for Pin {
+        fn drop(&mut self) {
+            let _ = crate::sandbox::netns::remove(&self.0);
+        }
+    }
+
+    /// As root (as the suite runs): a new namespace's `lo` is down until brought up.
     #[tokio::test]
     async fn a_new_namespaces_lo_comes_up() {
-        if !nix::unistd::Uid::effective().is_root() {
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
-        let pin = dir.path().join("ns");
-        crate::sandbox::netns::create(&pin).unwrap();
+        let pin = Pin(dir.path().join("ns"));
+        crate::sandbox::netns::create(&pin.0).unwrap();
+        let pin = pin.0.as_path();
         // What `ip` (iproute2, another netlink client) says of the namespace's lo.
         let flags = |pin: &Path| {
             let output = std::process::Command::new("nsenter")
@@ -145,10 +152,9 @@ mod tests {
             assert!(output.status.success(), "{output:?}");
             String::from_utf8_lossy(&output.stdout).into_owned()
         };
-        let before = flags(&pin);
-        up(&pin).await.unwrap();
-        let after = flags(&pin);
-        crate::sandbox::netns::remove(&pin).unwrap();
+        let before = flags(pin);
+        up(pin).await.unwrap();
+        let after = flags(pin);
         let is_up = |line: &str| {
             line.split(['<', '>'])
                 .nth(1)

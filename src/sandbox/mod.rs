@@ -223,9 +223,7 @@ impl Sandboxes {
     /// watched: its end is recorded as it happens. (Its netns pin is not looked at
     /// then: only a stop, which makes the sandbox NotReady first, removes it.)
     pub fn current(&self, record: SandboxRecord) -> Result<SandboxRecord, StoreError> {
-        let watched =
-            record.state == SandboxState::Ready && self.watched.with(|watched| watched(&record.id));
-        if watched {
+        if record.state == SandboxState::Ready && self.watched.contains(&record.id) {
             Ok(record)
         } else {
             self.refresh(record)

@@ -260,10 +260,16 @@ impl CriService {
     }
 
     pub(crate) fn container(&self, id: &str) -> Result<ContainerRecord> {
+        Ok(self.containers.refresh(self.container_as_stored(id)?)?)
+    }
+
+    /// The container a request's `container_id` names (an id or unique prefix), its
+    /// record as it is.
+    pub(crate) fn container_as_stored(&self, id: &str) -> Result<ContainerRecord> {
         if id.is_empty() {
             return Err(Error::invalid("container_id", "must not be empty"));
         }
-        self.containers.find(id)?.ok_or_else(|| Error::NotFound {
+        self.containers.get(id).ok_or_else(|| Error::NotFound {
             kind: "container",
             id: id.to_string(),
         })

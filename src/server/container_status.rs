@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::CriService;
 use super::sandbox_status::decode_container_config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proto::{
     Container, ContainerFilter, ContainerMetadata, ContainerResources, ContainerState as CriState,
     ContainerStatus, ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser,
@@ -12,18 +12,10 @@ use crate::proto::{
 use crate::store::{ContainerRecord, ContainerState};
 
 impl CriService {
-    /// A container's status, its state as a listing has it ([`crate::container::Containers::current`]).
+    /// A container's status, its state as a listing has it
+    /// ([`crate::container::Containers::current`]).
     pub fn container_status(&self, id: &str, verbose: bool) -> Result<ContainerStatusResponse> {
-        if id.is_empty() {
-            return Err(Error::invalid("container_id", "must not be empty"));
-        }
-        let record = self
-            .containers
-            .find_current(id)?
-            .ok_or_else(|| Error::NotFound {
-                kind: "container",
-                id: id.to_string(),
-            })?;
+        let record = self.containers.current(self.container_as_stored(id)?)?;
         let status = container_status_of(&record);
         let mut info = HashMap::new();
         if verbose {

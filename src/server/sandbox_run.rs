@@ -376,7 +376,8 @@ impl CriService {
         }))
     }
 
-    /// Writes the pause bundle, runs the pause container (`run --detach`: created and started by one runtime command); returns its pid.
+    /// Writes the pause bundle and runs the pause container (`run --detach`: created and
+    /// started by one runtime command); returns its pid.
     async fn start_pause(
         &self,
         pod: &PodRequest,
