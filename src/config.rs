@@ -45,6 +45,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::image::registry::RegistryConfig;
+
 /// Where the configuration file is read from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/berth.toml";
 
@@ -265,20 +267,6 @@ pub struct HandlerConfig {
     pub path: PathBuf,
 }
 
-/// `[registries."<host>"]`: how to reach one registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistryConfig {
-    /// Endpoints (`http://127.0.0.1:5000`) tried in order before the registry itself.
-    pub mirrors: Vec<String>,
-    /// Plain HTTP (and unverified TLS) is allowed for this registry.
-    pub insecure: bool,
-    /// The registry's own endpoint, tried after the mirrors (as containerd's hosts.toml
-    /// `server`). Default: `https://<host>`, or `https://registry-1.docker.io` for
-    /// docker.io.
-    pub server: Option<String>,
-}
-
 /// Values given on the command line; each replaces the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -440,7 +428,7 @@ impl Config {
                 ),
             ));
         }
-        crate::server::validate_cidr(&self.network.default_subnet)
+        crate::network::validate_cidr(&self.network.default_subnet)
             .map_err(|reason| ConfigError::invalid("network.default_subnet", reason))?;
         for (key, seconds) in [
             (

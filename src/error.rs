@@ -124,5 +124,18 @@ impl From<Error> for tonic::Status {
     }
 }
 
+impl From<crate::sandbox::OpenError> for Error {
+    fn from(err: crate::sandbox::OpenError) -> Self {
+        match err {
+            crate::sandbox::OpenError::Io { path, source } => Error::Io {
+                what: "preparing sandbox state in",
+                path,
+                source,
+            },
+            crate::sandbox::OpenError::Store(err) => Error::Store(err),
+        }
+    }
+}
+
 /// The result type of the CRI service implementation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

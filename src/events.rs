@@ -100,7 +100,7 @@ pub fn container_changes(
     if kinds.is_empty() {
         return Vec::new();
     }
-    let at_ns = crate::image::now_ns();
+    let at_ns = crate::clock::now_ns();
     let sandbox = pod(&record.sandbox_id).map(Box::new);
     kinds
         .into_iter()
@@ -125,7 +125,7 @@ pub fn sandbox_changes(
     let Some(record) = after.or(before) else {
         return Vec::new();
     };
-    let at_ns = crate::image::now_ns();
+    let at_ns = crate::clock::now_ns();
     sandbox_events(before, after)
         .into_iter()
         .map(|kind| Change {

@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod cgroups;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod container;
 pub mod daemon;

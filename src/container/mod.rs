@@ -247,7 +247,7 @@ impl Containers {
                 record.message =
                     "its monitor ended without recording the exit: the exit code is not known"
                         .to_string();
-                record.finished_at_ns = crate::image::now_ns();
+                record.finished_at_ns = crate::clock::now_ns();
                 end_unmonitored(record.pid, &record.id);
                 return self.records.correct(&before, record);
             }

@@ -14,7 +14,8 @@ use super::content::TempDir;
 use super::digest::{Digest, HashingReader};
 use super::manifest::{self, Document};
 use super::reference::Reference;
-use super::{ImageError, ImageManager, now_ns, unpack};
+use super::{ImageError, ImageManager, unpack};
+use crate::clock::now_ns;
 use crate::store::{ImageRecord, LayerRecord};
 
 const LAYOUT_FILE: &str = "oci-layout";

@@ -32,7 +32,6 @@ use inflight::InFlight;
 use reference::Reference;
 use registry::RegistryClient;
 
-use crate::config::Config;
 use crate::store::{ImageRecord, LayerRecord, Store, StoreError};
 
 pub use registry::Auth;
@@ -124,13 +123,16 @@ impl std::fmt::Debug for ImageManager {
 }
 
 impl ImageManager {
-    /// Opens the content store under `<root>/images`, loads the image index, and drops
+    /// Opens the content store under `<root>/images` (pulling through `registries`), loads the image index, and drops
     /// what an interrupted run left half done.
-    pub fn open(config: &Config, store: Arc<Store>) -> Result<ImageManager, ImageError> {
-        let dir = config.root.join("images");
+    pub fn open(
+        root: &Path,
+        registries: BTreeMap<String, registry::RegistryConfig>,
+        store: Arc<Store>,
+    ) -> Result<ImageManager, ImageError> {
+        let dir = root.join("images");
         let content = ContentStore::open(&dir).map_err(ImageError::io(&dir))?;
-        let registry =
-            Arc::new(RegistryClient::new(config.registries.clone()).map_err(ImageError::Task)?);
+        let registry = Arc::new(RegistryClient::new(registries).map_err(ImageError::Task)?);
         let manager = ImageManager {
             content,
             store,
@@ -328,11 +330,4 @@ impl ImageManager {
         index.insert(image.id.clone(), image.clone());
         Ok(image)
     }
-}
-
-/// Nanoseconds since the Unix epoch, the CRI's unit of time.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }

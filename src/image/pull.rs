@@ -13,7 +13,8 @@ use super::manifest::{self, Document};
 use super::reference::Reference;
 use super::registry::{Auth, Endpoint, FetchError, Fetched};
 use super::unpack;
-use super::{ImageError, ImageManager, now_ns};
+use super::{ImageError, ImageManager};
+use crate::clock::now_ns;
 use crate::store::{ImageRecord, LayerRecord};
 
 /// Where a pull fetches from: the endpoint that served its manifest.

@@ -21,7 +21,7 @@ use reqwest::{Response, StatusCode, header};
 
 use super::digest::{Digest, Hasher};
 use super::reference::{DEFAULT_REGISTRY, Reference};
-use crate::config::RegistryConfig;
+use serde::{Deserialize, Serialize};
 
 /// Manifests and indexes larger than this are refused (containerd uses the same cap).
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -34,6 +34,20 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
+
+/// `[registries."<host>"]` of the daemon's config: how to reach one registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Endpoints (`http://127.0.0.1:5000`) tried in order before the registry itself.
+    pub mirrors: Vec<String>,
+    /// Plain HTTP (and unverified TLS) is allowed for this registry.
+    pub insecure: bool,
+    /// The registry's own endpoint, tried after the mirrors (as containerd's hosts.toml
+    /// `server`). Default: `https://<host>`, or `https://registry-1.docker.io` for
+    /// docker.io.
+    pub server: Option<String>,
+}
 
 /// Credentials from the CRI `AuthConfig`.
 #[derive(Clone, Default)]

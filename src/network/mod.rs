@@ -116,10 +116,37 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// Checks an `address/prefix` CIDR such as `10.88.0.0/16` or `fd00::/64`.
+pub fn validate_cidr(cidr: &str) -> Result<(), String> {
+    let (addr, prefix) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("{cidr:?} is not address/prefix"))?;
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => Ok(()),
+        _ => Err(format!("{cidr:?}: prefix {prefix:?} is not 0 to {max}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn cidrs() {
+        assert!(validate_cidr("10.88.0.0/16").is_ok());
+        assert!(validate_cidr("fd00:10::/64").is_ok());
+        assert!(validate_cidr("0.0.0.0/0").is_ok());
+        assert!(validate_cidr("10.88.0.0").is_err());
+        assert!(validate_cidr("10.88.0.0/33").is_err());
+        assert!(validate_cidr("fd00::/129").is_err());
+        assert!(validate_cidr("pods/16").is_err());
+        assert!(validate_cidr("10.0.0.0/-1").is_err());
+    }
 
     fn plugin(dir: &Path, name: &str) {
         let path = dir.join(name);

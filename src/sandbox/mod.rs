@@ -60,71 +60,57 @@ pub fn name_key(name: &str, namespace: &str, uid: &str, attempt: u32) -> String 
     format!("{name}/{namespace}/{uid}/{attempt}")
 }
 
+/// Why the sandboxes' state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("preparing sandbox state in {path}: {source}", path = path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The state directories every daemon keeps under `<state>`.
+const STATE_DIRS: &[&str] = &[
+    "sandboxes",
+    "netns",
+    "userns",
+    "pause/rootfs",
+    "cni/results",
+    "cni/networks",
+];
+
 impl Sandboxes {
     /// Prepares the state directories and the pause rootfs, and loads the records.
-    pub fn open(config: &Config, store: Arc<Store>) -> Result<Sandboxes, crate::error::Error> {
-        let io = |path: &Path| crate::error::Error::io("preparing sandbox state in", path);
+    pub fn open(config: &Config, store: Arc<Store>) -> Result<Sandboxes, OpenError> {
         let state = config.state.clone();
-        for dir in [
-            "sandboxes",
-            "netns",
-            "userns",
-            "pause/rootfs",
-            "cni/results",
-            "cni/networks",
-        ] {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path, source }
+        };
+        for dir in STATE_DIRS {
             std::fs::create_dir_all(state.join(dir)).map_err(io(&state))?;
         }
         install_pause(&state.join("pause/rootfs")).map_err(io(&state))?;
         let tag = crate::helpers::tag(&state).map_err(io(&state))?;
         // Pods get user namespaces only where berth can id-map their image layers.
-        let idmapped_layers = userns::probe(&config.root).map_err(|reason| {
-            tracing::info!(%reason, "no user namespaces for pods");
-        });
+        let idmapped_layers = userns::probe(&config.root)
+            .map_err(|reason| {
+                tracing::info!(%reason, "no user namespaces for pods");
+            })
+            .is_ok();
         let mut runtimes = BTreeMap::new();
         for (name, path) in config.handlers() {
-            let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
             let root = state.join("runtime").join(name);
             std::fs::create_dir_all(&root).map_err(io(&root))?;
-            let mut features = crate::oci::features::probe(&binary).unwrap_or_else(|reason| {
-                tracing::warn!(handler = name, %reason, "cannot tell what the runtime supports");
-                crate::oci::features::Features::default()
-            });
-            let kind = crate::oci::features::kind(&binary);
-            features.user_namespaces &= idmapped_layers.is_ok() && kind.joins_user_namespaces();
-            if !features.recursive_read_only && crate::oci::features::kernel_has_rro() {
-                // Its document does not say: a test mount does.
-                let dir = state.join("probe").join(name);
-                features.recursive_read_only = crate::oci::features::probe_recursive_read_only(
-                    &binary,
-                    &root,
-                    &dir,
-                    &state.join("pause/rootfs/pause"),
-                )
-                .unwrap_or_else(|reason| {
-                    tracing::warn!(handler = name, %reason, "the recursive read-only probe failed");
-                    false
-                });
-            }
-            tracing::info!(
-                handler = name,
-                binary = %binary.display(),
-                ?kind,
-                recursive_read_only_mounts = features.recursive_read_only,
-                user_namespaces = features.user_namespaces,
-                runtime_idmap_mounts = features.idmap_mounts,
-                "runtime handler"
-            );
-            runtimes.insert(
-                name.to_string(),
-                Runtime::new(binary, root)
-                    .with_kind(kind)
-                    .with_features(features)
-                    .with_helper_tag(&tag)
-                    .with_timeout(std::time::Duration::from_secs(
-                        config.runtime.start_timeout_seconds,
-                    )),
-            );
+            let runtime = open_runtime(name, path, root, &state, idmapped_layers)
+                .with_helper_tag(&tag)
+                .with_timeout(std::time::Duration::from_secs(
+                    config.runtime.start_timeout_seconds,
+                ));
+            runtimes.insert(name.to_string(), runtime);
         }
         let cni = Cni::new(
             config.network.conf_dir.clone(),
@@ -353,4 +339,48 @@ fn install_pause(rootfs: &Path) -> std::io::Result<()> {
     std::fs::write(&tmp, PAUSE_PROGRAM)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, &target)
+}
+
+/// Handler `name`'s runtime at `path`, with state under `root` and what it supports: its
+/// features document, then a test mount where the document says nothing of recursive
+/// read-only mounts. User namespaces need `idmapped_layers` too.
+fn open_runtime(
+    name: &str,
+    path: &Path,
+    root: PathBuf,
+    state: &Path,
+    idmapped_layers: bool,
+) -> Runtime {
+    let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
+    let mut features = crate::oci::features::probe(&binary).unwrap_or_else(|reason| {
+        tracing::warn!(handler = name, %reason, "cannot tell what the runtime supports");
+        crate::oci::features::Features::default()
+    });
+    let kind = crate::oci::features::kind(&binary);
+    features.user_namespaces &= idmapped_layers && kind.joins_user_namespaces();
+    if !features.recursive_read_only && crate::oci::features::kernel_has_rro() {
+        let dir = state.join("probe").join(name);
+        features.recursive_read_only = crate::oci::features::probe_recursive_read_only(
+            &binary,
+            &root,
+            &dir,
+            &state.join("pause/rootfs/pause"),
+        )
+        .unwrap_or_else(|reason| {
+            tracing::warn!(handler = name, %reason, "the recursive read-only probe failed");
+            false
+        });
+    }
+    tracing::info!(
+        handler = name,
+        binary = %binary.display(),
+        ?kind,
+        recursive_read_only_mounts = features.recursive_read_only,
+        user_namespaces = features.user_namespaces,
+        runtime_idmap_mounts = features.idmap_mounts,
+        "runtime handler"
+    );
+    Runtime::new(binary, root)
+        .with_kind(kind)
+        .with_features(features)
 }

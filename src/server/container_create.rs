@@ -815,7 +815,7 @@ fn container_record(
             .iter()
             .map(|(n, image)| (*n, image.id.clone()))
             .collect(),
-        created_at_ns: crate::image::now_ns(),
+        created_at_ns: crate::clock::now_ns(),
         labels: c.config.labels.clone().into_iter().collect(),
         annotations: c.config.annotations.clone().into_iter().collect(),
         state: ContainerState::Created,

@@ -58,7 +58,7 @@ impl CriService {
         let runtime = self.runtime_of(&record)?;
         // Stamped before the start: a short command may exit, and its monitor record the
         // finish, before runc even returns.
-        let started_at_ns = crate::image::now_ns();
+        let started_at_ns = crate::clock::now_ns();
         let clock = Instant::now();
         let started = self
             .start_monitor(
@@ -88,7 +88,7 @@ impl CriService {
             record.reason = "StartError".to_string();
             record.message = err.to_string();
             record.pid = 0;
-            record.finished_at_ns = crate::image::now_ns();
+            record.finished_at_ns = crate::clock::now_ns();
             self.containers.save(&record)?;
             return Err(err);
         }
@@ -142,7 +142,7 @@ impl CriService {
             record.state = ContainerState::Exited;
             record.exit_code = 137;
             record.reason = "Error".to_string();
-            record.finished_at_ns = crate::image::now_ns();
+            record.finished_at_ns = crate::clock::now_ns();
             self.containers.save(&record)?;
             return Ok(());
         }

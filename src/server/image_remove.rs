@@ -45,7 +45,7 @@ impl CriService {
     pub fn image_fs_info(&self) -> Result<ImageFsInfoResponse> {
         let (bytes, inodes) = self.images.usage()?;
         let images = self.images.store_root();
-        let now = crate::image::now_ns();
+        let now = crate::clock::now_ns();
         let usage = |mountpoint: &Path, bytes, inodes| FilesystemUsage {
             timestamp: now,
             fs_id: Some(FilesystemIdentifier {

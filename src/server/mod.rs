@@ -21,9 +21,7 @@ mod stats;
 mod streams;
 
 pub use image_status::{STREAM_CHUNK, to_cri as image_to_cri};
-pub use runtime_info::{
-    NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY, validate_cidr,
-};
+pub use runtime_info::{NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY};
 
 use std::sync::{Arc, RwLock};
 
@@ -70,7 +68,11 @@ impl CriService {
     /// Builds the service over an opened store, rebuilding its caches from it.
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> Result<Self> {
         let pod_cidr = store.get_meta(META_POD_CIDR)?;
-        let images = Arc::new(ImageManager::open(&config, store.clone())?);
+        let images = Arc::new(ImageManager::open(
+            &config.root,
+            config.registries.clone(),
+            store.clone(),
+        )?);
         let sandboxes = Arc::new(Sandboxes::open(&config, store.clone())?);
         let network = &config.network;
         let subnet = pod_cidr

@@ -144,7 +144,7 @@ impl CriService {
                 record.state = ContainerState::Running;
                 record.pid = pid;
                 record.monitor_pid = monitor;
-                record.started_at_ns = started_at(&paths).unwrap_or_else(crate::image::now_ns);
+                record.started_at_ns = started_at(&paths).unwrap_or_else(crate::clock::now_ns);
                 let finished = self
                     .containers
                     .save(&record)

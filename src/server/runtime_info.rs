@@ -3,7 +3,6 @@
 
 use crate::oci::runtime::OciRuntime;
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use super::{CriService, META_POD_CIDR};
 use crate::error::{Error, Result};
@@ -136,7 +135,7 @@ impl CriService {
             return Ok(());
         }
         for cidr in pod_cidr.split(',') {
-            validate_cidr(cidr.trim()).map_err(|reason| {
+            crate::network::validate_cidr(cidr.trim()).map_err(|reason| {
                 Error::invalid("runtime_config.network_config.pod_cidr", reason)
             })?;
         }
@@ -166,36 +165,4 @@ fn condition(kind: &str, not_ready: Option<(&str, String)>) -> RuntimeCondition 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Serializing plain config structs cannot fail; an empty object is a safe fallback.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
-}
-
-/// Checks an `address/prefix` CIDR such as `10.88.0.0/16` or `fd00::/64`.
-pub fn validate_cidr(cidr: &str) -> std::result::Result<(), String> {
-    let (addr, prefix) = cidr
-        .split_once('/')
-        .ok_or_else(|| format!("{cidr:?} is not address/prefix"))?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{cidr:?}: {addr:?} is not an IP address"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    match prefix.parse::<u8>() {
-        Ok(p) if p <= max => Ok(()),
-        _ => Err(format!("{cidr:?}: prefix {prefix:?} is not 0 to {max}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::validate_cidr;
-
-    #[test]
-    fn cidrs() {
-        assert!(validate_cidr("10.88.0.0/16").is_ok());
-        assert!(validate_cidr("fd00:10::/64").is_ok());
-        assert!(validate_cidr("0.0.0.0/0").is_ok());
-        assert!(validate_cidr("10.88.0.0").is_err());
-        assert!(validate_cidr("10.88.0.0/33").is_err());
-        assert!(validate_cidr("fd00::/129").is_err());
-        assert!(validate_cidr("pods/16").is_err());
-        assert!(validate_cidr("10.0.0.0/-1").is_err());
-    }
 }

@@ -284,7 +284,7 @@ impl CriService {
             namespace: metadata.namespace.clone(),
             uid: metadata.uid.clone(),
             attempt: metadata.attempt,
-            created_at_ns: crate::image::now_ns(),
+            created_at_ns: crate::clock::now_ns(),
             labels: pod.config.labels.clone().into_iter().collect(),
             annotations: pod.config.annotations.clone().into_iter().collect(),
             state: SandboxState::Ready,

@@ -65,7 +65,7 @@ impl CriService {
         }
         // With a timestamp, a kubelet running the evented PLEG takes the pod's containers
         // from here rather than listing them: all of them, brought up to date.
-        let timestamp = crate::image::now_ns();
+        let timestamp = crate::clock::now_ns();
         let containers_statuses = self
             .containers
             .of_sandbox_current(&record.id)?

@@ -93,7 +93,7 @@ impl CriService {
     }
 
     fn pod_stats(&self, sandbox: &SandboxRecord) -> Result<PodSandboxStats> {
-        let now = crate::image::now_ns();
+        let now = crate::clock::now_ns();
         let containers: Vec<ContainerRecord> = self
             .containers
             .list()?
@@ -164,7 +164,7 @@ impl CriService {
         record: &ContainerRecord,
         sandbox: Option<&SandboxRecord>,
     ) -> (ContainerStats, CgroupUsage) {
-        let now = crate::image::now_ns();
+        let now = crate::clock::now_ns();
         let usage = match (record.state, sandbox) {
             (ContainerState::Running, Some(sandbox)) => {
                 crate::stats::usage(&self.cgroups, &container_cgroup(sandbox, &record.id))
