@@ -6,6 +6,7 @@ pub mod features;
 pub mod runc;
 pub mod runc_log;
 pub mod runtime;
+pub mod teardown;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,14 @@ pub fn process_running(pid: i32) -> bool {
 /// A regular file with an execute bit.
 pub fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The OCI spec in a bundle directory, for verbose statuses (null when unreadable).
+pub fn bundle_spec(bundle: &Path) -> serde_json::Value {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 #[cfg(test)]

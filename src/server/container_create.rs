@@ -12,14 +12,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use prost::Message as _;
 use tokio::io::AsyncBufReadExt;
 
 use super::CriService;
 use super::container_update::{In, refused};
 use super::sandbox_run::clamp_oom_score_adj;
-use super::sandbox_status::decode_config;
 use crate::container::name_key;
 use crate::container::user::{UserRequest, resolve};
 use crate::error::{Error, Result};
@@ -146,7 +143,7 @@ impl CriService {
                 kind: "image",
                 id: image_name.clone(),
             })?;
-        let pod_config = decode_config(&sandbox);
+        let pod_config = sandbox.pod_config()?;
         let userns = container_user_namespace(&pod_config, &config)?;
         let log_directory = pod_config.log_directory.clone();
         let log_path = if log_directory.is_empty() || config.log_path.is_empty() {
@@ -819,7 +816,7 @@ fn container_record(
         labels: c.config.labels.clone().into_iter().collect(),
         annotations: c.config.annotations.clone().into_iter().collect(),
         state: ContainerState::Created,
-        config: base64::engine::general_purpose::STANDARD.encode(c.config.encode_to_vec()),
+        config: crate::store::cri::encode_config(&c.config),
         log_path: c.log_path.display().to_string(),
         runtime_handler: c.sandbox.runtime_handler.clone(),
         stop_signal: run.stop_signal.clone(),

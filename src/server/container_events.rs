@@ -4,8 +4,6 @@
 use std::sync::{Arc, Weak};
 
 use super::CriService;
-use super::container_status::container_status_of;
-use super::sandbox_status::sandbox_status_of;
 use crate::events::{Change, ProcessExit, Subscription};
 use crate::proto::{ContainerEventResponse, ContainerEventType};
 use crate::store::{ContainerState, SandboxState};
@@ -118,14 +116,14 @@ impl CriService {
         let sandbox = now
             .as_ref()
             .or(change.sandbox.as_deref())
-            .map(sandbox_status_of);
+            .and_then(|record| reported(record.cri_status()));
         let containers = if sandbox_deleted {
             Vec::new()
         } else {
             self.containers
                 .of_sandbox(&change.sandbox_id)
                 .iter()
-                .map(container_status_of)
+                .filter_map(|record| reported(record.cri_status()))
                 .collect()
         };
         ContainerEventResponse {
@@ -230,4 +228,11 @@ async fn until_recorded(service: Weak<CriService>, mut recorded: impl FnMut(&Cri
         drop(service);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A status for an event; a corrupt record is left out of the event, and said.
+fn reported<T>(status: std::result::Result<T, crate::store::StoreError>) -> Option<T> {
+    status
+        .map_err(|err| tracing::warn!(%err, "left out of a container event"))
+        .ok()
 }

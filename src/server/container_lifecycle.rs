@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::CriService;
-use super::sandbox_status::decode_container_config;
 use crate::error::{Error, Result};
 use crate::monitor::{ExitRecord, request_reopen};
 use crate::oci::runc::{OciError, Runtime};
@@ -45,7 +44,7 @@ impl CriService {
         // The spec joins the pause's (and a TARGET's) namespaces by pid: both must still
         // run now, not only when the container was created.
         let sandbox = self.ready_sandbox(&record.sandbox_id)?;
-        let config = decode_container_config(&record);
+        let config = record.container_config()?;
         let target = config
             .linux
             .as_ref()
@@ -171,7 +170,7 @@ impl CriService {
         // A container that never started is unknown to the runtime.
         if record.state != ContainerState::Created {
             let runtime = self.runtime_of(&record)?;
-            super::sandbox_run::delete_gone(&runtime, &record.id).await?;
+            crate::oci::teardown::delete_gone(&runtime, &record.id).await?;
         }
         let layer_dir = self.containers.layer_dir(&record.id);
         let rootfs = layer_dir.join("rootfs");
@@ -292,8 +291,12 @@ impl CriService {
 
 /// The signal to stop with: the config's, else the image's STOPSIGNAL, else SIGTERM.
 fn stop_signal(record: &ContainerRecord) -> String {
-    let config = decode_container_config(record);
-    match CriSignal::try_from(config.stop_signal) {
+    // A corrupt config must not keep the container from stopping.
+    let asked = record
+        .container_config()
+        .map_err(|err| tracing::warn!(%err, "stopping with the image's signal"))
+        .map_or(0, |config| config.stop_signal);
+    match CriSignal::try_from(asked) {
         Ok(signal) if signal != CriSignal::RuntimeDefault => {
             signal.as_str_name().trim_start_matches("SIG").to_string()
         }

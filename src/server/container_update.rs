@@ -10,11 +10,7 @@
 use crate::oci::runtime::OciRuntime;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use prost::Message as _;
-
 use super::CriService;
-use super::sandbox_status::decode_container_config;
 use crate::error::{Error, Result};
 use crate::proto::{LinuxContainerConfig, LinuxContainerResources};
 use crate::spec::container::{ResourceError, ResourceField, check_resources, resources_of};
@@ -73,12 +69,12 @@ impl CriService {
         std::fs::write(&tmp, json).map_err(Error::io("writing the spec", &tmp))?;
         std::fs::rename(&tmp, &spec_path).map_err(Error::io("writing the spec", &spec_path))?;
 
-        let mut config = decode_container_config(&record);
+        let mut config = record.container_config()?;
         config
             .linux
             .get_or_insert_with(LinuxContainerConfig::default)
             .resources = Some(linux);
-        record.config = base64::engine::general_purpose::STANDARD.encode(config.encode_to_vec());
+        record.config = crate::store::cri::encode_config(&config);
         self.containers.save(&record)?;
         tracing::info!(container = %record.id, "resources updated");
         Ok(())
@@ -132,7 +128,8 @@ impl CriService {
             }
         }
         let sandbox = self.sandbox(id)?;
-        let parent = super::sandbox_status::decode_config(&sandbox)
+        let parent = sandbox
+            .pod_config()?
             .linux
             .map(|l| l.cgroup_parent)
             .unwrap_or_default();

@@ -22,9 +22,9 @@
 use std::path::Path;
 
 use super::CriService;
-use super::sandbox_run::stop_and_delete;
 use crate::monitor::{ExitRecord, MonitorPaths};
 use crate::network::cni::PodNetwork;
+use crate::oci::teardown::stop_and_delete;
 use crate::sandbox::{files, netns};
 use crate::store::ContainerState;
 

@@ -2,17 +2,10 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use prost::Message as _;
-
 use super::CriService;
 use crate::error::{Error, Result};
-use crate::proto::{
-    LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox, PodSandboxConfig, PodSandboxFilter,
-    PodSandboxMetadata, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
-    PodSandboxStatusResponse,
-};
-use crate::store::{SandboxRecord, SandboxState};
+use crate::proto::{PodSandbox, PodSandboxFilter, PodSandboxStatusResponse};
+use crate::store::SandboxRecord;
 
 impl CriService {
     /// The sandbox a request's `pod_sandbox_id` names (an id or unique prefix), its state
@@ -50,10 +43,10 @@ impl CriService {
     /// ([`crate::sandbox::Sandboxes::current`]).
     pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
         let record = self.sandboxes.current(self.sandbox_as_stored(id)?)?;
-        let status = sandbox_status_of(&record);
+        let status = record.cri_status()?;
         let mut info = HashMap::new();
         if verbose {
-            let spec = bundle_spec(&self.sandboxes.dir(&record.id));
+            let spec = crate::oci::bundle_spec(&self.sandboxes.dir(&record.id));
             let details = serde_json::json!({
                 "pid": record.pid,
                 "netnsPath": record.netns,
@@ -70,8 +63,8 @@ impl CriService {
             .containers
             .of_sandbox_current(&record.id)?
             .iter()
-            .map(super::container_status::container_status_of)
-            .collect();
+            .map(crate::store::ContainerRecord::cri_status)
+            .collect::<std::result::Result<_, _>>()?;
         Ok(PodSandboxStatusResponse {
             status: Some(status),
             info,
@@ -85,105 +78,14 @@ impl CriService {
         let filter = filter.unwrap_or_default();
         let wanted = |r: &SandboxRecord| {
             (filter.id.is_empty() || r.id.starts_with(&filter.id))
-                && filter
-                    .state
-                    .is_none_or(|s| s.state == state(r.state) as i32)
+                && filter.state.is_none_or(|s| s.state == r.cri_state() as i32)
                 && filter
                     .label_selector
                     .iter()
                     .all(|(k, v)| r.labels.get(k) == Some(v))
         };
-        Ok(self.sandboxes.list_map(|r| {
-            wanted(r).then(|| PodSandbox {
-                id: r.id.clone(),
-                metadata: Some(metadata(r)),
-                state: state(r.state) as i32,
-                created_at: r.created_at_ns,
-                labels: r.labels.clone().into_iter().collect(),
-                annotations: r.annotations.clone().into_iter().collect(),
-                runtime_handler: r.runtime_handler.clone(),
-            })
-        })?)
+        Ok(self
+            .sandboxes
+            .list_map(|r| wanted(r).then(|| r.cri_entry()))?)
     }
-}
-
-/// A sandbox's status, as its record has it.
-pub(crate) fn sandbox_status_of(record: &SandboxRecord) -> PodSandboxStatus {
-    let config = decode_config(record);
-    let namespace_options = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone());
-    // As long as the pod holds its network (a stop cut short keeps it until the
-    // kubelet stops the pod again), its addresses are its own, as in containerd.
-    let attached = record.state == SandboxState::Ready || record.netns.is_some();
-    let network = attached.then(|| PodSandboxNetworkStatus {
-        ip: record.ips.first().cloned().unwrap_or_default(),
-        additional_ips: record
-            .ips
-            .iter()
-            .skip(1)
-            .map(|ip| PodIp { ip: ip.clone() })
-            .collect(),
-    });
-    PodSandboxStatus {
-        id: record.id.clone(),
-        metadata: Some(metadata(record)),
-        state: state(record.state) as i32,
-        created_at: record.created_at_ns,
-        network,
-        linux: Some(LinuxPodSandboxStatus {
-            namespaces: Some(Namespace {
-                options: Some(namespace_options.unwrap_or_default()),
-            }),
-        }),
-        labels: record.labels.clone().into_iter().collect(),
-        annotations: record.annotations.clone().into_iter().collect(),
-        runtime_handler: record.runtime_handler.clone(),
-    }
-}
-
-fn state(state: SandboxState) -> PodSandboxState {
-    match state {
-        SandboxState::Ready => PodSandboxState::SandboxReady,
-        SandboxState::NotReady => PodSandboxState::SandboxNotready,
-    }
-}
-
-fn metadata(record: &SandboxRecord) -> PodSandboxMetadata {
-    PodSandboxMetadata {
-        name: record.name.clone(),
-        uid: record.uid.clone(),
-        namespace: record.namespace.clone(),
-        attempt: record.attempt,
-    }
-}
-
-/// The sandbox's config as the kubelet sent it.
-/// The OCI spec in a bundle directory, for verbose statuses (null when unreadable).
-pub(crate) fn bundle_spec(bundle: &std::path::Path) -> serde_json::Value {
-    std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
-pub fn decode_config(record: &SandboxRecord) -> PodSandboxConfig {
-    base64::engine::general_purpose::STANDARD
-        .decode(&record.config)
-        .ok()
-        .and_then(|bytes| PodSandboxConfig::decode(bytes.as_slice()).ok())
-        .unwrap_or_default()
-}
-
-/// A container's config as the kubelet sent it.
-pub fn decode_container_config(
-    record: &crate::store::ContainerRecord,
-) -> crate::proto::ContainerConfig {
-    base64::engine::general_purpose::STANDARD
-        .decode(&record.config)
-        .ok()
-        .and_then(|bytes| crate::proto::ContainerConfig::decode(bytes.as_slice()).ok())
-        .unwrap_or_default()
 }

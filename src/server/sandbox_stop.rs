@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::CriService;
 use super::container_lifecycle::remove_dir;
-use super::sandbox_run::kill_and_delete;
 use crate::error::{Error, Result};
 use crate::network::cni::PodNetwork;
+use crate::oci::teardown::kill_and_delete;
 use crate::sandbox::{files, netns};
 use crate::store::{SandboxRecord, SandboxState};
 

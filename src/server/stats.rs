@@ -48,7 +48,7 @@ impl CriService {
             .list()?
             .into_iter()
             .filter(|r| {
-                super::container_status::selected(
+                crate::store::ContainerRecord::selected(
                     r,
                     &filter.id,
                     &filter.pod_sandbox_id,

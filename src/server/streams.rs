@@ -597,7 +597,10 @@ async fn forward(
 
 /// Whether the pod shares the node's network namespace.
 fn host_network(sandbox: &crate::store::SandboxRecord) -> bool {
-    super::sandbox_status::decode_config(sandbox)
+    sandbox
+        .pod_config()
+        .map_err(|err| tracing::warn!(%err, "taken for a pod with its own network"))
+        .unwrap_or_default()
         .linux
         .and_then(|l| l.security_context)
         .and_then(|c| c.namespace_options)

@@ -12,6 +12,7 @@
 //! records their process's end as it happens.
 
 mod cache;
+pub mod cri;
 mod records;
 mod watched;
 
@@ -60,6 +61,13 @@ pub enum StoreError {
         kind: &'static str,
         id: String,
         source: serde_json::Error,
+    },
+    /// A record whose contents no longer make sense (its config does not decode).
+    #[error("metadata store: {kind} {id:?} is corrupt: {reason}")]
+    Corrupt {
+        kind: &'static str,
+        id: String,
+        reason: String,
     },
     #[error("metadata store: {kind} {id:?} cannot be encoded: {source}")]
     Encode {
