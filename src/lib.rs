@@ -21,6 +21,7 @@ pub mod image;
 pub mod logs;
 pub mod metrics;
 pub mod monitor;
+pub mod mounts;
 pub mod network;
 pub mod oci;
 pub mod proto;

@@ -113,3 +113,13 @@ pub fn selinux(security: &LinuxContainerSecurityContext) -> Option<String> {
         .all(|p| !p.is_empty())
         .then(|| format!("{}:{}:{}:{}", o.user, o.role, o.r#type, o.level))
 }
+
+/// The OOM score berth may give: never below its own (lowering it needs
+/// CAP_SYS_RESOURCE, and runc fails outright when it is refused).
+pub fn clamp_oom_score_adj(wanted: i32) -> i32 {
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    wanted.max(own).min(1000)
+}

@@ -356,7 +356,7 @@ pub fn idmapped_volume(source: &Path, target: &Path, userns_pin: &Path) -> io::R
 /// a daemon that died while making them left there). An error when one stays: the
 /// directory must then not be removed, or the removal would reach into the volume.
 pub fn unmount_volumes(layer_dir: &Path) -> io::Result<()> {
-    super::files::unmount_all(&layer_dir.join("volumes"))
+    crate::mounts::unmount_all(&layer_dir.join("volumes"))
 }
 
 /// Mounts image layers (bottom first) as an overlay on `target` for a container of a pod
@@ -387,12 +387,12 @@ pub fn mount_overlay_idmapped(
             attach(&idmapped_tree(layer, &userns, false)?, &mapped)?;
             lowers.push(mapped);
         }
-        super::files::mount_overlay_of(&lowers, &upper, &work, target)
+        crate::mounts::mount_overlay_of(&lowers, &upper, &work, target)
     })();
     // The overlay keeps its own references to the layers.
     let unmounted = unmount_lowers(scratch);
     if result.is_ok() && unmounted.is_err() {
-        let _ = super::files::unmount(target);
+        let _ = crate::mounts::unmount(target);
     }
     result.and(unmounted)
 }
@@ -401,7 +401,7 @@ pub fn mount_overlay_idmapped(
 /// daemon that died while mounting left there). An error when one stays: the directory
 /// must then not be removed, or the removal would reach into a shared image layer.
 pub fn unmount_lowers(scratch: &Path) -> io::Result<()> {
-    super::files::unmount_all(&scratch.join("lower"))
+    crate::mounts::unmount_all(&scratch.join("lower"))
 }
 
 /// Whether pods can have user namespaces here: the kernel takes id-mapped layers in

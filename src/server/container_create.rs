@@ -4,7 +4,6 @@
 //! --detach`: one runtime call instead of create then start). Every step has a rollback;
 //! the work runs as a task, so a cancelled call leaves nothing half made.
 
-use crate::oci::runtime::OciRuntime;
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -14,15 +13,14 @@ use std::time::Duration;
 
 use tokio::io::AsyncBufReadExt;
 
-use super::CriService;
-use super::container_update::{In, refused};
-use super::sandbox_run::clamp_oom_score_adj;
+use super::{CriService, In, refused};
 use crate::container::name_key;
+use crate::container::security::clamp_oom_score_adj;
 use crate::container::user::{UserRequest, resolve};
 use crate::error::{Error, Result};
+use crate::oci::runtime::OciRuntime;
 use crate::proto::{ContainerConfig, CreateContainerRequest, NamespaceMode as CriNamespaceMode};
 use crate::rollback::Rollback;
-use crate::sandbox::files;
 use crate::spec::container::{ContainerSpecInput, PodContext, container_spec};
 use crate::store::{ContainerRecord, ContainerState, ImageRecord, SandboxRecord};
 
@@ -326,12 +324,12 @@ impl CriService {
                 &self.sandboxes.userns_path(&c.sandbox.id),
                 mappings.host_root(),
             ),
-            None => files::mount_overlay(&layers, &layer_dir, &rootfs),
+            None => crate::mounts::mount_overlay(&layers, &layer_dir, &rootfs),
         }
         .map_err(Error::io("mounting the rootfs on", &rootfs))?;
         let mounted = rootfs.clone();
         undo.push("rootfs mount", move || async move {
-            files::unmount(&mounted).map_err(|e| e.to_string())
+            crate::mounts::unmount(&mounted).map_err(|e| e.to_string())
         });
         Ok(rootfs)
     }
@@ -431,7 +429,7 @@ impl CriService {
                 .userns
                 .map(|mappings| (self.sandboxes.userns_path(&c.sandbox.id), mappings)),
         };
-        let cgroups_path = super::stats::container_cgroup(&c.sandbox, &c.id);
+        let cgroups_path = c.sandbox.container_cgroup(&c.id);
         let wanted_oom = linux
             .resources
             .as_ref()

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::{ExitRecord, request_reopen};
-use crate::oci::runc::{OciError, Runtime};
+use crate::oci::runc::OciError;
 use crate::oci::runtime::OciRuntime;
 use crate::proto::Signal as CriSignal;
-use crate::sandbox::files;
 use crate::store::{ContainerRecord, ContainerState};
 
 /// How long a SIGKILLed container may take to be reported gone.
@@ -65,7 +64,7 @@ impl CriService {
                 &self.containers.state_dir(&record.id),
                 &runtime,
                 Path::new(&record.log_path),
-                &super::stats::container_cgroup(&sandbox, &record.id),
+                &sandbox.container_cgroup(&record.id),
                 &config,
             )
             .await;
@@ -174,16 +173,17 @@ impl CriService {
         }
         let layer_dir = self.containers.layer_dir(&record.id);
         let rootfs = layer_dir.join("rootfs");
-        files::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
+        crate::mounts::unmount(&rootfs).map_err(Error::io("unmounting", &rootfs))?;
         crate::sandbox::userns::unmount_volumes(&layer_dir).map_err(Error::io(
             "unmounting the id-mapped volumes under",
             &layer_dir,
         ))?;
         // A monitor that was killed leaves its socket.
         let socket = self.containers.monitor_paths(&record.id).control_socket();
-        files::remove_file(&socket).map_err(Error::io("removing the monitor's socket", &socket))?;
+        crate::mounts::remove_file(&socket)
+            .map_err(Error::io("removing the monitor's socket", &socket))?;
         for dir in [layer_dir, self.containers.state_dir(&record.id)] {
-            remove_dir(&dir)?;
+            crate::mounts::remove_tree(&dir).map_err(Error::io("removing", &dir))?;
         }
         self.containers.forget(&record)?;
         if !record.image_volumes.is_empty()
@@ -244,49 +244,6 @@ impl CriService {
         }
         Ok(())
     }
-
-    /// The container, and an error unless it runs.
-    pub(crate) fn running_container(&self, id: &str) -> Result<ContainerRecord> {
-        let record = self.container(id)?;
-        if record.state != ContainerState::Running {
-            return Err(Error::WrongState {
-                kind: "container",
-                id: record.id,
-                reason: "it is not running".to_string(),
-            });
-        }
-        Ok(record)
-    }
-
-    pub(crate) fn container(&self, id: &str) -> Result<ContainerRecord> {
-        Ok(self.containers.refresh(self.container_as_stored(id)?)?)
-    }
-
-    /// The container a request's `container_id` names (an id or unique prefix), its
-    /// record as it is.
-    pub(crate) fn container_as_stored(&self, id: &str) -> Result<ContainerRecord> {
-        if id.is_empty() {
-            return Err(Error::invalid("container_id", "must not be empty"));
-        }
-        self.containers.get(id).ok_or_else(|| Error::NotFound {
-            kind: "container",
-            id: id.to_string(),
-        })
-    }
-
-    pub(crate) fn runtime_of(&self, record: &ContainerRecord) -> Result<Runtime> {
-        self.sandboxes
-            .runtime(&record.runtime_handler)
-            .cloned()
-            .ok_or_else(|| Error::WrongState {
-                kind: "container",
-                id: record.id.clone(),
-                reason: format!(
-                    "its runtime handler {:?} is not configured",
-                    record.runtime_handler
-                ),
-            })
-    }
 }
 
 /// The signal to stop with: the config's, else the image's STOPSIGNAL, else SIGTERM.
@@ -336,9 +293,4 @@ fn ignore_gone(result: std::result::Result<(), OciError>) -> Result<()> {
         Err(OciError::NotRunning { .. } | OciError::NotFound { .. }) => Ok(()),
         other => Ok(other?),
     }
-}
-
-/// Removes a directory tree; one that is not there is not an error.
-pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
-    files::remove_tree(dir).map_err(Error::io("removing", dir))
 }

@@ -7,11 +7,11 @@
 //! into the pod's cgroup, for the controllers the host has (a pod cgroup's swap, huge
 //! page and v2 limits are the kubelet's, which made it).
 
-use crate::oci::runtime::OciRuntime;
 use std::sync::Arc;
 
-use super::CriService;
+use super::{CriService, In, refused};
 use crate::error::{Error, Result};
+use crate::oci::runtime::OciRuntime;
 use crate::proto::{LinuxContainerConfig, LinuxContainerResources};
 use crate::spec::container::{ResourceError, ResourceField, check_resources, resources_of};
 use crate::store::ContainerState;
@@ -39,7 +39,7 @@ impl CriService {
         let cgroup = self
             .sandboxes
             .find(&record.sandbox_id)
-            .map(|sandbox| super::stats::container_cgroup(&sandbox, &record.id))
+            .map(|sandbox| sandbox.container_cgroup(&record.id))
             .unwrap_or_default();
         self.fit_resources(&mut resources, &record.id, &cgroup, In::Update)?;
         // The spec keeps its device rules; only the limits change.
@@ -154,38 +154,6 @@ impl CriService {
         tracing::info!(sandbox = %sandbox.id, cgroup = %parent, "pod resources updated");
         Ok(())
     }
-}
-
-/// Which request a resources message came in, for the field an error names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum In {
-    /// CreateContainer's `config.linux.resources`.
-    Create,
-    /// UpdateContainerResources' `linux`.
-    Update,
-    /// UpdatePodSandboxResources' `overhead` and `resources`.
-    PodOverhead,
-    PodResources,
-}
-
-/// InvalidArgument for `error`, naming its field where request `within` has it.
-pub(super) fn refused(error: ResourceError, within: In) -> Error {
-    use ResourceField::*;
-    let field = match (within, error.field) {
-        (In::Create, Unified) => "config.linux.resources.unified",
-        (In::Create, HugepageLimits) => "config.linux.resources.hugepage_limits",
-        (In::Create, MemorySwapLimit) => "config.linux.resources.memory_swap_limit_in_bytes",
-        (In::Update, Unified) => "linux.unified",
-        (In::Update, HugepageLimits) => "linux.hugepage_limits",
-        (In::Update, MemorySwapLimit) => "linux.memory_swap_limit_in_bytes",
-        (In::PodOverhead, Unified) => "overhead.unified",
-        (In::PodOverhead, HugepageLimits) => "overhead.hugepage_limits",
-        (In::PodOverhead, MemorySwapLimit) => "overhead.memory_swap_limit_in_bytes",
-        (In::PodResources, Unified) => "resources.unified",
-        (In::PodResources, HugepageLimits) => "resources.hugepage_limits",
-        (In::PodResources, MemorySwapLimit) => "resources.memory_swap_limit_in_bytes",
-    };
-    Error::invalid(field, error.reason)
 }
 
 /// A pod's limits: its containers' total plus the overhead. Quotas add up over the

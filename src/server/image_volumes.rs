@@ -13,7 +13,6 @@ use std::path::PathBuf;
 
 use super::CriService;
 use crate::error::{Error, Result};
-use crate::sandbox::files;
 use crate::store::ImageRecord;
 
 /// The directory name of an image's mount: its id, `:` made `-`.
@@ -39,7 +38,7 @@ impl CriService {
         let mut pending = self.image_volumes.lock().unwrap_or_else(|p| p.into_inner());
         let images = self.pod_images_dir(sandbox_id);
         let target = images.join(mount_name(&image.id));
-        if !files::is_mount_point(&target).map_err(Error::io("image volume", &target))? {
+        if !crate::mounts::is_mount_point(&target).map_err(Error::io("image volume", &target))? {
             // Only inside the sandbox's own directory: a pod removed meanwhile gets none.
             for dir in [&images, &target] {
                 match std::fs::create_dir(dir) {
@@ -50,7 +49,7 @@ impl CriService {
                 }
             }
             let layers = self.images.layer_paths(image)?;
-            files::mount_read_only_layers(&layers, &target)
+            crate::mounts::mount_read_only_layers(&layers, &target)
                 .map_err(Error::io("mounting the image volume on", &target))?;
         }
         pending
@@ -115,7 +114,7 @@ impl CriService {
             }
             let path = entry.path();
             // Mounts may be stacked there (two creates racing before the lock existed).
-            while files::is_mount_point(&path).map_err(Error::io("image volume", &path))? {
+            while crate::mounts::is_mount_point(&path).map_err(Error::io("image volume", &path))? {
                 nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)
                     .map_err(|e| Error::io("unmounting the image volume", &path)(e.into()))?;
             }

@@ -29,8 +29,10 @@ use crate::config::Config;
 use crate::container::Containers;
 use crate::error::{Error, Result};
 use crate::image::ImageManager;
+use crate::oci::runc::Runtime;
 use crate::sandbox::Sandboxes;
-use crate::store::Store;
+use crate::spec::container::{ResourceError, ResourceField};
+use crate::store::{ContainerRecord, ContainerState, SandboxRecord, Store};
 
 /// The store's `meta` key for the pod CIDR given by `UpdateRuntimeConfig`.
 const META_POD_CIDR: &str = "pod_cidr";
@@ -147,6 +149,83 @@ impl CriService {
     }
 }
 
+/// The lookups every RPC shares: the object a request names (an id or a unique
+/// prefix), with the error the request gets when it is missing or in the wrong state.
+impl CriService {
+    /// The sandbox a request's `pod_sandbox_id` names (an id or unique prefix), its state
+    /// brought up to date.
+    pub(crate) fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        Ok(self.sandboxes.refresh(self.sandbox_as_stored(id)?)?)
+    }
+
+    /// The sandbox `pod_sandbox_id` names, its record as it is.
+    pub(crate) fn sandbox_as_stored(&self, id: &str) -> Result<SandboxRecord> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
+            kind: "pod sandbox",
+            id: id.to_string(),
+        })
+    }
+
+    /// The same, and an error unless it is ready.
+    pub(crate) fn ready_sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        let sandbox = self.sandbox(id)?;
+        if !sandbox.state.can_create_containers() {
+            return Err(Error::WrongState {
+                kind: "pod sandbox",
+                id: sandbox.id,
+                reason: "it is not ready".to_string(),
+            });
+        }
+        Ok(sandbox)
+    }
+
+    /// The container, and an error unless it runs.
+    pub(crate) fn running_container(&self, id: &str) -> Result<ContainerRecord> {
+        let record = self.container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(Error::WrongState {
+                kind: "container",
+                id: record.id,
+                reason: "it is not running".to_string(),
+            });
+        }
+        Ok(record)
+    }
+
+    pub(crate) fn container(&self, id: &str) -> Result<ContainerRecord> {
+        Ok(self.containers.refresh(self.container_as_stored(id)?)?)
+    }
+
+    /// The container a request's `container_id` names (an id or unique prefix), its
+    /// record as it is.
+    pub(crate) fn container_as_stored(&self, id: &str) -> Result<ContainerRecord> {
+        if id.is_empty() {
+            return Err(Error::invalid("container_id", "must not be empty"));
+        }
+        self.containers.get(id).ok_or_else(|| Error::NotFound {
+            kind: "container",
+            id: id.to_string(),
+        })
+    }
+
+    pub(crate) fn runtime_of(&self, record: &ContainerRecord) -> Result<Runtime> {
+        self.sandboxes
+            .runtime(&record.runtime_handler)
+            .cloned()
+            .ok_or_else(|| Error::WrongState {
+                kind: "container",
+                id: record.id.clone(),
+                reason: format!(
+                    "its runtime handler {:?} is not configured",
+                    record.runtime_handler
+                ),
+            })
+    }
+}
+
 /// Sends every change of a sandbox or container record to `changes`, as the events it is.
 fn observe_changes(
     sandboxes: &Arc<Sandboxes>,
@@ -170,4 +249,36 @@ fn observe_changes(
             let _ = changes.send(change);
         }
     }));
+}
+
+/// Which request a resources message came in, for the field an error names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum In {
+    /// CreateContainer's `config.linux.resources`.
+    Create,
+    /// UpdateContainerResources' `linux`.
+    Update,
+    /// UpdatePodSandboxResources' `overhead` and `resources`.
+    PodOverhead,
+    PodResources,
+}
+
+/// InvalidArgument for `error`, naming its field where request `within` has it.
+fn refused(error: ResourceError, within: In) -> Error {
+    use ResourceField::*;
+    let field = match (within, error.field) {
+        (In::Create, Unified) => "config.linux.resources.unified",
+        (In::Create, HugepageLimits) => "config.linux.resources.hugepage_limits",
+        (In::Create, MemorySwapLimit) => "config.linux.resources.memory_swap_limit_in_bytes",
+        (In::Update, Unified) => "linux.unified",
+        (In::Update, HugepageLimits) => "linux.hugepage_limits",
+        (In::Update, MemorySwapLimit) => "linux.memory_swap_limit_in_bytes",
+        (In::PodOverhead, Unified) => "overhead.unified",
+        (In::PodOverhead, HugepageLimits) => "overhead.hugepage_limits",
+        (In::PodOverhead, MemorySwapLimit) => "overhead.memory_swap_limit_in_bytes",
+        (In::PodResources, Unified) => "resources.unified",
+        (In::PodResources, HugepageLimits) => "resources.hugepage_limits",
+        (In::PodResources, MemorySwapLimit) => "resources.memory_swap_limit_in_bytes",
+    };
+    Error::invalid(field, error.reason)
 }

@@ -25,7 +25,7 @@ use super::CriService;
 use crate::monitor::{ExitRecord, MonitorPaths};
 use crate::network::cni::PodNetwork;
 use crate::oci::teardown::stop_and_delete;
-use crate::sandbox::{files, netns};
+use crate::sandbox::netns;
 use crate::store::ContainerState;
 
 impl CriService {
@@ -78,7 +78,7 @@ impl CriService {
                 tracing::warn!(sandbox = %id, %err, "CNI DEL failed; its pin stays for a retry");
                 continue;
             }
-            if let Err(err) = files::unmount_all(&dir.join("images")) {
+            if let Err(err) = crate::mounts::unmount_all(&dir.join("images")) {
                 // Its directory stays: removing it would reach into an image's layers.
                 tracing::warn!(sandbox = %id, %err, "an image volume stays mounted; its files are kept");
                 continue;
@@ -86,9 +86,9 @@ impl CriService {
             let results = [
                 netns::remove(&pin),
                 netns::remove(&self.sandboxes.userns_path(&id)),
-                files::unmount(&dir.join("shm")),
-                files::unmount(&dir.join("rootfs")),
-                files::remove_tree(&dir),
+                crate::mounts::unmount(&dir.join("shm")),
+                crate::mounts::unmount(&dir.join("rootfs")),
+                crate::mounts::remove_tree(&dir),
             ];
             for err in results.into_iter().filter_map(|r| r.err()) {
                 tracing::warn!(sandbox = %id, %err, "clean-up step failed");
@@ -111,9 +111,9 @@ impl CriService {
                 continue;
             }
             let results = [
-                files::unmount(&layer_dir.join("rootfs")),
-                files::remove_tree(&layer_dir),
-                files::remove_tree(&self.containers.state_dir(&id)),
+                crate::mounts::unmount(&layer_dir.join("rootfs")),
+                crate::mounts::remove_tree(&layer_dir),
+                crate::mounts::remove_tree(&self.containers.state_dir(&id)),
             ];
             for err in results.into_iter().filter_map(|r| r.err()) {
                 tracing::warn!(container = %id, %err, "clean-up step failed");
@@ -167,7 +167,7 @@ impl CriService {
                 paths.exit_file(),
             ];
             for file in files {
-                if let Err(err) = files::remove_file(&file) {
+                if let Err(err) = crate::mounts::remove_file(&file) {
                     tracing::warn!(container = %record.id, %err, "clean-up step failed");
                 }
             }
@@ -190,7 +190,7 @@ impl CriService {
         if let Some(cgroup) = bundle_cgroup(&paths.dir) {
             self.cgroups.remove(&cgroup).await;
         }
-        if let Err(err) = files::remove_file(&paths.control_socket()) {
+        if let Err(err) = crate::mounts::remove_file(&paths.control_socket()) {
             tracing::warn!(container = %id, %err, "removing its monitor's socket failed");
         }
     }

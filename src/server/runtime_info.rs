@@ -1,11 +1,11 @@
 //! Version, Status, RuntimeConfig and UpdateRuntimeConfig: what the kubelet asks about the
 //! runtime itself.
 
-use crate::oci::runtime::OciRuntime;
 use std::collections::HashMap;
 
 use super::{CriService, META_POD_CIDR};
 use crate::error::{Error, Result};
+use crate::oci::runtime::OciRuntime;
 use crate::proto::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
     RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse,

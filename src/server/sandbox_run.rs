@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::CriService;
+use crate::container::security::clamp_oom_score_adj;
 use crate::error::{Error, Result};
 use crate::network::cni::{PodNetwork, PortMapping, protocol_name};
 use crate::oci::runc::Runtime;
@@ -191,7 +192,7 @@ impl CriService {
             std::fs::create_dir(&shm).map_err(Error::io("shm directory", &shm))?;
             files::mount_shm(&shm).map_err(Error::io("mounting /dev/shm on", &shm))?;
             undo.push("shm mount", move || async move {
-                files::unmount(&shm).map_err(|e| e.to_string())
+                crate::mounts::unmount(&shm).map_err(|e| e.to_string())
             });
         }
 
@@ -329,11 +330,11 @@ impl CriService {
         let rootfs = dir.join("rootfs");
         std::fs::create_dir(&rootfs).map_err(Error::io("pause rootfs", &rootfs))?;
         let layers = self.images.layer_paths(&image)?;
-        files::mount_overlay(&layers, &dir.join("rootfs-scratch"), &rootfs)
+        crate::mounts::mount_overlay(&layers, &dir.join("rootfs-scratch"), &rootfs)
             .map_err(Error::io("mounting the sandbox image on", &rootfs))?;
         let mounted = rootfs.clone();
         undo.push("sandbox image rootfs", move || async move {
-            files::unmount(&mounted).map_err(|e| e.to_string())
+            crate::mounts::unmount(&mounted).map_err(|e| e.to_string())
         });
         let args: Vec<String> = run
             .entrypoint
@@ -611,16 +612,6 @@ fn cgroups_path(parent: &str, id: &str) -> std::result::Result<String, String> {
         }
     }
     Ok(format!("{}/{id}", parent.trim_end_matches('/')))
-}
-
-/// The OOM score berth may give: never below its own (lowering it needs
-/// CAP_SYS_RESOURCE, and runc fails outright when it is refused).
-pub(crate) fn clamp_oom_score_adj(wanted: i32) -> i32 {
-    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .unwrap_or(0);
-    wanted.max(own).min(1000)
 }
 
 #[cfg(test)]

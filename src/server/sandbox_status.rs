@@ -3,41 +3,11 @@
 use std::collections::HashMap;
 
 use super::CriService;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proto::{PodSandbox, PodSandboxFilter, PodSandboxStatusResponse};
 use crate::store::SandboxRecord;
 
 impl CriService {
-    /// The sandbox a request's `pod_sandbox_id` names (an id or unique prefix), its state
-    /// brought up to date.
-    pub(crate) fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
-        Ok(self.sandboxes.refresh(self.sandbox_as_stored(id)?)?)
-    }
-
-    /// The sandbox `pod_sandbox_id` names, its record as it is.
-    fn sandbox_as_stored(&self, id: &str) -> Result<SandboxRecord> {
-        if id.is_empty() {
-            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
-        }
-        self.sandboxes.find(id).ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: id.to_string(),
-        })
-    }
-
-    /// The same, and an error unless it is ready.
-    pub(crate) fn ready_sandbox(&self, id: &str) -> Result<SandboxRecord> {
-        let sandbox = self.sandbox(id)?;
-        if !sandbox.state.can_create_containers() {
-            return Err(Error::WrongState {
-                kind: "pod sandbox",
-                id: sandbox.id,
-                reason: "it is not ready".to_string(),
-            });
-        }
-        Ok(sandbox)
-    }
-
     /// A sandbox's status; `verbose` adds the pause pid, the netns path and the OCI spec.
     /// Its state and its containers' are as a listing has them
     /// ([`crate::sandbox::Sandboxes::current`]).

@@ -6,11 +6,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::CriService;
-use super::container_lifecycle::remove_dir;
 use crate::error::{Error, Result};
 use crate::network::cni::PodNetwork;
 use crate::oci::teardown::kill_and_delete;
-use crate::sandbox::{files, netns};
+use crate::sandbox::netns;
 use crate::store::{SandboxRecord, SandboxState};
 
 impl CriService {
@@ -62,11 +61,11 @@ impl CriService {
         self.remove_sandbox_containers(&record.id, true).await?;
         let dir = self.sandboxes.dir(&record.id);
         for mounted in [dir.join("shm"), dir.join("rootfs")] {
-            files::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
+            crate::mounts::unmount(&mounted).map_err(Error::io("unmounting", &mounted))?;
         }
         // Its containers are gone: so are the image volumes they mounted.
         self.release_image_volumes(&record.id)?;
-        remove_dir(&dir)?;
+        crate::mounts::remove_tree(&dir).map_err(Error::io("removing", &dir))?;
         self.sandboxes.forget(&record)?;
         tracing::info!(sandbox = %record.id, "pod sandbox removed");
         if !record.rootfs_layers.is_empty() {

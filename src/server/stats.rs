@@ -6,8 +6,6 @@
 //! namespace. `usage_nano_cores` is the rate since the previous request for the same
 //! object, so the first request has none.
 
-use std::path::Path;
-
 use super::CriService;
 use crate::error::Result;
 use crate::proto::{
@@ -21,14 +19,6 @@ use crate::store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState}
 
 fn value(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
-}
-
-/// The cgroup path of a container of `sandbox`, as CreateContainer chose it.
-pub(crate) fn container_cgroup(sandbox: &SandboxRecord, id: &str) -> String {
-    let parent = Path::new(&sandbox.cgroups_path)
-        .parent()
-        .unwrap_or(Path::new("/berth"));
-    parent.join(id).display().to_string()
 }
 
 impl CriService {
@@ -167,7 +157,7 @@ impl CriService {
         let now = crate::clock::now_ns();
         let usage = match (record.state, sandbox) {
             (ContainerState::Running, Some(sandbox)) => {
-                crate::stats::usage(&self.cgroups, &container_cgroup(sandbox, &record.id))
+                crate::stats::usage(&self.cgroups, &sandbox.container_cgroup(&record.id))
             }
             _ => CgroupUsage::default(),
         };

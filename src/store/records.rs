@@ -65,6 +65,17 @@ pub struct SandboxRecord {
     pub rootfs_layers: Vec<String>,
 }
 
+impl SandboxRecord {
+    /// The cgroup path of the pod's container `id`, as CreateContainer chooses it: beside
+    /// the pause's, under the pod's parent.
+    pub fn container_cgroup(&self, id: &str) -> String {
+        let parent = std::path::Path::new(&self.cgroups_path)
+            .parent()
+            .unwrap_or(std::path::Path::new("/berth"));
+        parent.join(id).display().to_string()
+    }
+}
+
 impl Record for SandboxRecord {
     const TABLE: TableDefinition<'static, &'static str, &'static [u8]> =
         TableDefinition::new("sandboxes");
