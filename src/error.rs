@@ -70,9 +70,18 @@ pub enum Error {
         after: std::time::Duration,
     },
 
-    /// A background task of the operation died.
+    /// A background task of the operation died (panicked or was cancelled).
     #[error("internal task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+
+    /// A container monitor did not start or did not answer.
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::launch::LaunchError),
+
+    /// A file berth wrote itself (a bundle spec, an exec process) does not parse, or a
+    /// value cannot be encoded.
+    #[error("{what}: {reason}")]
+    Encoding { what: String, reason: String },
 
     /// An image operation failed; the error carries its own gRPC code.
     #[error(transparent)]
@@ -117,7 +126,9 @@ impl From<Error> for tonic::Status {
             | Error::Network(_)
             | Error::Spec(_)
             | Error::Io { .. }
-            | Error::Task(_) => tonic::Status::internal(message),
+            | Error::Task(_)
+            | Error::Monitor(_)
+            | Error::Encoding { .. } => tonic::Status::internal(message),
             Error::Image(err) => tonic::Status::new(err.code(), message),
             Error::Store(_) => tonic::Status::internal(message),
         }

@@ -1,6 +1,6 @@
 //! The per-container monitor: `berth-monitor`, a small program of its own (built from
 //! `monitor/` with berth, embedded in the berth binary and installed under the state
-//! directory at start-up, see [`program`]) that owns one container from its creation to its
+//! directory at start-up, see [`install`]; started by [`launch`]) that owns one container from its creation to its
 //! exit. This module is the daemon's side: the monitor's files, its command line, the
 //! attach protocol's client, the exit record.
 //!
@@ -34,7 +34,8 @@ pub mod argv;
 pub mod attach;
 pub mod files;
 pub mod frames;
-pub mod program;
+pub mod install;
+pub mod launch;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

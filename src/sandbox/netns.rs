@@ -48,25 +48,6 @@ pub fn remove(pin: &Path) -> io::Result<()> {
     }
 }
 
-/// Connects to `127.0.0.1:port` inside the network namespace pinned at `pin` (the host's
-/// when `None`). A short-lived thread enters the namespace to make the socket, which
-/// stays in that namespace; the thread ends right after, so nothing else runs there.
-pub fn connect_inside(pin: Option<&Path>, port: u16) -> io::Result<std::net::TcpStream> {
-    let Some(pin) = pin else {
-        return std::net::TcpStream::connect(("127.0.0.1", port));
-    };
-    let namespace = std::fs::File::open(pin)?;
-    std::thread::spawn(move || -> io::Result<std::net::TcpStream> {
-        nix::sched::setns(&namespace, CloneFlags::CLONE_NEWNET)?;
-        std::net::TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            std::time::Duration::from_secs(10),
-        )
-    })
-    .join()
-    .map_err(|_| io::Error::other("the namespace thread panicked"))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,8 @@
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::io::AsyncBufReadExt;
 
 use super::{CriService, In, refused};
 use crate::container::name_key;
@@ -83,7 +79,7 @@ impl CriService {
             }
         })
         .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        ?
     }
 
     fn validate_container(&self, request: CreateContainerRequest) -> Result<ContainerRequest> {
@@ -273,7 +269,10 @@ impl CriService {
             .sandboxes
             .runtime(&c.sandbox.runtime_handler)
             .map_or_else(|| serde_json::to_vec(&spec), |r| r.bundle_config(&spec))
-            .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
+            .map_err(|e| Error::Encoding {
+                what: "encoding the spec".into(),
+                reason: e.to_string(),
+            })?;
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
         let mut record = container_record(request, &run, &user);
@@ -497,79 +496,6 @@ impl CriService {
             });
         }
         Ok(Some(target.pid))
-    }
-
-    /// Starts the container's monitor and waits for it to report the container started;
-    /// returns the container's pid and the monitor's.
-    pub(super) async fn start_monitor(
-        &self,
-        id: &str,
-        state_dir: &Path,
-        runtime: &crate::oci::runc::Runtime,
-        log_path: &Path,
-        cgroups_path: &str,
-        config: &ContainerConfig,
-    ) -> Result<(i32, i32)> {
-        let program = self.containers.monitor_program();
-        let path = |p: &Path| p.display().to_string();
-        let args = crate::monitor::argv::Args {
-            id: id.to_string(),
-            bundle: path(state_dir),
-            runtime: path(runtime.binary()),
-            runtime_root: path(runtime.root()),
-            log_path: path(log_path),
-            dir: path(state_dir),
-            socket: path(&self.containers.monitor_paths(id).socket),
-            oom_events: self.cgroups.oom_events(cgroups_path).as_deref().map(path),
-            tty: config.tty,
-            stdin: config.stdin,
-            stdin_once: config.stdin && config.stdin_once,
-            exec_process: None,
-        };
-        let mut child = tokio::process::Command::new(program)
-            .args(args.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            // It outlives the daemon: never a helper the next daemon would end.
-            .env_remove(crate::helpers::ENV)
-            // What it runs (youki) says its error without a backtrace.
-            .env("RUST_BACKTRACE", "0")
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| {
-                Error::Task(format!(
-                    "starting the monitor of {id} ({}): {e}",
-                    program.display()
-                ))
-            })?;
-        let monitor_pid = child.id().map_or(0, |pid| pid as i32);
-        let timeout = Duration::from_secs(self.config.runtime.start_timeout_seconds);
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Task(format!("the monitor of {id} has no stdout")))?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let answer = tokio::time::timeout(timeout, lines.next_line())
-            .await
-            .map_err(|_| Error::Task(format!("the runtime did not start {id} within {timeout:?}")))?
-            .map_err(Error::io("reading the monitor", state_dir))?
-            .unwrap_or_default();
-        // The monitor lives on in its own session; tokio reaps it when it exits.
-        drop(child);
-        if let Some(pid) = answer.strip_prefix("started ") {
-            return pid
-                .trim()
-                .parse()
-                .map(|pid| (pid, monitor_pid))
-                .map_err(|_| Error::Task(format!("the monitor of {id} said {answer:?}")));
-        }
-        Err(Error::Runtime(crate::oci::runc::OciError::Failed {
-            binary: runtime.binary().to_path_buf(),
-            command: "run",
-            id: id.to_string(),
-            message: answer.strip_prefix("error ").unwrap_or(&answer).to_string(),
-        }))
     }
 }
 

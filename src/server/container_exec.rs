@@ -1,7 +1,13 @@
-//! ExecSync: a command run to completion in a running container (the kubelet's exec
-//! probes), with its output and exit code. The process is the container's own (its user,
-//! environment, working directory, capabilities and confinement from the bundle's spec)
-//! with the requested arguments.
+//! ExecSync and Exec: a command run in a running container. The process is the
+//! container's own (its user, environment, working directory, capabilities and
+//! confinement from the bundle's spec) with the requested arguments.
+//!
+//! ExecSync runs it to completion (the kubelet's exec probes) and returns its output and
+//! exit code. Exec leaves the request under a token of the streaming server and returns
+//! its URL; when the client comes, a monitor in exec mode (`berth-monitor
+//! --exec-process`) is started and attached to first, and only then runs the process
+//! (`runc exec --detach`, pipes or a terminal): no output is lost, the process is the
+//! monitor's child (reaped by it), and it is killed when the client goes away.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,9 +15,15 @@ use std::time::Duration;
 
 use super::CriService;
 use crate::error::{Error, Result};
+use crate::monitor::attach::Streams as MonitorStreams;
+use crate::monitor::launch::{Answer, launch};
 use crate::oci::exec::{ExecFiles, ExecOutput, exec};
 use crate::oci::runc::{OciError, Runtime};
-use crate::proto::{ExecSyncRequest, ExecSyncResponse};
+use crate::proto::{ExecRequest, ExecSyncRequest, ExecSyncResponse};
+use crate::streaming::StreamRequest;
+use crate::streaming::attach;
+use crate::streaming::remotecommand::{self, Options, Outcome};
+use crate::streaming::server::Connection;
 
 /// The most output an ExecSync returns, stdout and stderr together: the kubelet accepts
 /// gRPC messages up to 16 MiB, and the response must fit in one (less room for its
@@ -79,7 +91,7 @@ impl CriService {
                 let _ = std::fs::remove_file(&files.pid);
                 result
             });
-            match task.await.map_err(|e| Error::Task(e.to_string()))? {
+            match task.await? {
                 Err(err) if !retried && busy_before_it_ran(&runtime, &err) => {
                     tracing::info!(container = %record.id, %err, "the runtime was busy setting up an exec; once more");
                     retried = true;
@@ -87,6 +99,99 @@ impl CriService {
                 result => return Ok(result?),
             }
         }
+    }
+
+    /// Exec: the URL where the client runs `cmd` in the container.
+    pub fn exec(&self, request: ExecRequest) -> Result<String> {
+        if request.cmd.is_empty() {
+            return Err(Error::invalid("cmd", "must name a command"));
+        }
+        super::check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
+        let record = self.running_container(&request.container_id)?;
+        let mut request = request;
+        request.container_id = record.id;
+        self.stream_url(StreamRequest::Exec(request))
+    }
+
+    pub(super) async fn serve_exec(
+        &self,
+        request: ExecRequest,
+        options: Options,
+        mut connection: Connection,
+    ) {
+        let Some(mut streams) =
+            attach::open_streams("exec", &request.container_id, options, &mut connection).await
+        else {
+            return;
+        };
+        let token = crate::ids::random_id()[..16].to_string();
+        let paths = self.containers.exec_paths(&request.container_id, &token);
+        let socket = self.start_exec(&request, &paths).await;
+        let outcome = match socket {
+            Ok(socket) => attach::bridge(socket, &mut streams, &connection).await,
+            Err(why) => Some(Outcome::Failed(why)),
+        };
+        if let Some(outcome) = &outcome {
+            let subject = format!("container {}", request.container_id);
+            remotecommand::finish(&streams, &connection, outcome, &subject).await;
+        }
+        // A running monitor removes its own directory when it ends; one that never
+        // started leaves it to us.
+        if !paths.monitor_pid_file().exists() {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
+    }
+
+    /// Starts the exec monitor and attaches to it; the process runs from then on.
+    async fn start_exec(
+        &self,
+        request: &ExecRequest,
+        paths: &crate::monitor::MonitorPaths,
+    ) -> std::result::Result<tokio::net::UnixStream, String> {
+        let record = self
+            .running_container(&request.container_id)
+            .map_err(|e| e.to_string())?;
+        let runtime = self.runtime_of(&record).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&paths.dir).map_err(|e| e.to_string())?;
+        let process = paths.dir.join("process.json");
+        write_process(
+            &self.containers.state_dir(&record.id).join("config.json"),
+            &process,
+            request.cmd.clone(),
+            request.tty,
+        )
+        .map_err(|e| e.to_string())?;
+        // The client's end of stdin is the process's (stdin_once, as for `kubectl exec`).
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = crate::monitor::argv::Args {
+            id: record.id.clone(),
+            bundle: path(&paths.dir),
+            runtime: path(runtime.binary()),
+            runtime_root: path(runtime.root()),
+            log_path: "/dev/null".into(),
+            dir: path(&paths.dir),
+            socket: path(&paths.socket),
+            oom_events: None,
+            tty: request.tty,
+            stdin: request.stdin,
+            stdin_once: request.stdin,
+            exec_process: Some(path(&process)),
+        };
+        let program = self.containers.monitor_program();
+        let timeout = std::time::Duration::from_secs(30);
+        match launch(program, &args, timeout).await {
+            Ok((Answer::Ready, _)) => {}
+            Ok((answer, _)) => return Err(format!("the exec monitor said {answer:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+        let wanted = MonitorStreams {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr && !request.tty,
+        };
+        attach::attach_monitor(paths.clone(), wanted)
+            .await
+            .map_err(|e| format!("cannot attach to the exec: {e}"))
     }
 }
 
@@ -108,26 +213,26 @@ fn exec_files(dir: &Path) -> Result<ExecFiles> {
 
 /// The container's process from its bundle spec, with `args`, with or without a
 /// terminal.
-pub(super) fn write_process(
-    spec: &Path,
-    target: &Path,
-    args: Vec<String>,
-    terminal: bool,
-) -> Result<()> {
+fn write_process(spec: &Path, target: &Path, args: Vec<String>, terminal: bool) -> Result<()> {
     let bytes = std::fs::read(spec).map_err(Error::io("reading the spec", spec))?;
-    let mut parsed: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Task(format!("the spec {} is unreadable: {e}", spec.display())))?;
+    let mut parsed: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Encoding {
+            what: format!("the spec {}", spec.display()),
+            reason: e.to_string(),
+        })?;
     let mut process = parsed["process"].take();
     let Some(object) = process.as_object_mut() else {
-        return Err(Error::Task(format!(
-            "the spec {} has no process",
-            spec.display()
-        )));
+        return Err(Error::Encoding {
+            what: format!("the spec {}", spec.display()),
+            reason: "it has no process".into(),
+        });
     };
     object.insert("args".into(), args.into());
     object.insert("terminal".into(), terminal.into());
     object.remove("consoleSize");
-    let json = serde_json::to_vec(&process)
-        .map_err(|e| Error::Task(format!("encoding the exec process: {e}")))?;
+    let json = serde_json::to_vec(&process).map_err(|e| Error::Encoding {
+        what: "encoding the exec process".into(),
+        reason: e.to_string(),
+    })?;
     std::fs::write(target, json).map_err(Error::io("writing the exec process", target))
 }

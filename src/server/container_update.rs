@@ -45,16 +45,21 @@ impl CriService {
         // The spec keeps its device rules; only the limits change.
         let spec_path = self.containers.state_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&spec_path).map_err(Error::io("reading the spec", &spec_path))?;
-        let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Task(format!("the container's spec is unreadable: {e}")))?;
+        let mut spec: oci_spec::runtime::Spec =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Encoding {
+                what: "the container's spec is unreadable".into(),
+                reason: e.to_string(),
+            })?;
         if let Some(old) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
             resources.set_devices(old.devices().clone());
         }
         // A created container is not in the runtime yet: the spec below is what it will
         // run with.
         if record.state == ContainerState::Running {
-            let json = serde_json::to_vec(&resources)
-                .map_err(|e| Error::Task(format!("encoding the resources: {e}")))?;
+            let json = serde_json::to_vec(&resources).map_err(|e| Error::Encoding {
+                what: "encoding the resources".into(),
+                reason: e.to_string(),
+            })?;
             self.runtime_of(&record)?.update(&record.id, &json).await?;
         }
         if let Some(mut linux_spec) = spec.linux().clone() {
@@ -64,7 +69,10 @@ impl CriService {
         let json = self
             .runtime_of(&record)?
             .bundle_config(&spec)
-            .map_err(|e| Error::Task(format!("encoding the spec: {e}")))?;
+            .map_err(|e| Error::Encoding {
+                what: "encoding the spec".into(),
+                reason: e.to_string(),
+            })?;
         let tmp = spec_path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(Error::io("writing the spec", &tmp))?;
         std::fs::rename(&tmp, &spec_path).map_err(Error::io("writing the spec", &spec_path))?;

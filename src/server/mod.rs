@@ -1,11 +1,14 @@
 //! The CRI service: berth's domain logic, one file per RPC family, each an
 //! `impl CriService` block. The gRPC layer (`grpc/`) converts and delegates to it.
 
+mod container_attach;
 mod container_create;
 mod container_events;
 mod container_exec;
-mod container_lifecycle;
+mod container_log;
+mod container_start;
 mod container_status;
+mod container_stop;
 mod container_update;
 mod image_pull;
 mod image_remove;
@@ -14,11 +17,11 @@ mod image_volumes;
 mod metrics;
 mod recovery;
 mod runtime_info;
+mod sandbox_port_forward;
 mod sandbox_run;
 mod sandbox_status;
 mod sandbox_stop;
 mod stats;
-mod streams;
 
 pub use image_status::{STREAM_CHUNK, to_cri as image_to_cri};
 pub use runtime_info::{NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY};
@@ -33,6 +36,8 @@ use crate::oci::runc::Runtime;
 use crate::sandbox::Sandboxes;
 use crate::spec::container::{ResourceError, ResourceField};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord, Store};
+use crate::streaming::StreamRequest;
+use crate::streaming::server::Connection;
 
 /// The store's `meta` key for the pod CIDR given by `UpdateRuntimeConfig`.
 const META_POD_CIDR: &str = "pod_cidr";
@@ -93,9 +98,9 @@ impl CriService {
         ))? {
             tracing::info!(file = %file.display(), subnet, "wrote the default CNI network config");
         }
-        let monitor = crate::monitor::program::install(&config.state).map_err(Error::io(
+        let monitor = crate::monitor::install::install(&config.state).map_err(Error::io(
             "installing the monitor program",
-            &crate::monitor::program::program_path(&config.state),
+            &crate::monitor::install::program_path(&config.state),
         ))?;
         let containers = Arc::new(Containers::open(
             &config.root,
@@ -224,6 +229,60 @@ impl CriService {
                 ),
             })
     }
+}
+
+/// The streaming RPCs' shared part: the URL under which a request waits for its client,
+/// and the dispatch of the client's upgraded connection to the RPC family that serves it.
+impl CriService {
+    /// The streaming server's base URL, once it listens.
+    pub fn set_streaming_base(&self, base: String) {
+        let _ = self.streaming_base.set(base);
+    }
+
+    fn stream_url(&self, request: StreamRequest) -> Result<String> {
+        let kind = request.kind();
+        let target = request.target();
+        let base = self.streaming_base.get().ok_or_else(|| {
+            Error::Unavailable(format!(
+                "{} of {target}: the streaming server is not running",
+                kind.path()
+            ))
+        })?;
+        let token = self
+            .stream_tokens
+            .insert(request)
+            .map_err(|e| Error::Unavailable(format!("{} of {target}: {e}", kind.path())))?;
+        Ok(format!("{base}/{}/{token}", kind.path()))
+    }
+
+    /// Serves one upgraded streaming connection.
+    pub async fn serve_stream(self: Arc<Self>, request: StreamRequest, connection: Connection) {
+        let options = request.options().unwrap_or_default();
+        match request {
+            StreamRequest::Attach(request) => self.serve_attach(request, options, connection).await,
+            StreamRequest::Exec(request) => self.serve_exec(request, options, connection).await,
+            StreamRequest::PortForward(request) => {
+                self.serve_port_forward(request, connection).await
+            }
+        }
+    }
+}
+
+/// At least one stream, and no stderr with a terminal (it is merged into stdout).
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<()> {
+    if !(stdin || stdout || stderr) {
+        return Err(Error::invalid(
+            "stdin, stdout, stderr",
+            "one of them must be set",
+        ));
+    }
+    if tty && stderr {
+        return Err(Error::invalid(
+            "tty, stderr",
+            "tty and stderr cannot both be true",
+        ));
+    }
+    Ok(())
 }
 
 /// Sends every change of a sandbox or container record to `changes`, as the events it is.

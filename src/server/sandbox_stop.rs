@@ -52,8 +52,7 @@ impl CriService {
             };
             work(service.clone(), record).await
         })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?
+        .await?
     }
 
     async fn remove_sandbox(&self, record: SandboxRecord) -> Result<()> {

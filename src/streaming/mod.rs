@@ -14,6 +14,8 @@
 //! monitors, port-forward there too (a connection per stream pair, made inside the pod's
 //! network namespace). [`websocket`] carries the same streams as WebSocket channels.
 
+pub mod attach;
+pub mod port_forward;
 pub mod remotecommand;
 pub mod server;
 pub mod spdy;

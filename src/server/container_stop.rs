@@ -1,15 +1,15 @@
-//! StartContainer, StopContainer, RemoveContainer and ReopenContainerLog.
+//! StopContainer and RemoveContainer (which stops first), and the removal of a pod's
+//! containers.
 //!
 //! Stop and remove are idempotent (api.proto): an unknown or already stopped container is
 //! not an error. Remove keeps the log file, as the kubelet expects.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::CriService;
 use crate::error::{Error, Result};
-use crate::monitor::{ExitRecord, request_reopen};
+use crate::monitor::ExitRecord;
 use crate::oci::runc::OciError;
 use crate::oci::runtime::OciRuntime;
 use crate::proto::Signal as CriSignal;
@@ -19,82 +19,6 @@ use crate::store::{ContainerRecord, ContainerState};
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl CriService {
-    /// Runs the container: its monitor runs it through the OCI runtime. As a task, so a
-    /// client that gives up cannot leave a container running that its record says is not.
-    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
-        let record = self.container(id)?;
-        let service = self.clone();
-        tokio::spawn(async move { service.start_locked(&record.id).await })
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?
-    }
-
-    async fn start_locked(&self, id: &str) -> Result<()> {
-        let lock = self.containers.lock(id);
-        let _held = lock.lock().await;
-        let mut record = self.container(id)?;
-        if !record.state.can_start() {
-            return Err(Error::WrongState {
-                kind: "container",
-                id: record.id,
-                reason: format!("it is {:?}, not created", record.state),
-            });
-        }
-        // The spec joins the pause's (and a TARGET's) namespaces by pid: both must still
-        // run now, not only when the container was created.
-        let sandbox = self.ready_sandbox(&record.sandbox_id)?;
-        let config = record.container_config()?;
-        let target = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref())
-            .filter(|o| o.pid == crate::proto::NamespaceMode::Target as i32);
-        if let Some(target) = target {
-            self.running_container(&target.target_id)?;
-        }
-        let runtime = self.runtime_of(&record)?;
-        // Stamped before the start: a short command may exit, and its monitor record the
-        // finish, before runc even returns.
-        let started_at_ns = crate::clock::now_ns();
-        let clock = Instant::now();
-        let started = self
-            .start_monitor(
-                &record.id,
-                &self.containers.state_dir(&record.id),
-                &runtime,
-                Path::new(&record.log_path),
-                &sandbox.container_cgroup(&record.id),
-                &config,
-            )
-            .await;
-        crate::metrics::runtime_command("monitor_start", started.is_ok(), clock.elapsed());
-        record.started_at_ns = started_at_ns;
-        let saved = started.and_then(|(pid, monitor_pid)| {
-            record.state = ContainerState::Running;
-            record.pid = pid;
-            record.monitor_pid = monitor_pid;
-            self.containers.save(&record).map_err(Error::from)
-        });
-        if let Err(err) = saved {
-            // The monitor may still be at it (it answered late, or the record could not
-            // be saved): end it and whatever the runtime made, then say how it ended, as
-            // containerd does: exited, code 128, reason StartError.
-            self.end_container(&record.id).await;
-            record.state = ContainerState::Exited;
-            record.exit_code = 128;
-            record.reason = "StartError".to_string();
-            record.message = err.to_string();
-            record.pid = 0;
-            record.finished_at_ns = crate::clock::now_ns();
-            self.containers.save(&record)?;
-            return Err(err);
-        }
-        // It may have exited already (a short command): the exit file says so.
-        self.containers.refresh(record)?;
-        Ok(())
-    }
-
     /// Signals the container (its stop signal, then SIGKILL after `timeout` seconds) and
     /// waits for it to exit.
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> Result<()> {
@@ -204,20 +128,6 @@ impl CriService {
             self.images.collect_garbage_soon();
         }
         Ok(())
-    }
-
-    /// Makes the monitor reopen the log file after the kubelet rotated it; an error when
-    /// the container is not running (api.proto: then no new file may be created).
-    pub async fn reopen_container_log(self: &Arc<Self>, id: &str) -> Result<()> {
-        let record = self.running_container(id)?;
-        let paths = self.containers.monitor_paths(&record.id);
-        tokio::task::spawn_blocking(move || request_reopen(&paths))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?
-            .map_err(Error::io(
-                "reopening the log of",
-                Path::new(&record.log_path),
-            ))
     }
 
     /// Stops (SIGKILL) and removes every container of a sandbox.

@@ -1,0 +1,153 @@
+//! Starting a monitor and reading its handshake: the one line it writes on its stdout
+//! before it closes it — `started <pid>` (a container's init runs), `ready` (an exec
+//! monitor waits for its client) or `error <message>` (the runtime refused). The monitor
+//! then lives on in its own session; it never carries the helper tag, so the next daemon
+//! never ends it (`crate::helpers`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use super::argv::Args;
+
+/// What a monitor said when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The container's init runs with this pid.
+    Started(i32),
+    /// An exec monitor waits for its client.
+    Ready,
+    /// The runtime failed; its message.
+    Error(String),
+}
+
+impl Answer {
+    /// Reads a handshake line; `None` for anything a monitor does not say.
+    pub fn parse(line: &str) -> Option<Answer> {
+        let line = line.trim_end();
+        if line == "ready" {
+            return Some(Answer::Ready);
+        }
+        if let Some(message) = line.strip_prefix("error ") {
+            return Some(Answer::Error(message.to_string()));
+        }
+        let pid = line.strip_prefix("started ")?.trim().parse().ok()?;
+        (pid > 0).then_some(Answer::Started(pid))
+    }
+}
+
+/// Why a monitor could not be started or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("starting the monitor of {id} ({program}): {source}", program = program.display())]
+    Spawn {
+        id: String,
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the monitor of {id} did not answer within {after:?}")]
+    TimedOut { id: String, after: Duration },
+    #[error("reading the answer of the monitor of {id}: {source}")]
+    Read { id: String, source: std::io::Error },
+    #[error("the monitor of {id} said {said:?}")]
+    Unexpected { id: String, said: String },
+}
+
+/// Starts `program` with `args` and waits up to `timeout` for its answer; returns it with
+/// the monitor's pid.
+pub async fn launch(
+    program: &Path,
+    args: &Args,
+    timeout: Duration,
+) -> Result<(Answer, i32), LaunchError> {
+    let id = || args.id.clone();
+    let mut child = tokio::process::Command::new(program)
+        .args(args.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        // It outlives the daemon: never a helper the next daemon would end.
+        .env_remove(crate::helpers::ENV)
+        // What it runs (youki) says its error without a backtrace.
+        .env("RUST_BACKTRACE", "0")
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|source| LaunchError::Spawn {
+            id: id(),
+            program: program.to_path_buf(),
+            source,
+        })?;
+    let monitor_pid = child.id().map_or(0, |pid| pid as i32);
+    let stdout = child.stdout.take().ok_or_else(|| LaunchError::Read {
+        id: id(),
+        source: std::io::Error::other("no stdout"),
+    })?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(timeout, lines.next_line())
+        .await
+        .map_err(|_| LaunchError::TimedOut {
+            id: id(),
+            after: timeout,
+        })?
+        .map_err(|source| LaunchError::Read { id: id(), source })?
+        .unwrap_or_default();
+    // The monitor lives on in its own session; tokio reaps it when it exits.
+    drop(child);
+    let answer = Answer::parse(&line).ok_or_else(|| LaunchError::Unexpected {
+        id: id(),
+        said: line,
+    })?;
+    Ok((answer, monitor_pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_read_and_anything_else_is_not() {
+        assert_eq!(Answer::parse("started 4242\n"), Some(Answer::Started(4242)));
+        assert_eq!(Answer::parse("ready"), Some(Answer::Ready));
+        assert_eq!(
+            Answer::parse("error container_linux.go: no such file"),
+            Some(Answer::Error("container_linux.go: no such file".into()))
+        );
+        for odd in [
+            "",
+            "started",
+            "started x",
+            "started -1",
+            "started 0",
+            "Ready",
+            "hello",
+        ] {
+            assert_eq!(Answer::parse(odd), None, "{odd:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_program_that_says_nothing_is_an_unexpected_answer() {
+        let args = Args {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        // `true` ignores its arguments and closes stdout without a word.
+        let err = launch(Path::new("/bin/true"), &args, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, LaunchError::Unexpected { id, said } if id == "c1" && said.is_empty()),
+            "{err}"
+        );
+        let missing = launch(
+            Path::new("/nonexistent/monitor"),
+            &args,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(missing, LaunchError::Spawn { .. }), "{missing}");
+    }
+}
