@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth::proto::{AttachRequest, ContainerState, ExecRequest, PortForwardRequest};
+use berth::proto::{AttachRequest, ExecRequest, PortForwardRequest};
 use common::world::{container, records, shell, world};
 
 /// What the Go client saw.
@@ -146,15 +146,28 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
                 .url
         }
     };
-    // A client that drops the connection: the container keeps running.
+    // A client that drops the connection: the shell it talked to keeps running, as the
+    // next client finds (it answers with the same pid).
     let first = url(&mut w).await;
-    let gone = client(&args(&first, &["-stdin", "-tty", "-hangup", "500ms"])).await;
+    let gone = client(&args(
+        &first,
+        &[
+            "-stdin",
+            "-tty",
+            "-input",
+            "echo shell-$$\n",
+            "-hangup",
+            "1s",
+        ],
+    ))
+    .await;
     assert_eq!(gone.status, 101);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        w.status(&id).await.status.unwrap().state,
-        ContainerState::ContainerRunning as i32
-    );
+    let shell = gone
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("shell-") && !w.contains('$'))
+        .unwrap_or_else(|| panic!("the shell's pid before the hang-up: {gone:?}"))
+        .to_string();
     // An older protocol, a resize, and a command that ends the shell.
     let second = url(&mut w).await;
     let seen = client(&args(
@@ -169,7 +182,7 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
             "-height",
             "45",
             "-input",
-            "stty size; exit 5\n",
+            "echo shell-$$; stty size; exit 5\n",
             "-close-after",
             "2s",
         ],
@@ -178,6 +191,10 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
     assert_eq!(seen.failure, None, "{seen:?}");
     assert_eq!(seen.protocol, "v4.channel.k8s.io");
     assert!(seen.stdout.contains("45 123"), "{seen:?}");
+    assert!(
+        seen.stdout.split_whitespace().any(|w| w == shell),
+        "the same shell ({shell}) after the first client left: {seen:?}"
+    );
     let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
     assert_eq!(
         status["status"], "Success",

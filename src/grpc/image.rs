@@ -42,15 +42,7 @@ impl ImageService for ImageApi {
         let images = self.service.list_images(filter)?.images;
         // api.proto: each response holds at least one item; an empty list is an empty
         // stream.
-        let chunks: Vec<Result<StreamImagesResponse, tonic::Status>> = images
-            .chunks(crate::server::STREAM_CHUNK)
-            .map(|chunk| {
-                Ok(StreamImagesResponse {
-                    images: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        super::chunked(images, |images| StreamImagesResponse { images })
     }
 
     async fn image_status(

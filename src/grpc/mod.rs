@@ -25,3 +25,21 @@ pub type RpcResult<T> = Result<tonic::Response<T>, tonic::Status>;
 
 /// The response stream of a server-streaming CRI method.
 pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+/// Items per message of the `Stream*` methods: a listing of thousands of objects goes as
+/// several messages, each well under the kubelet's 16 MiB limit.
+pub const STREAM_CHUNK: usize = 200;
+
+/// A listing as a `Stream*` method's response: `items` in messages of [`STREAM_CHUNK`],
+/// each made by `message`.
+pub fn chunked<T, M>(items: Vec<T>, message: impl Fn(Vec<T>) -> M) -> RpcResult<RpcStream<M>>
+where
+    T: Clone,
+    M: Send + 'static,
+{
+    let messages: Vec<Result<M, tonic::Status>> = items
+        .chunks(STREAM_CHUNK)
+        .map(|chunk| Ok(message(chunk.to_vec())))
+        .collect();
+    Ok(tonic::Response::new(Box::pin(tokio_stream::iter(messages))))
+}

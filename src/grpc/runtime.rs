@@ -125,15 +125,9 @@ impl RuntimeService for RuntimeApi {
         let items = self
             .service
             .list_pod_sandboxes(request.into_inner().filter)?;
-        let chunks: Vec<Result<StreamPodSandboxesResponse, tonic::Status>> = items
-            .chunks(crate::server::STREAM_CHUNK)
-            .map(|chunk| {
-                Ok(StreamPodSandboxesResponse {
-                    pod_sandboxes: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        super::chunked(items, |pod_sandboxes| StreamPodSandboxesResponse {
+            pod_sandboxes,
+        })
     }
     async fn create_container(
         &self,
@@ -180,15 +174,9 @@ impl RuntimeService for RuntimeApi {
         request: Request<StreamContainersRequest>,
     ) -> RpcResult<Self::StreamContainersStream> {
         let containers = self.service.list_containers(request.into_inner().filter)?;
-        let chunks: Vec<Result<StreamContainersResponse, tonic::Status>> = containers
-            .chunks(crate::server::STREAM_CHUNK)
-            .map(|chunk| {
-                Ok(StreamContainersResponse {
-                    containers: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        super::chunked(containers, |containers| StreamContainersResponse {
+            containers,
+        })
     }
     async fn container_status(
         &self,
@@ -253,15 +241,9 @@ impl RuntimeService for RuntimeApi {
         let stats = self
             .service
             .list_container_stats(request.into_inner().filter)?;
-        let chunks: Vec<Result<StreamContainerStatsResponse, tonic::Status>> = stats
-            .chunks(crate::server::STREAM_CHUNK)
-            .map(|chunk| {
-                Ok(StreamContainerStatsResponse {
-                    container_stats: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        super::chunked(stats, |container_stats| StreamContainerStatsResponse {
+            container_stats,
+        })
     }
     async fn pod_sandbox_stats(
         &self,
@@ -289,15 +271,9 @@ impl RuntimeService for RuntimeApi {
         let stats = self
             .service
             .list_pod_sandbox_stats(request.into_inner().filter)?;
-        let chunks: Vec<Result<StreamPodSandboxStatsResponse, tonic::Status>> = stats
-            .chunks(crate::server::STREAM_CHUNK)
-            .map(|chunk| {
-                Ok(StreamPodSandboxStatsResponse {
-                    pod_sandbox_stats: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        super::chunked(stats, |pod_sandbox_stats| StreamPodSandboxStatsResponse {
+            pod_sandbox_stats,
+        })
     }
     async fn checkpoint_container(
         &self,
@@ -335,15 +311,11 @@ impl RuntimeService for RuntimeApi {
         _request: Request<StreamPodSandboxMetricsRequest>,
     ) -> RpcResult<Self::StreamPodSandboxMetricsStream> {
         let metrics = self.service.list_pod_sandbox_metrics()?;
-        let chunks: Vec<Result<StreamPodSandboxMetricsResponse, tonic::Status>> = metrics
-            .chunks(crate::server::STREAM_CHUNK)
-            .map(|chunk| {
-                Ok(StreamPodSandboxMetricsResponse {
-                    pod_sandbox_metrics: chunk.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        super::chunked(metrics, |pod_sandbox_metrics| {
+            StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })
     }
     async fn update_pod_sandbox_resources(
         &self,

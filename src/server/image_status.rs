@@ -12,9 +12,6 @@ use crate::proto::{
 };
 use crate::store::ImageRecord;
 
-/// Images per message of StreamImages.
-pub const STREAM_CHUNK: usize = 200;
-
 impl CriService {
     /// The image's status, or no image (not an error: api.proto ImageStatus) when it is
     /// not present.

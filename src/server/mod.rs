@@ -23,7 +23,7 @@ mod sandbox_status;
 mod sandbox_stop;
 mod stats;
 
-pub use image_status::{STREAM_CHUNK, to_cri as image_to_cri};
+pub use image_status::to_cri as image_to_cri;
 pub use runtime_info::{NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY};
 
 use std::sync::{Arc, RwLock};

@@ -124,12 +124,6 @@ func main() {
 	if *tty && !strings.HasPrefix(out.Protocol, "v2.") && out.Protocol != "channel.k8s.io" {
 		resize = create("resize")
 	}
-	if *hangup > 0 {
-		time.Sleep(*hangup)
-		conn.Close()
-		finish()
-	}
-
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	collect := func(stream *spdystream.Stream, into *string) {
@@ -139,10 +133,18 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data, _ := io.ReadAll(stream)
-			mu.Lock()
-			*into = string(data)
-			mu.Unlock()
+			buf := make([]byte, 32*1024)
+			for {
+				n, err := stream.Read(buf)
+				if n > 0 {
+					mu.Lock()
+					*into += string(buf[:n])
+					mu.Unlock()
+				}
+				if err != nil {
+					return
+				}
+			}
 		}()
 	}
 	collect(outStream, &out.Stdout)
@@ -172,8 +174,18 @@ func main() {
 				break
 			}
 		}
-		time.Sleep(*closeAfter)
-		in.Close()
+		if *hangup == 0 {
+			time.Sleep(*closeAfter)
+			in.Close()
+		}
+	}
+	if *hangup > 0 {
+		// Drops the connection with stdin still open, reporting what came until then.
+		time.Sleep(*hangup)
+		conn.Close()
+		mu.Lock()
+		out.StdoutLen = len(out.Stdout)
+		finish()
 	}
 	wg.Wait()
 	data, _ := io.ReadAll(errorStream)
