@@ -91,18 +91,7 @@ impl CriService {
             .metadata
             .clone()
             .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
-        if metadata.name.is_empty()
-            || metadata.name.len() > 253
-            || metadata
-                .name
-                .chars()
-                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
-        {
-            return Err(Error::invalid(
-                "config.metadata.name",
-                format!("{:?} is not a container name", metadata.name),
-            ));
-        }
+        check_container_name(&metadata.name)?;
         check_user(&config)?;
         let runtime = self.sandboxes.runtime(&sandbox.runtime_handler);
         let features = runtime.map(|r| r.features()).unwrap_or_default();
@@ -122,39 +111,10 @@ impl CriService {
             crate::spec::container::check_resources(resources)
                 .map_err(|e| refused(e, In::Create))?;
         }
-        let image_name = config
-            .image
-            .as_ref()
-            .map(|i| i.image.clone())
-            .unwrap_or_default();
-        if image_name.is_empty() {
-            return Err(Error::invalid("config.image.image", "no image named"));
-        }
-        let image = self
-            .images
-            .lookup(&image_name)?
-            .ok_or_else(|| Error::NotFound {
-                kind: "image",
-                id: image_name.clone(),
-            })?;
+        let image = self.container_image(&config)?;
         let pod_config = sandbox.pod_config()?;
         let userns = container_user_namespace(&pod_config, &config)?;
-        let log_directory = pod_config.log_directory.clone();
-        let log_path = if log_directory.is_empty() || config.log_path.is_empty() {
-            PathBuf::from("/dev/null")
-        } else {
-            let relative = Path::new(&config.log_path);
-            let safe = relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
-            if !safe {
-                return Err(Error::invalid(
-                    "config.log_path",
-                    "must be a relative path without '..'",
-                ));
-            }
-            Path::new(&log_directory).join(relative)
-        };
+        let log_path = log_path(&pod_config.log_directory, &config.log_path)?;
         Ok(ContainerRequest {
             id: crate::ids::random_id(),
             name_key: name_key(&sandbox.id, &metadata.name, metadata.attempt),
@@ -165,6 +125,22 @@ impl CriService {
             userns,
             image_volumes,
             pod_config,
+        })
+    }
+
+    /// The image the container runs, which must be here (the kubelet pulls it first).
+    fn container_image(&self, config: &ContainerConfig) -> Result<ImageRecord> {
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Error::invalid("config.image.image", "no image named"));
+        }
+        self.images.lookup(&image_name)?.ok_or(Error::NotFound {
+            kind: "image",
+            id: image_name,
         })
     }
 
@@ -497,6 +473,41 @@ impl CriService {
         }
         Ok(Some(target.pid))
     }
+}
+
+/// A container's name: a Kubernetes name, which never holds `/` or spaces.
+fn check_container_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 253
+        || name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(
+            "config.metadata.name",
+            format!("{name:?} is not a container name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where the container's log goes: `log_path` under the pod's `log_directory` (a
+/// relative path without `..`), or nowhere when either is empty.
+fn log_path(log_directory: &str, log_path: &str) -> Result<PathBuf> {
+    if log_directory.is_empty() || log_path.is_empty() {
+        return Ok(PathBuf::from("/dev/null"));
+    }
+    let relative = Path::new(log_path);
+    let safe = relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if !safe {
+        return Err(Error::invalid(
+            "config.log_path",
+            "must be a relative path without '..'",
+        ));
+    }
+    Ok(Path::new(log_directory).join(relative))
 }
 
 /// The files under /proc a mount may cover, as runc allows them (lxcfs serves these).

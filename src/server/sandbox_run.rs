@@ -7,7 +7,7 @@
 //! a half-made pod either.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::CriService;
@@ -175,46 +175,8 @@ impl CriService {
         undo: &mut Rollback,
     ) -> Result<SandboxRecord> {
         let id = pod.id.as_str();
-        let dir = self.sandboxes.dir(id);
-        std::fs::create_dir(&dir).map_err(Error::io("sandbox directory", &dir))?;
-        let removed = dir.clone();
-        undo.push("sandbox directory", move || async move {
-            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
-        });
-        let hostname = pod.config.hostname.clone();
-        files::write_hostname(&dir.join("hostname"), &hostname)
-            .map_err(Error::io("hostname file", &dir))?;
-        files::write_resolv_conf(&dir.join("resolv.conf"), pod.config.dns_config.as_ref())
-            .map_err(Error::io("resolv.conf", &dir))?;
-        if !pod.host_ipc {
-            let shm = dir.join("shm");
-            std::fs::create_dir(&shm).map_err(Error::io("shm directory", &shm))?;
-            files::mount_shm(&shm).map_err(Error::io("mounting /dev/shm on", &shm))?;
-            undo.push("shm mount", move || async move {
-                crate::mounts::unmount(&shm).map_err(|e| e.to_string())
-            });
-        }
-
-        let netns_path = (!pod.host_network).then(|| self.sandboxes.netns_path(id));
-        let userns_path = pod.userns.map(|_| self.sandboxes.userns_path(id));
-        if let (Some(mappings), Some(user_pin)) = (&pod.userns, &userns_path) {
-            // The network namespace is made inside it, so that it belongs to the pod.
-            userns::create(user_pin, netns_path.as_deref(), mappings)
-                .map_err(Error::io("creating user namespace", user_pin))?;
-            let pin = user_pin.clone();
-            undo.push("user namespace", move || async move {
-                netns::remove(&pin).map_err(|e| e.to_string())
-            });
-        } else if let Some(pin) = &netns_path {
-            netns::create(pin).map_err(Error::io("creating network namespace", pin))?;
-        }
-        if let Some(pin) = &netns_path {
-            let pin = pin.clone();
-            undo.push("network namespace", move || async move {
-                netns::remove(&pin).map_err(|e| e.to_string())
-            });
-        }
-
+        let dir = self.make_pod_files(pod, undo)?;
+        let netns_path = self.make_namespaces(pod, undo)?;
         // CNI and the pause container need only the namespace: run them side by side.
         let metadata = pod.config.metadata.clone().unwrap_or_default();
         let network = netns_path.as_ref().map(|pin| PodNetwork {
@@ -236,29 +198,8 @@ impl CriService {
             attach,
             self.start_pause(pod, &dir, netns_path.as_deref(), image_root.as_ref())
         );
-        if let Ok(Some(_)) = &attached {
-            let cni = self.sandboxes.cni.clone();
-            let (pod_id, pin, ports) = (
-                id.to_string(),
-                netns_path.clone().unwrap_or_default(),
-                pod.port_mappings.clone(),
-            );
-            let (name, namespace, uid) = (
-                metadata.name.clone(),
-                metadata.namespace.clone(),
-                metadata.uid.clone(),
-            );
-            undo.push("CNI attachment", move || async move {
-                let network = PodNetwork {
-                    id: &pod_id,
-                    netns: &pin,
-                    name: &name,
-                    namespace: &namespace,
-                    uid: &uid,
-                    port_mappings: &ports,
-                };
-                cni.detach(&network).await.map_err(|e| e.to_string())
-            });
+        if let (Ok(Some(_)), Some(pin)) = (&attached, &netns_path) {
+            self.undo_attachment(pod, &metadata, pin, undo);
         }
         if pause.is_ok() {
             let runtime = pod.runtime.clone();
@@ -273,9 +214,8 @@ impl CriService {
             .map(|a| a.ips.iter().map(ToString::to_string).collect())
             .unwrap_or_default();
         let pid = pause?;
-        files::write_hosts(&dir.join("hosts"), &hostname, &ips)
+        files::write_hosts(&dir.join("hosts"), &pod.config.hostname, &ips)
             .map_err(Error::io("hosts file", &dir))?;
-
         let record = SandboxRecord {
             id: id.to_string(),
             name: metadata.name.clone(),
@@ -296,6 +236,84 @@ impl CriService {
         };
         self.sandboxes.save(&record)?;
         Ok(record)
+    }
+
+    /// The pod's directory and the files its containers share (hostname, resolv.conf,
+    /// the /dev/shm tmpfs unless it shares the host's IPC); returns the directory.
+    fn make_pod_files(&self, pod: &PodRequest, undo: &mut Rollback) -> Result<PathBuf> {
+        let dir = self.sandboxes.dir(&pod.id);
+        std::fs::create_dir(&dir).map_err(Error::io("sandbox directory", &dir))?;
+        let removed = dir.clone();
+        undo.push("sandbox directory", move || async move {
+            std::fs::remove_dir_all(&removed).map_err(|e| e.to_string())
+        });
+        files::write_hostname(&dir.join("hostname"), &pod.config.hostname)
+            .map_err(Error::io("hostname file", &dir))?;
+        files::write_resolv_conf(&dir.join("resolv.conf"), pod.config.dns_config.as_ref())
+            .map_err(Error::io("resolv.conf", &dir))?;
+        if !pod.host_ipc {
+            let shm = dir.join("shm");
+            std::fs::create_dir(&shm).map_err(Error::io("shm directory", &shm))?;
+            files::mount_shm(&shm).map_err(Error::io("mounting /dev/shm on", &shm))?;
+            undo.push("shm mount", move || async move {
+                crate::mounts::unmount(&shm).map_err(|e| e.to_string())
+            });
+        }
+        Ok(dir)
+    }
+
+    /// The pod's pinned namespaces: its user namespace when it has its own (the network
+    /// namespace is made inside it, so that it belongs to the pod), and its network
+    /// namespace unless it shares the host's; returns the network namespace's pin.
+    fn make_namespaces(&self, pod: &PodRequest, undo: &mut Rollback) -> Result<Option<PathBuf>> {
+        let id = pod.id.as_str();
+        let netns_path = (!pod.host_network).then(|| self.sandboxes.netns_path(id));
+        let userns_path = pod.userns.map(|_| self.sandboxes.userns_path(id));
+        if let (Some(mappings), Some(user_pin)) = (&pod.userns, &userns_path) {
+            userns::create(user_pin, netns_path.as_deref(), mappings)
+                .map_err(Error::io("creating user namespace", user_pin))?;
+            let pin = user_pin.clone();
+            undo.push("user namespace", move || async move {
+                netns::remove(&pin).map_err(|e| e.to_string())
+            });
+        } else if let Some(pin) = &netns_path {
+            netns::create(pin).map_err(Error::io("creating network namespace", pin))?;
+        }
+        if let Some(pin) = &netns_path {
+            let pin = pin.clone();
+            undo.push("network namespace", move || async move {
+                netns::remove(&pin).map_err(|e| e.to_string())
+            });
+        }
+        Ok(netns_path)
+    }
+
+    /// Records the CNI DEL that undoes the pod's attachment in namespace `pin`.
+    fn undo_attachment(
+        &self,
+        pod: &PodRequest,
+        metadata: &crate::proto::PodSandboxMetadata,
+        pin: &Path,
+        undo: &mut Rollback,
+    ) {
+        let cni = self.sandboxes.cni.clone();
+        let (pod_id, pin, ports) = (pod.id.clone(), pin.to_path_buf(), pod.port_mappings.clone());
+        let (name, namespace, uid) = (
+            metadata.name.clone(),
+            metadata.namespace.clone(),
+            metadata.uid.clone(),
+        );
+        undo.push("CNI attachment", move || async move {
+            let network = PodNetwork {
+                id: &pod_id,
+                netns: &pin,
+                name: &name,
+                namespace: &namespace,
+                uid: &uid,
+                port_mappings: &ports,
+            };
+            cni.detach(&network).await.map_err(|e| e.to_string())
+        });
     }
 
     /// With `sandbox_image` configured: the image (pulled on first use, and pinned)
