@@ -5,29 +5,13 @@
 
 use std::time::Duration;
 
-use super::server::Connection;
+/// The daemon's stream handlers name the options from here.
+pub use super::connection::Options;
+use super::connection::{Connection, version};
 use super::spdy::session::{Incoming, StreamWriter};
 
 /// How long the client may take to open its streams.
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Which streams the request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Options {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-    pub tty: bool,
-}
-
-/// The protocol's version number: 5 for `v5.channel.k8s.io` … 1 for `channel.k8s.io`.
-pub fn version(protocol: &str) -> u8 {
-    protocol
-        .strip_prefix('v')
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
-}
 
 /// The streams of one exec or attach.
 #[derive(Debug)]

@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::spdy::session::{Session, Stream};
+/// The daemon's stream handlers name the connection from here.
+pub use super::connection::Connection;
 use super::tokens::Tokens;
 use super::{Kind, StreamRequest};
 
@@ -33,15 +34,6 @@ pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The pause after a failed accept.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// An upgraded connection and what it carries.
-pub struct Connection {
-    /// The negotiated `X-Stream-Protocol-Version`.
-    pub protocol: String,
-    pub session: Session,
-    /// The streams the client opens, in order.
-    pub streams: tokio::sync::mpsc::Receiver<Stream>,
-}
 
 /// Serves one upgraded connection for its request.
 pub type Serve = Arc<

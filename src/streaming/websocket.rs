@@ -22,8 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::remotecommand::Options;
-use super::server::Connection;
+use super::connection::{Connection, Options, version};
 use super::spdy::frame::Frame;
 use super::spdy::session::{Session, Stream};
 
@@ -79,7 +78,7 @@ fn layout(
                 wanted.push((2, "stderr"));
             }
             // Resizing came with v3; older protocols have no such channel.
-            if o.tty && super::remotecommand::version(protocol) >= 3 {
+            if o.tty && version(protocol) >= 3 {
                 wanted.push((4, "resize"));
             }
             let ready = if o.stdout {
