@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
-use super::runc::{OciError, Runtime};
-use super::runtime::Kind;
+use super::runc::Runtime;
+use super::runtime::{Kind, OciError};
 
 /// How long output is still read once runc has exited.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);

@@ -3,7 +3,9 @@
 //! recursive read-only mounts (the `rro` mount option, which needs `mount_setattr`, Linux
 //! 5.12) and user namespaces for pods (a `user` namespace; the id-mapped layers that
 //! spare the chown are berth's own, [`crate::sandbox::userns`], which the daemon probes
-//! apart, so a runtime's `mountExtensions.idmap` is reported but not needed).
+//! apart, so a runtime's `mountExtensions.idmap` is reported but not needed); and which
+//! runtime the binary is, from its `--version`. What is found is given in
+//! [`super::runtime`]'s words ([`Features`], [`Kind`]).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,17 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+/// Callers name what a probe finds from here.
+pub use super::runtime::Features;
+use super::runtime::Kind;
+
 /// How long `<runtime> features` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a handler was found to support.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Features {
-    pub recursive_read_only: bool,
-    pub user_namespaces: bool,
-    /// The runtime id-maps mounts itself (`linux.mountExtensions.idmap`): for the log.
-    pub idmap_mounts: bool,
-}
 
 /// The parts of the runtime-spec features document berth reads.
 #[derive(Debug, Default, Deserialize)]
@@ -218,9 +215,9 @@ fn below_is_read_only(mountinfo: &str) -> bool {
 }
 
 /// Which runtime `binary` is, from its `--version` (runc's words when it cannot tell).
-pub fn kind(binary: &Path) -> super::runtime::Kind {
+pub fn kind(binary: &Path) -> Kind {
     run_bounded(binary, &["--version"])
-        .map(|output| super::runtime::Kind::from_version(&String::from_utf8_lossy(&output.stdout)))
+        .map(|output| Kind::from_version(&String::from_utf8_lossy(&output.stdout)))
         .unwrap_or_default()
 }
 
