@@ -14,6 +14,7 @@ use rustix::net::RecvFlags;
 use rustix::process::{Pid, WaitOptions, WaitStatus};
 
 use crate::argv::Args;
+use crate::cgroup;
 use crate::files;
 use crate::frames::{self, Kind};
 use crate::pump::{self, Loop, Stdio};
@@ -456,20 +457,13 @@ fn receive_terminal(
     Err("runc sent no terminal descriptor".to_string())
 }
 
-/// Whether the container's memory cgroup recorded an OOM kill: an `oom_kill N` line
-/// with N > 0 in `events` (v1's `memory.oom_control` and v2's `memory.events` both
-/// have one).
+/// Whether the container's memory cgroup recorded an OOM kill (see
+/// [`cgroup::oom_killed`]); `false` when its events file cannot be read.
 fn oom_killed(events: &str) -> bool {
     let Ok(text) = sys::read_file(events) else {
         return false;
     };
     core::str::from_utf8(&text)
         .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-            })
-        })
-        .is_some_and(|kills| kills > 0)
+        .is_some_and(cgroup::oom_killed)
 }
