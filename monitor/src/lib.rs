@@ -24,3 +24,5 @@ pub mod record;
 #[path = "../../src/oci/runc_log.rs"]
 pub mod runc_log;
 
+#[cfg(test)]
+mod tests;
