@@ -397,7 +397,10 @@ impl Router {
     /// `Break` once the connection has nobody to write to it or serve it.
     async fn open_stream(&mut self, stream: u32, flags: u8, headers: Headers) -> ControlFlow<()> {
         // Client streams are odd and increasing; anything else is refused.
-        if stream % 2 == 0 || stream <= self.last_stream() || self.open.contains_key(&stream) {
+        if stream.is_multiple_of(2)
+            || stream <= self.last_stream()
+            || self.open.contains_key(&stream)
+        {
             self.reset(stream, RST_PROTOCOL_ERROR).await;
             return ControlFlow::Continue(());
         }
