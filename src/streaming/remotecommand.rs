@@ -1,7 +1,9 @@
 //! The `channel.k8s.io` protocols (v1–v5) over SPDY, for exec and attach: the client
 //! opens an error stream, then stdin, stdout, stderr and resize streams as asked; the
 //! server serves them, then writes the outcome on the error stream (a JSON `Status` from
-//! v4 on, plain text before) and closes (docs/streaming-protocol.md §3).
+//! v4 on, plain text before) and closes (docs/streaming-protocol.md §3). WebSocket
+//! channels come as the same streams, so this serves them too. Which streams a request
+//! asks for ([`Options`]) and the protocol's version are [`super::connection`]'s.
 
 use std::time::Duration;
 

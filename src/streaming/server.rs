@@ -1,7 +1,8 @@
 //! The streaming HTTP server: `/{exec,attach,portforward}/<token>` upgraded to SPDY/3.1
 //! after protocol negotiation, as the kubelet's own server does (docs/streaming-protocol.md
-//! §2). The request behind the token is taken (once) and handed with the live
-//! connection to the [`Serve`] callback.
+//! §2), or to WebSocket ([`super::websocket`]) when the client asks for it. The request
+//! behind the token is taken (once) and handed with the live [`Connection`] (defined in
+//! [`super::connection`], which the transports share) to the [`Serve`] callback.
 
 use std::convert::Infallible;
 use std::future::Future;

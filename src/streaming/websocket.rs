@@ -12,7 +12,8 @@
 //!   port (2 bytes, little-endian) on both.
 //!
 //! The channels become [`Stream`]s with the headers their SPDY counterparts carry, so
-//! the same exec, attach and port-forward code serves both transports.
+//! the same exec, attach and port-forward code serves both transports. One task writes
+//! the socket (`write_messages`), one reads it (`read_messages`).
 
 use base64::Engine as _;
 use futures_util::stream::{SplitSink, SplitStream};
