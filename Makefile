@@ -78,12 +78,14 @@ clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	cd monitor && $(CARGO) clippy --locked --release -- -D warnings
 
-# The whole suite: formatting, lints, unit and integration tests; then the suites of
-# the container paths again with youki as the default handler.
+# The whole suite: formatting, lints, unit and integration tests, the monitor crate's
+# unit tests; then the suites of the container paths again with youki as the default
+# handler.
 YOUKI_SUITES := --test containers --test exec --test mounts --test sandboxes --test stats \
   --test streaming --test spdy
 test: test-deps fmt-check clippy
 	$(CARGO) test --locked --all-targets
+	cd monitor && $(CARGO) test --locked
 	BERTH_TEST_RUNTIME=youki $(CARGO) test --locked $(YOUKI_SUITES)
 
 # The pod-path benchmark against containerd and the floor (benches/pods/); as root.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::image::ImageError;
 use crate::network::cni::CniError;
-use crate::oci::runc::OciError;
+use crate::oci::runtime::OciError;
 use crate::spec::SpecError;
 use crate::store::StoreError;
 

@@ -7,8 +7,11 @@
 //! and linked statically. It maps a few tens of kilobytes where a program on glibc maps
 //! two megabytes.
 //!
-//! The code it shares with the daemon (the command line, the files it writes and the
-//! exit record, the attach frames, the log format, runc's error messages) is compiled from the daemon's own files, which use only `core` and `alloc`.
+//! Its pure parts are the `berth_monitor` library (`lib.rs`): the code it shares with
+//! the daemon (the command line, the files it writes and the exit record, the attach
+//! frames, the log format, runc's error messages), compiled from the daemon's own files,
+//! which use only `core` and `alloc`, and what it reads of a cgroup. They have the unit
+//! tests; what is here makes system calls.
 
 #![no_std]
 #![no_main]
@@ -20,20 +23,7 @@ mod pump;
 mod rt;
 mod sys;
 
-// The daemon's side of these files uses a few items the monitor does not.
-#[allow(dead_code)]
-#[path = "../../src/monitor/argv.rs"]
-mod argv;
-#[path = "../../src/monitor/files.rs"]
-mod files;
-#[allow(dead_code)]
-#[path = "../../src/monitor/frames.rs"]
-mod frames;
-#[allow(dead_code)]
-#[path = "../../src/logs/record.rs"]
-mod record;
-#[path = "../../src/oci/runc_log.rs"]
-mod runc_log;
+use berth_monitor::{argv, cgroup, files, frames, record, runc_log};
 
 fn main() -> i32 {
     if sys::ignore_sigpipe().is_err() {

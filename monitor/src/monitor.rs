@@ -7,13 +7,14 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 use rustix::process::{Pid, WaitOptions, WaitStatus};
 
 use crate::argv::Args;
+use crate::cgroup;
 use crate::files;
 use crate::frames::{self, Kind};
 use crate::pump::{self, Loop, Stdio};
@@ -213,52 +214,20 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
 /// pipes, or a terminal handed over on a console socket. Returns the pid and the
 /// monitor's ends of its stdio.
 fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
-    let failed = |e: Errno| format!("cannot set up the container's stdio: {}", sys::Message(e));
     let runtime_log = paths.runtime_log();
     let pid_file = paths.pid_file();
     let console_path = paths.console_socket();
-    let mut command: Vec<&str> = vec![
-        "--root",
-        &args.runtime_root,
-        "--log",
-        &runtime_log,
-        "--log-format",
-        "json",
-    ];
-    match &args.exec_process {
-        Some(process) => command.extend(["exec", "--detach", "--process", process]),
-        None => command.extend(["run", "--detach", "--bundle", &args.bundle]),
-    }
-    command.extend(["--pid-file", &pid_file]);
+    let mut command = runtime_args(args, &runtime_log, &pid_file);
     let mut stdio = Stdio {
         outputs: Vec::new(),
         stdin: None,
         terminal: None,
         stdin_once: args.stdin_once,
     };
-    let null = sys::open("/dev/null", OFlags::RDWR, 0).map_err(failed)?;
-    // The child's ends: they must live until the runtime has started.
-    let mut child_ends: Vec<OwnedFd> = Vec::new();
-    let console = if args.tty {
-        if let Some(parent) = sys::parent(&console_path) {
-            sys::create_dir_all(parent).map_err(failed)?;
-        }
-        let listener = sys::listen(&console_path).map_err(failed)?;
+    let child = ChildStdio::make(args, &console_path, &mut stdio)?;
+    if child.console.is_some() {
         command.extend(["--console-socket", &console_path]);
-        Some(listener)
-    } else {
-        let (out_read, out_write) = pipe().map_err(failed)?;
-        let (err_read, err_write) = pipe().map_err(failed)?;
-        stdio.outputs = vec![(out_read, Stream::Stdout), (err_read, Stream::Stderr)];
-        child_ends.push(out_write);
-        child_ends.push(err_write);
-        if args.stdin {
-            let (in_read, in_write) = pipe().map_err(failed)?;
-            stdio.stdin = Some(in_write);
-            child_ends.insert(0, in_read);
-        }
-        None
-    };
+    }
     command.push(&args.id);
     // The runtime appends to its log: emptied first, its last error is this command's.
     drop(sys::open(
@@ -266,34 +235,20 @@ fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
         0o600,
     ));
-    let fds = match (console.is_some(), args.stdin) {
-        (true, _) => [null.as_fd(), null.as_fd(), null.as_fd()],
-        (false, true) => [
-            child_ends[0].as_fd(),
-            child_ends[1].as_fd(),
-            child_ends[2].as_fd(),
-        ],
-        (false, false) => [null.as_fd(), child_ends[0].as_fd(), child_ends[1].as_fd()],
-    };
     let runtime = sys::spawn(&sys::Spawn {
         program: &args.runtime,
         args: command,
-        stdio: fds,
+        stdio: child.fds(args.stdin),
     })
     .map_err(|e| format!("cannot run {}: {}", args.runtime, sys::Message(e)))?;
     // The container's ends of the pipes belong to the runtime now.
-    drop(child_ends);
+    let console = child.console;
+    drop(child.ends);
     let mut status = None;
     let mut console_error = None;
     if let Some(listener) = console {
         match receive_terminal(&listener, runtime, &mut status) {
-            Ok(master) => {
-                let input = rustix::io::fcntl_dupfd_cloexec(&master, 0).map_err(failed)?;
-                let output = rustix::io::fcntl_dupfd_cloexec(&master, 0).map_err(failed)?;
-                stdio.outputs = vec![(output, Stream::Stdout)];
-                stdio.stdin = args.stdin.then_some(input);
-                stdio.terminal = Some(master);
-            }
+            Ok(master) => use_terminal(master, args.stdin, &mut stdio).map_err(setup_failed)?,
             Err(e) => console_error = Some(e),
         }
         let _ = sys::remove(&console_path);
@@ -304,17 +259,122 @@ fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
             .map_err(|e| format!("waiting for {}: {}", args.runtime, sys::Message(e)))?,
     };
     if status.exit_status() != Some(0) {
-        let logged = sys::read_file(&runtime_log).unwrap_or_default();
-        let message = core::str::from_utf8(&logged)
-            .ok()
-            .and_then(runc_log::last_error);
-        return Err(message
-            .unwrap_or_else(|| format!("{} failed ({})", args.runtime, describe_status(status))));
+        return Err(runtime_failure(args, &runtime_log, status));
     }
     if let Some(e) = console_error {
         return Err(e);
     }
-    let pid = sys::read_file(&pid_file)
+    let pid =
+        read_pid(&pid_file).ok_or_else(|| "the runtime wrote no container pid".to_string())?;
+    Ok((pid, stdio))
+}
+
+fn setup_failed(e: Errno) -> String {
+    format!("cannot set up the container's stdio: {}", sys::Message(e))
+}
+
+/// The runtime's command line up to its stdio options: its root and log, then `run`
+/// of the bundle or `exec` of the process, with the pid file.
+fn runtime_args<'a>(args: &'a Args, runtime_log: &'a str, pid_file: &'a str) -> Vec<&'a str> {
+    let mut command: Vec<&str> = vec![
+        "--root",
+        &args.runtime_root,
+        "--log",
+        runtime_log,
+        "--log-format",
+        "json",
+    ];
+    match &args.exec_process {
+        Some(process) => command.extend(["exec", "--detach", "--process", process]),
+        None => command.extend(["run", "--detach", "--bundle", &args.bundle]),
+    }
+    command.extend(["--pid-file", pid_file]);
+    command
+}
+
+/// The runtime's side of the process's stdio until it has started.
+struct ChildStdio {
+    null: OwnedFd,
+    /// The child's ends of the pipes, stdin's first when there is one: they must live
+    /// until the runtime has started.
+    ends: Vec<OwnedFd>,
+    /// With a terminal: the console socket runc hands the terminal's master over on.
+    console: Option<OwnedFd>,
+}
+
+impl ChildStdio {
+    /// A console socket at `console_path` for a terminal, or else pipes for the
+    /// process's output (and stdin, when it has one); the monitor's ends go to `stdio`.
+    fn make(args: &Args, console_path: &str, stdio: &mut Stdio) -> Result<ChildStdio, String> {
+        let null = sys::open("/dev/null", OFlags::RDWR, 0).map_err(setup_failed)?;
+        let mut ends: Vec<OwnedFd> = Vec::new();
+        if args.tty {
+            if let Some(parent) = sys::parent(console_path) {
+                sys::create_dir_all(parent).map_err(setup_failed)?;
+            }
+            let listener = sys::listen(console_path).map_err(setup_failed)?;
+            return Ok(ChildStdio {
+                null,
+                ends,
+                console: Some(listener),
+            });
+        }
+        let (out_read, out_write) = pipe().map_err(setup_failed)?;
+        let (err_read, err_write) = pipe().map_err(setup_failed)?;
+        stdio.outputs = vec![(out_read, Stream::Stdout), (err_read, Stream::Stderr)];
+        ends.push(out_write);
+        ends.push(err_write);
+        if args.stdin {
+            let (in_read, in_write) = pipe().map_err(setup_failed)?;
+            stdio.stdin = Some(in_write);
+            ends.insert(0, in_read);
+        }
+        Ok(ChildStdio {
+            null,
+            ends,
+            console: None,
+        })
+    }
+
+    /// The runtime's stdin, stdout and stderr: /dev/null with a terminal (the process
+    /// gets the terminal), else the pipes (/dev/null for stdin when it has none).
+    fn fds(&self, stdin: bool) -> [BorrowedFd<'_>; 3] {
+        let null = self.null.as_fd();
+        match (self.console.is_some(), stdin) {
+            (true, _) => [null, null, null],
+            (false, true) => [
+                self.ends[0].as_fd(),
+                self.ends[1].as_fd(),
+                self.ends[2].as_fd(),
+            ],
+            (false, false) => [null, self.ends[0].as_fd(), self.ends[1].as_fd()],
+        }
+    }
+}
+
+/// The terminal's master as the process's stdio: output read from it, input (when the
+/// process has stdin) written to it, resizes applied to it.
+fn use_terminal(master: OwnedFd, stdin: bool, stdio: &mut Stdio) -> Result<(), Errno> {
+    let input = rustix::io::fcntl_dupfd_cloexec(&master, 0)?;
+    let output = rustix::io::fcntl_dupfd_cloexec(&master, 0)?;
+    stdio.outputs = vec![(output, Stream::Stdout)];
+    stdio.stdin = stdin.then_some(input);
+    stdio.terminal = Some(master);
+    Ok(())
+}
+
+/// Why the runtime failed: its last error in its log, or its exit status.
+fn runtime_failure(args: &Args, runtime_log: &str, status: WaitStatus) -> String {
+    let logged = sys::read_file(runtime_log).unwrap_or_default();
+    let message = core::str::from_utf8(&logged)
+        .ok()
+        .and_then(runc_log::last_error);
+    message.unwrap_or_else(|| format!("{} failed ({})", args.runtime, describe_status(status)))
+}
+
+/// The pid the runtime wrote to `pid_file`.
+fn read_pid(pid_file: &str) -> Option<Pid> {
+    sys::read_file(pid_file)
         .ok()
         .and_then(|bytes| {
             core::str::from_utf8(&bytes)
@@ -324,8 +384,6 @@ fn create(args: &Args, paths: &Paths<'_>) -> Result<(Pid, Stdio), String> {
                 .ok()
         })
         .and_then(Pid::from_raw)
-        .ok_or_else(|| "the runtime wrote no container pid".to_string())?;
-    Ok((pid, stdio))
 }
 
 fn describe_status(status: WaitStatus) -> String {
@@ -399,20 +457,13 @@ fn receive_terminal(
     Err("runc sent no terminal descriptor".to_string())
 }
 
-/// Whether the container's memory cgroup recorded an OOM kill: an `oom_kill N` line
-/// with N > 0 in `events` (v1's `memory.oom_control` and v2's `memory.events` both
-/// have one).
+/// Whether the container's memory cgroup recorded an OOM kill (see
+/// [`cgroup::oom_killed`]); `false` when its events file cannot be read.
 fn oom_killed(events: &str) -> bool {
     let Ok(text) = sys::read_file(events) else {
         return false;
     };
     core::str::from_utf8(&text)
         .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-            })
-        })
-        .is_some_and(|kills| kills > 0)
+        .is_some_and(cgroup::oom_killed)
 }

@@ -130,6 +130,28 @@ struct Client {
     stdin_done: bool,
 }
 
+/// What one poll found: the events of every descriptor polled, in the order
+/// [`Loop::poll`] lists them.
+struct Polled {
+    events: Vec<PollFlags>,
+    /// The outputs polled (their indexes in `Loop::outputs`), from [`Polled::OUTPUTS_AT`].
+    outputs: Vec<usize>,
+    /// The stdin sink's place, when it was polled.
+    sink: Option<usize>,
+    /// The first client's place.
+    clients_at: usize,
+}
+
+impl Polled {
+    const SIGNALS: usize = 0;
+    const CONTROL: usize = 1;
+    const OUTPUTS_AT: usize = 2;
+
+    fn ready(&self, at: usize) -> bool {
+        !self.events[at].is_empty()
+    }
+}
+
 /// The monitor's whole I/O state.
 pub struct Loop<'a> {
     outputs: Vec<Option<Output>>,
@@ -215,78 +237,102 @@ impl<'a> Loop<'a> {
                 self.finish_outputs();
                 return Ok(status);
             }
-            let mut fds = vec![
-                PollFd::new(signals, PollFlags::IN),
-                PollFd::new(self.control, PollFlags::IN),
-            ];
-            let open: Vec<usize> = (0..self.outputs.len())
-                .filter(|i| self.outputs[*i].is_some() && !hold_output)
-                .collect();
-            for i in &open {
-                if let Some(output) = &self.outputs[*i] {
-                    fds.push(PollFd::new(&output.fd, PollFlags::IN));
-                }
-            }
-            let sink_at = fds.len();
-            let sink_polled = match &self.input.sink {
-                Some(sink) if !self.input.pending.is_empty() => {
-                    fds.push(PollFd::new(sink, PollFlags::OUT));
-                    true
-                }
-                _ => false,
-            };
-            let clients_at = fds.len();
-            let read_clients = self.input.pending.len() < STDIN_BACKLOG;
-            for client in &self.clients {
-                let mut flags = PollFlags::empty();
-                if read_clients {
-                    flags |= PollFlags::IN;
-                }
-                if !client.out.is_empty() {
-                    flags |= PollFlags::OUT;
-                }
-                fds.push(PollFd::new(&client.socket, flags));
-            }
             let timeout = exited.map(|_| Duration::from_millis(50));
-            match sys::poll(&mut fds, timeout) {
+            let polled = match self.poll(signals, hold_output, timeout) {
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e),
-                Ok(_) => {}
-            }
-            let events: Vec<PollFlags> = fds.iter().map(PollFd::revents).collect();
-            drop(fds);
-            let ready = |i: usize| !events[i].is_empty();
-
-            for (k, i) in open.iter().enumerate() {
-                if ready(2 + k) {
+                Ok(polled) => polled,
+            };
+            for (k, i) in polled.outputs.iter().enumerate() {
+                if polled.ready(Polled::OUTPUTS_AT + k) {
                     self.read_output(*i, &mut chunk);
                 }
             }
-            if sink_polled && ready(sink_at) {
+            if polled.sink.is_some_and(|at| polled.ready(at)) {
                 self.write_stdin();
             }
-            for index in (0..self.clients.len()).rev() {
-                let Some(&flags) = events.get(clients_at + index) else {
-                    continue;
-                };
-                if flags.is_empty() {
-                    continue;
-                }
-                if !self.serve_client(index, flags, &mut chunk) {
-                    self.drop_client(index);
-                }
+            self.serve_clients(&polled, &mut chunk);
+            if polled.ready(Polled::SIGNALS) {
+                self.reap(pid, signals, &mut exited);
             }
-            if ready(0) {
-                sys::drain_signals(signals);
-                while let Ok(Some((child, status))) = rustix::process::wait(WaitOptions::NOHANG) {
-                    if child == pid && exited.is_none() {
-                        exited = Some((status, sys::now()));
-                        self.kill_when_alone = None;
-                    }
-                }
-            }
-            if ready(1) {
+            if polled.ready(Polled::CONTROL) {
                 self.accept_control();
+            }
+        }
+    }
+
+    /// Waits for something to do: exits (the signalfd), control connections, output
+    /// (unless `hold_output`), room in the container's stdin for pending input, client
+    /// input while stdin has room for it, and room for what a client has waiting.
+    fn poll(
+        &self,
+        signals: &OwnedFd,
+        hold_output: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Polled, Errno> {
+        let mut fds = vec![
+            PollFd::new(signals, PollFlags::IN),
+            PollFd::new(self.control, PollFlags::IN),
+        ];
+        let outputs: Vec<usize> = (0..self.outputs.len())
+            .filter(|i| self.outputs[*i].is_some() && !hold_output)
+            .collect();
+        for i in &outputs {
+            if let Some(output) = &self.outputs[*i] {
+                fds.push(PollFd::new(&output.fd, PollFlags::IN));
+            }
+        }
+        let sink = match &self.input.sink {
+            Some(sink) if !self.input.pending.is_empty() => {
+                fds.push(PollFd::new(sink, PollFlags::OUT));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        let clients_at = fds.len();
+        let read_clients = self.input.pending.len() < STDIN_BACKLOG;
+        for client in &self.clients {
+            let mut flags = PollFlags::empty();
+            if read_clients {
+                flags |= PollFlags::IN;
+            }
+            if !client.out.is_empty() {
+                flags |= PollFlags::OUT;
+            }
+            fds.push(PollFd::new(&client.socket, flags));
+        }
+        sys::poll(&mut fds, timeout)?;
+        Ok(Polled {
+            events: fds.iter().map(PollFd::revents).collect(),
+            outputs,
+            sink,
+            clients_at,
+        })
+    }
+
+    /// Serves the clients with events, last first (a client dropped is swapped with
+    /// the last).
+    fn serve_clients(&mut self, polled: &Polled, chunk: &mut [u8]) {
+        for index in (0..self.clients.len()).rev() {
+            let Some(&flags) = polled.events.get(polled.clients_at + index) else {
+                continue;
+            };
+            if flags.is_empty() {
+                continue;
+            }
+            if !self.serve_client(index, flags, chunk) {
+                self.drop_client(index);
+            }
+        }
+    }
+
+    /// Reaps every child that has exited; `exited` is set when `pid` first is one.
+    fn reap(&mut self, pid: Pid, signals: &OwnedFd, exited: &mut Option<(WaitStatus, Duration)>) {
+        sys::drain_signals(signals);
+        while let Ok(Some((child, status))) = rustix::process::wait(WaitOptions::NOHANG) {
+            if child == pid && exited.is_none() {
+                *exited = Some((status, sys::now()));
+                self.kill_when_alone = None;
             }
         }
     }

@@ -558,55 +558,48 @@ impl RegistryClient {
             .cloned()
             .unwrap_or_else(|| format!("repository:{repository}:pull"));
         let service = params.get("service").cloned().unwrap_or_default();
+        let request = self.token_request(endpoint, realm, &service, &scope, auth);
+        let response = request.send().await.map_err(|e| FetchError::Unreachable {
+            endpoint: format!("token service {realm}"),
+            reason: e.to_string(),
+        })?;
+        bearer_token(response, auth).await.map_err(refused)
+    }
+
+    /// The request for a Bearer token of `scope` from the token service at `realm`: a
+    /// refresh-token grant for an identity token, else a GET with the credentials (if
+    /// any) as Basic authentication.
+    fn token_request(
+        &self,
+        endpoint: &Endpoint,
+        realm: &str,
+        service: &str,
+        scope: &str,
+        auth: &Auth,
+    ) -> reqwest::RequestBuilder {
         let client = if endpoint.insecure {
             &self.unverified
         } else {
             &self.verified
         };
-        let request = match auth {
+        match auth {
             Auth::IdentityToken(refresh) => client.post(realm).form(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh.as_str()),
-                ("service", service.as_str()),
-                ("scope", scope.as_str()),
+                ("service", service),
+                ("scope", scope),
                 ("client_id", "berth"),
             ]),
             _ => {
                 let mut request = client
                     .get(realm)
-                    .query(&[("service", service.as_str()), ("scope", scope.as_str())]);
+                    .query(&[("service", service), ("scope", scope)]);
                 if let Some(basic) = auth.basic_header() {
                     request = request.header(header::AUTHORIZATION, basic);
                 }
                 request
             }
-        };
-        let response = request.send().await.map_err(|e| FetchError::Unreachable {
-            endpoint: format!("token service {realm}"),
-            reason: e.to_string(),
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(refused(if auth.has_credentials() {
-                format!("the token service refused the credentials ({status})")
-            } else {
-                format!("the token service refused an anonymous token ({status})")
-            }));
         }
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|e| refused(format!("unreadable token response: {e}")))?;
-        body.token
-            .or(body.access_token)
-            .filter(|t| !t.is_empty())
-            .map(|t| format!("Bearer {t}"))
-            .ok_or_else(|| refused("the token service returned no token".to_string()))
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), String>> {
@@ -616,6 +609,33 @@ impl RegistryClient {
     fn lock_plain(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.plain_http.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The `Authorization` value a token service's answer gives; `Err` says why it gives
+/// none.
+async fn bearer_token(response: Response, auth: &Auth) -> Result<String, String> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(if auth.has_credentials() {
+            format!("the token service refused the credentials ({status})")
+        } else {
+            format!("the token service refused an anonymous token ({status})")
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let body: TokenResponse = response
+        .json()
+        .await
+        .map_err(|e| format!("unreadable token response: {e}"))?;
+    body.token
+        .or(body.access_token)
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Bearer {t}"))
+        .ok_or_else(|| "the token service returned no token".to_string())
 }
 
 /// The API root of an endpoint URL: `http://m:5000` → `http://m:5000/v2`.

@@ -144,19 +144,34 @@ struct Meta {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// An entry's path as its errors show it.
+struct Named {
+    shown: String,
+}
+
+impl Named {
+    fn fail(&self, reason: &str) -> UnpackError {
+        UnpackError::Entry {
+            entry: self.shown.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn io(&self, source: io::Error) -> UnpackError {
+        UnpackError::EntryIo {
+            entry: self.shown.clone(),
+            source,
+        }
+    }
+}
+
 impl Unpacker<'_> {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_path = entry.path().map_err(UnpackError::Stream)?.into_owned();
-        let shown = raw_path.display().to_string();
-        let fail = |reason: &str| UnpackError::Entry {
-            entry: shown.clone(),
-            reason: reason.to_string(),
+        let named = Named {
+            shown: raw_path.display().to_string(),
         };
-        let io_fail = |source: io::Error| UnpackError::EntryIo {
-            entry: shown.clone(),
-            source,
-        };
-        let rel = confine(&raw_path).map_err(&fail)?;
+        let rel = confine(&raw_path).map_err(|reason| named.fail(reason))?;
         let kind = entry.header().entry_type();
         if matches!(
             kind,
@@ -170,103 +185,127 @@ impl Unpacker<'_> {
         };
         let parent = rel.parent().unwrap_or(Path::new(""));
         self.make_parents(parent).map_err(|e| match e {
-            ParentError::Symlink(p) => fail(&format!("parent {} is a symlink", p.display())),
-            ParentError::NotDir(p) => fail(&format!("parent {} is not a directory", p.display())),
-            ParentError::Io(e) => io_fail(e),
+            ParentError::Symlink(p) => named.fail(&format!("parent {} is a symlink", p.display())),
+            ParentError::NotDir(p) => {
+                named.fail(&format!("parent {} is not a directory", p.display()))
+            }
+            ParentError::Io(e) => named.io(e),
         })?;
 
         if name == OPAQUE {
             let dir = self.dest.join(parent);
-            xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(io_fail)?;
+            xattr::set(&dir, "trusted.overlay.opaque", b"y").map_err(|e| named.io(e))?;
             return Ok(());
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(fail("whiteout names no file"));
-            }
-            let target = self.dest.join(parent).join(hidden);
-            remove_existing(&target, false).map_err(io_fail)?;
-            mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                .map_err(|e| io_fail(e.into()))?;
-            self.inodes += 1;
-            return Ok(());
+            return self.whiteout(parent, hidden, &named);
         }
 
-        let meta = read_meta(&mut entry).map_err(io_fail)?;
+        let meta = read_meta(&mut entry).map_err(|e| named.io(e))?;
         let target = self.dest.join(&rel);
         match kind {
-            tar::EntryType::Directory => {
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&target, false).map_err(io_fail)?;
-                        fs::create_dir(&target).map_err(io_fail)?;
-                    }
-                    Err(_) => fs::create_dir(&target).map_err(io_fail)?,
-                }
-                self.inodes += 1;
-                apply_meta(&target, &meta, false).map_err(io_fail)?;
-                self.dir_times.push((target, meta.mtime));
-                return Ok(());
-            }
+            tar::EntryType::Directory => return self.directory(target, &meta, &named),
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                remove_existing(&target, true).map_err(io_fail)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(io_fail)?;
-                self.bytes += io::copy(&mut entry, &mut file).map_err(io_fail)?;
-                drop::<File>(file);
+                self.regular(&mut entry, &target, &named)?;
             }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(io_fail)?
-                    .ok_or_else(|| fail("symlink without a target"))?;
-                remove_existing(&target, true).map_err(io_fail)?;
-                std::os::unix::fs::symlink(&link, &target).map_err(io_fail)?;
-            }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(io_fail)?
-                    .ok_or_else(|| fail("hard link without a target"))?;
-                let source_rel = confine(&link)
-                    .map_err(|reason| fail(&format!("hard link target: {reason}")))?;
-                let source = self.dest.join(&source_rel);
-                self.check_no_symlink_parents(&source_rel)
-                    .map_err(|_| fail("hard link target goes through a symlink"))?;
-                match fs::symlink_metadata(&source) {
-                    Ok(m) if !m.is_dir() => {}
-                    Ok(_) => return Err(fail("hard link to a directory")),
-                    Err(_) => return Err(fail("hard link to a file not in this layer")),
-                }
-                remove_existing(&target, true).map_err(io_fail)?;
-                fs::hard_link(&source, &target).map_err(io_fail)?;
-                // Same inode: its metadata came with the first name.
-                return Ok(());
-            }
+            tar::EntryType::Symlink => symlink(&entry, &target, &named)?,
+            // Same inode: its metadata came with the first name.
+            tar::EntryType::Link => return self.hard_link(&entry, &target, &named),
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let (flag, dev) = match kind {
-                    tar::EntryType::Char => (SFlag::S_IFCHR, device(entry.header())),
-                    tar::EntryType::Block => (SFlag::S_IFBLK, device(entry.header())),
-                    _ => (SFlag::S_IFIFO, 0),
-                };
-                remove_existing(&target, true).map_err(io_fail)?;
-                mknod(&target, flag, Mode::from_bits_truncate(0o600), dev)
-                    .map_err(|e| io_fail(e.into()))?;
+                node(&entry, kind, &target, &named)?;
             }
             other => {
-                tracing::debug!(entry = %shown, kind = ?other, "skipping unsupported tar entry type");
+                tracing::debug!(entry = %named.shown, kind = ?other, "skipping unsupported tar entry type");
                 return Ok(());
             }
         }
         self.inodes += 1;
         let is_symlink = kind == tar::EntryType::Symlink;
-        apply_meta(&target, &meta, is_symlink).map_err(io_fail)?;
+        apply_meta(&target, &meta, is_symlink).map_err(|e| named.io(e))?;
+        Ok(())
+    }
+
+    /// An OCI whiteout `.wh.<hidden>` in `parent`: overlayfs's 0:0 character device in
+    /// the hidden file's place.
+    fn whiteout(&mut self, parent: &Path, hidden: &str, named: &Named) -> Result<(), UnpackError> {
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Err(named.fail("whiteout names no file"));
+        }
+        let target = self.dest.join(parent).join(hidden);
+        remove_existing(&target, false).map_err(|e| named.io(e))?;
+        mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+            .map_err(|e| named.io(e.into()))?;
+        self.inodes += 1;
+        Ok(())
+    }
+
+    /// A directory, made unless one is already there (anything else in its place is
+    /// removed); its mtime is set at the end, once its children are in.
+    fn directory(
+        &mut self,
+        target: PathBuf,
+        meta: &Meta,
+        named: &Named,
+    ) -> Result<(), UnpackError> {
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                remove_existing(&target, false).map_err(|e| named.io(e))?;
+                fs::create_dir(&target).map_err(|e| named.io(e))?;
+            }
+            Err(_) => fs::create_dir(&target).map_err(|e| named.io(e))?,
+        }
+        self.inodes += 1;
+        apply_meta(&target, meta, false).map_err(|e| named.io(e))?;
+        self.dir_times.push((target, meta.mtime));
+        Ok(())
+    }
+
+    /// A regular file's content, written to a new file (never through a symlink left
+    /// at its path).
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        target: &Path,
+        named: &Named,
+    ) -> Result<(), UnpackError> {
+        remove_existing(target, true).map_err(|e| named.io(e))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(target)
+            .map_err(|e| named.io(e))?;
+        self.bytes += io::copy(entry, &mut file).map_err(|e| named.io(e))?;
+        drop::<File>(file);
+        Ok(())
+    }
+
+    /// A hard link to a file of this layer (not a directory), its target confined to
+    /// the layer and reached through no symlink.
+    fn hard_link<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        target: &Path,
+        named: &Named,
+    ) -> Result<(), UnpackError> {
+        let link = entry
+            .link_name()
+            .map_err(|e| named.io(e))?
+            .ok_or_else(|| named.fail("hard link without a target"))?;
+        let source_rel =
+            confine(&link).map_err(|reason| named.fail(&format!("hard link target: {reason}")))?;
+        let source = self.dest.join(&source_rel);
+        self.check_no_symlink_parents(&source_rel)
+            .map_err(|_| named.fail("hard link target goes through a symlink"))?;
+        match fs::symlink_metadata(&source) {
+            Ok(m) if !m.is_dir() => {}
+            Ok(_) => return Err(named.fail("hard link to a directory")),
+            Err(_) => return Err(named.fail("hard link to a file not in this layer")),
+        }
+        remove_existing(target, true).map_err(|e| named.io(e))?;
+        fs::hard_link(&source, target).map_err(|e| named.io(e))?;
         Ok(())
     }
 
@@ -319,6 +358,37 @@ enum ParentError {
     Symlink(PathBuf),
     NotDir(PathBuf),
     Io(io::Error),
+}
+
+/// A symlink, pointing wherever the entry says (berth never follows it).
+fn symlink<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    target: &Path,
+    named: &Named,
+) -> Result<(), UnpackError> {
+    let link = entry
+        .link_name()
+        .map_err(|e| named.io(e))?
+        .ok_or_else(|| named.fail("symlink without a target"))?;
+    remove_existing(target, true).map_err(|e| named.io(e))?;
+    std::os::unix::fs::symlink(&link, target).map_err(|e| named.io(e))
+}
+
+/// A character or block device, or a FIFO.
+fn node<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    kind: tar::EntryType,
+    target: &Path,
+    named: &Named,
+) -> Result<(), UnpackError> {
+    let (flag, dev) = match kind {
+        tar::EntryType::Char => (SFlag::S_IFCHR, device(entry.header())),
+        tar::EntryType::Block => (SFlag::S_IFBLK, device(entry.header())),
+        _ => (SFlag::S_IFIFO, 0),
+    };
+    remove_existing(target, true).map_err(|e| named.io(e))?;
+    mknod(target, flag, Mode::from_bits_truncate(0o600), dev).map_err(|e| named.io(e.into()))?;
+    Ok(())
 }
 
 /// Turns an archive path into a relative path inside the layer: leading `/` and `.` are

@@ -10,15 +10,16 @@
 //!   exited, output is read for a short grace period only.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
-use super::runc::{OciError, Runtime};
-use super::runtime::Kind;
+use super::runc::Runtime;
+use super::runtime::{Kind, OciError};
 
 /// How long output is still read once runc has exited.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -56,6 +57,41 @@ pub async fn exec(
     cap: usize,
     mut cancel: oneshot::Receiver<()>,
 ) -> Result<ExecOutput, OciError> {
+    let exec_error = |source: std::io::Error| OciError::Exec {
+        binary: runtime.binary().to_path_buf(),
+        source,
+    };
+    let mut child = exec_command(runtime, id, files)
+        .spawn()
+        .map_err(exec_error)?;
+    let output = Output::read(&mut child, cap);
+    let (waited, ending) = wait_or_kill(&mut child, &files.pid, timeout, &mut cancel).await;
+    let status = waited.map_err(exec_error)?;
+    let (stdout, stderr) = output.drain().await;
+    let exit_code = exit_code(status);
+    let started = Path::new(&files.pid).exists();
+    if ending == Ending::Exited
+        && let Some(message) = start_failure(runtime.kind(), exit_code, started, &stderr)
+    {
+        return Err(OciError::Failed {
+            binary: runtime.binary().to_path_buf(),
+            command: "exec",
+            id: id.to_string(),
+            message,
+        });
+    }
+    Ok(ExecOutput {
+        stdout,
+        stderr,
+        exit_code,
+        timed_out: ending == Ending::TimedOut,
+        cancelled: ending == Ending::Cancelled,
+    })
+}
+
+/// `runc exec` of the process file, its pid written to the pid file; its output piped,
+/// and not killed with its handle (a kill goes to the process first: [`kill_process`]).
+fn exec_command(runtime: &Runtime, id: &str, files: &ExecFiles) -> Command {
     let mut command = Command::new(runtime.binary());
     command
         .arg("--root")
@@ -71,85 +107,106 @@ pub async fn exec(
         .stderr(Stdio::piped())
         .kill_on_drop(false);
     runtime.tag(&mut command);
-    let mut child = command.spawn().map_err(|source| OciError::Exec {
-        binary: runtime.binary().to_path_buf(),
-        source,
-    })?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stdout = child
-        .stdout
-        .take()
-        .map(|pipe| tokio::spawn(read_capped(pipe, cap, stop_rx.clone())));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|pipe| tokio::spawn(read_capped(pipe, cap, stop_rx)));
+    command
+}
 
-    let mut timed_out = false;
-    let mut cancelled = false;
+/// How the wait for runc ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// runc exited by itself.
+    Exited,
+    /// The timeout expired; the process was killed.
+    TimedOut,
+    /// The caller went away; the process was killed.
+    Cancelled,
+}
+
+/// Waits for runc to exit; at the timeout, or once `cancel` fires or is dropped, kills
+/// the process first.
+async fn wait_or_kill(
+    runc: &mut Child,
+    pid_file: &Path,
+    timeout: Option<Duration>,
+    cancel: &mut oneshot::Receiver<()>,
+) -> (std::io::Result<ExitStatus>, Ending) {
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
-    let waited = tokio::select! {
-        status = child.wait() => status,
+    tokio::select! {
+        status = runc.wait() => (status, Ending::Exited),
         _ = deadline => {
-            timed_out = true;
-            kill_process(&files.pid, &mut child).await;
-            child.wait().await
+            kill_process(pid_file, runc).await;
+            (runc.wait().await, Ending::TimedOut)
         }
-        _ = &mut cancel => {
-            cancelled = true;
-            kill_process(&files.pid, &mut child).await;
-            child.wait().await
+        _ = cancel => {
+            kill_process(pid_file, runc).await;
+            (runc.wait().await, Ending::Cancelled)
         }
-    };
-    let status = waited.map_err(|source| OciError::Exec {
-        binary: runtime.binary().to_path_buf(),
-        source,
-    })?;
-    // runc is gone; output still in the pipes is read for a moment, then dropped.
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(DRAIN_GRACE).await;
-        let _ = stop_tx.send(true);
-    });
-    let stdout = match stdout {
-        Some(task) => task.await.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let stderr = match stderr {
-        Some(task) => task.await.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    stopper.abort();
-    let exit_code = {
-        use std::os::unix::process::ExitStatusExt;
-        status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(255)
-    };
-    let started = Path::new(&files.pid).exists();
-    if !timed_out
-        && !cancelled
-        && let Some(message) = start_failure(runtime.kind(), exit_code, started, &stderr)
-    {
-        return Err(OciError::Failed {
-            binary: runtime.binary().to_path_buf(),
-            command: "exec",
-            id: id.to_string(),
-            message,
-        });
     }
-    Ok(ExecOutput {
-        stdout,
-        stderr,
-        exit_code,
-        timed_out,
-        cancelled,
-    })
+}
+
+/// The process's exit code, 128 + the signal when a signal ended it.
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+/// runc's stdout and stderr, each read by a task of its own as it comes.
+struct Output {
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// Tells the readers to stop; dropped, it stops them too.
+    stop: watch::Sender<bool>,
+}
+
+impl Output {
+    /// Starts reading `child`'s pipes, keeping up to `cap` bytes of each.
+    fn read(child: &mut Child, cap: usize) -> Output {
+        let (stop, stop_rx) = watch::channel(false);
+        let stdout = child
+            .stdout
+            .take()
+            .map(|pipe| tokio::spawn(read_capped(pipe, cap, stop_rx.clone())));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|pipe| tokio::spawn(read_capped(pipe, cap, stop_rx)));
+        Output {
+            stdout,
+            stderr,
+            stop,
+        }
+    }
+
+    /// What was read: (stdout, stderr). runc is gone; output still in the pipes is read
+    /// for a moment, then dropped.
+    async fn drain(self) -> (Vec<u8>, Vec<u8>) {
+        let Output {
+            stdout,
+            stderr,
+            stop,
+        } = self;
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(DRAIN_GRACE).await;
+            let _ = stop.send(true);
+        });
+        let stdout = match stdout {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let stderr = match stderr {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        stopper.abort();
+        (stdout, stderr)
+    }
 }
 
 /// runc's own complaint, from the last line of its stderr.
@@ -199,7 +256,7 @@ fn runc_message(stderr: &[u8]) -> String {
 
 /// Kills the exec'd process by the pid runc wrote; if runc never wrote one (it is still
 /// setting the process up), kills runc, which takes its half-made process with it.
-async fn kill_process(pid_file: &Path, runc: &mut tokio::process::Child) {
+async fn kill_process(pid_file: &Path, runc: &mut Child) {
     let started = tokio::time::Instant::now();
     loop {
         if let Some(pid) = std::fs::read_to_string(pid_file)

@@ -3,7 +3,9 @@
 //! recursive read-only mounts (the `rro` mount option, which needs `mount_setattr`, Linux
 //! 5.12) and user namespaces for pods (a `user` namespace; the id-mapped layers that
 //! spare the chown are berth's own, [`crate::sandbox::userns`], which the daemon probes
-//! apart, so a runtime's `mountExtensions.idmap` is reported but not needed).
+//! apart, so a runtime's `mountExtensions.idmap` is reported but not needed); and which
+//! runtime the binary is, from its `--version`. What is found is given in
+//! [`super::runtime`]'s words ([`Features`], [`Kind`]).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,17 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+/// Callers name what a probe finds from here.
+use super::runtime::{Features, Kind};
+
 /// How long `<runtime> features` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a handler was found to support.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Features {
-    pub recursive_read_only: bool,
-    pub user_namespaces: bool,
-    /// The runtime id-maps mounts itself (`linux.mountExtensions.idmap`): for the log.
-    pub idmap_mounts: bool,
-}
 
 /// The parts of the runtime-spec features document berth reads.
 #[derive(Debug, Default, Deserialize)]
@@ -118,28 +114,55 @@ pub fn probe_recursive_read_only(
     dir: &Path,
     program: &Path,
 ) -> Result<bool, String> {
-    let runtime = |args: &[&str]| {
-        let mut full = vec!["--root", root.to_str().unwrap_or_default()];
+    let probe = RroProbe { binary, root, dir };
+    probe.clean();
+    let result = probe
+        .make_bundle(program)
+        .and_then(|()| probe.create_and_look());
+    probe.clean();
+    result
+}
+
+/// The recursive read-only probe: the runtime binary, its state directory (`--root`) and
+/// the bundle's directory.
+struct RroProbe<'a> {
+    binary: &'a Path,
+    root: &'a Path,
+    dir: &'a Path,
+}
+
+impl RroProbe<'_> {
+    /// Runs `<binary> --root <root> <args>`.
+    fn runtime(&self, args: &[&str]) -> Result<std::process::Output, String> {
+        let mut full = vec!["--root", self.root.to_str().unwrap_or_default()];
         full.extend(args);
-        run_bounded(binary, &full)
-    };
-    let clean = || {
-        if let Ok(output) = runtime(&["delete", "--force", PROBE_ID])
+        run_bounded(self.binary, &full)
+    }
+
+    /// Removes what a probe made (this one, or an earlier one cut short): its
+    /// container, the tmpfs and the bundle.
+    fn clean(&self) {
+        if let Ok(output) = self.runtime(&["delete", "--force", PROBE_ID])
             && !output.status.success()
-            && Path::new(root).join(PROBE_ID).exists()
+            && Path::new(self.root).join(PROBE_ID).exists()
         {
             tracing::warn!(
                 container = PROBE_ID,
                 "the probe's container could not be deleted"
             );
         }
-        let _ = nix::mount::umount2(&dir.join("volume/below"), nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir_all(dir);
-    };
-    clean();
-    let result = (|| {
-        let rootfs = dir.join("rootfs");
-        let below = dir.join("volume/below");
+        let _ = nix::mount::umount2(
+            &self.dir.join("volume/below"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+
+    /// The bundle: a rootfs holding `program` as `/pause`, a volume with a tmpfs below
+    /// it, and the spec.
+    fn make_bundle(&self, program: &Path) -> Result<(), String> {
+        let rootfs = self.dir.join("rootfs");
+        let below = self.dir.join("volume/below");
         for made in [
             rootfs.join("probe"),
             rootfs.join("dev"),
@@ -158,33 +181,19 @@ pub fn probe_recursive_read_only(
             Some("size=4k"),
         )
         .map_err(|e| format!("a tmpfs for the probe: {e}"))?;
-        let spec = serde_json::json!({
-            "ociVersion": "1.0.2",
-            "root": {"path": rootfs, "readonly": true},
-            "process": {
-                "args": ["/pause"], "env": ["PATH=/"], "cwd": "/",
-                "user": {"uid": 0, "gid": 0}, "noNewPrivileges": true,
-            },
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "mode=755", "size=64k"]},
-                {"destination": "/probe", "type": "bind", "source": dir.join("volume"),
-                 "options": ["rbind", "rprivate", "ro", "rro"]},
-            ],
-            "linux": {
-                "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "network"}],
-                // Daemons probe at once (tests, a node's several): a cgroup each.
-                "cgroupsPath": format!("/{PROBE_ID}-{}", std::process::id()),
-            },
-        });
-        std::fs::write(dir.join("config.json"), spec.to_string())
-            .map_err(|e| format!("the probe's bundle: {e}"))?;
-        let pid_file = dir.join("pid");
-        let created = runtime(&[
+        let spec = probe_spec(self.dir, &rootfs);
+        std::fs::write(self.dir.join("config.json"), spec.to_string())
+            .map_err(|e| format!("the probe's bundle: {e}"))
+    }
+
+    /// Creates the container (never started) and reads its mount table: whether the
+    /// tmpfs is read-only there; `false` when the runtime refuses the container.
+    fn create_and_look(&self) -> Result<bool, String> {
+        let pid_file = self.dir.join("pid");
+        let created = self.runtime(&[
             "create",
             "--bundle",
-            dir.to_str().unwrap_or_default(),
+            self.dir.to_str().unwrap_or_default(),
             "--pid-file",
             pid_file.to_str().unwrap_or_default(),
             PROBE_ID,
@@ -201,9 +210,32 @@ pub fn probe_recursive_read_only(
         let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.trim()))
             .map_err(|e| format!("the probe's mounts: {e}"))?;
         Ok(below_is_read_only(&mounts))
-    })();
-    clean();
-    result
+    }
+}
+
+/// The probe container's spec: `/pause` from a read-only `rootfs`, and the bundle's
+/// volume bound read-only, `rro`, at `/probe`.
+fn probe_spec(dir: &Path, rootfs: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": rootfs, "readonly": true},
+        "process": {
+            "args": ["/pause"], "env": ["PATH=/"], "cwd": "/",
+            "user": {"uid": 0, "gid": 0}, "noNewPrivileges": true,
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "mode=755", "size=64k"]},
+            {"destination": "/probe", "type": "bind", "source": dir.join("volume"),
+             "options": ["rbind", "rprivate", "ro", "rro"]},
+        ],
+        "linux": {
+            "namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "network"}],
+            // Daemons probe at once (tests, a node's several): a cgroup each.
+            "cgroupsPath": format!("/{PROBE_ID}-{}", std::process::id()),
+        },
+    })
 }
 
 /// Whether, in a mount table (`/proc/<pid>/mountinfo`), `/probe/below` is read-only.
@@ -218,9 +250,9 @@ fn below_is_read_only(mountinfo: &str) -> bool {
 }
 
 /// Which runtime `binary` is, from its `--version` (runc's words when it cannot tell).
-pub fn kind(binary: &Path) -> super::runtime::Kind {
+pub fn kind(binary: &Path) -> Kind {
     run_bounded(binary, &["--version"])
-        .map(|output| super::runtime::Kind::from_version(&String::from_utf8_lossy(&output.stdout)))
+        .map(|output| Kind::from_version(&String::from_utf8_lossy(&output.stdout)))
         .unwrap_or_default()
 }
 

@@ -3,6 +3,7 @@
 //! handlers never see each other's containers. Where the binaries differ (their error
 //! words, their logs), the [`Kind`] told from `--version` decides, and failures that
 //! callers act on come back typed ([`OciError::NotFound`], [`OciError::NotRunning`]).
+//! It implements [`super::runtime`]'s [`OciRuntime`] on that module's types.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,50 +12,12 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::runc_log::last_error;
-use super::runtime::{Failure, Kind, OciRuntime, State};
+/// The daemon names the error from here, where the driver that makes it lives.
+use super::runtime::{Failure, Features, Kind, OciError, OciRuntime, State};
 
 /// How long a runtime command may take unless the daemon says otherwise
 /// (`[runtime] start_timeout_seconds`).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A failed runtime command, with what the runtime said.
-#[derive(Debug, thiserror::Error)]
-pub enum OciError {
-    #[error("cannot run {binary}: {source}")]
-    Exec {
-        binary: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{binary} {command} {id}: {message}")]
-    Failed {
-        binary: PathBuf,
-        command: &'static str,
-        id: String,
-        message: String,
-    },
-    /// The runtime does not know the container.
-    #[error("{binary} {command} {id}: no such container")]
-    NotFound {
-        binary: PathBuf,
-        command: &'static str,
-        id: String,
-    },
-    /// The container has no process (any more).
-    #[error("{binary} {command} {id}: the container is not running")]
-    NotRunning {
-        binary: PathBuf,
-        command: &'static str,
-        id: String,
-    },
-    /// It did not answer in time, and was killed with what it had started.
-    #[error("{binary} {command} {id}: no answer within {after:?}")]
-    TimedOut {
-        binary: PathBuf,
-        command: &'static str,
-        id: String,
-        after: Duration,
-    },
-}
 
 /// One OCI runtime binary with its state directory.
 #[derive(Debug, Clone)]
@@ -66,7 +29,7 @@ pub struct Runtime {
     /// How long one command may take before it (and what it started) is killed.
     timeout: Duration,
     /// What it was found to support at start-up.
-    features: super::features::Features,
+    features: Features,
     /// Which runtime the binary is.
     kind: Kind,
 }
@@ -78,7 +41,7 @@ impl Runtime {
             root,
             helper_tag: None,
             timeout: COMMAND_TIMEOUT,
-            features: super::features::Features::default(),
+            features: Features::default(),
             kind: Kind::default(),
         }
     }
@@ -118,7 +81,7 @@ impl Runtime {
     }
 
     /// The same runtime, known to support `features`.
-    pub fn with_features(mut self, features: super::features::Features) -> Runtime {
+    pub fn with_features(mut self, features: Features) -> Runtime {
         self.features = features;
         self
     }
@@ -410,7 +373,7 @@ impl OciRuntime for Runtime {
         }
     }
 
-    fn features(&self) -> super::features::Features {
+    fn features(&self) -> Features {
         self.features
     }
 }
@@ -498,7 +461,8 @@ mod tests {
 /// made to leave one on cue.
 #[cfg(test)]
 mod leftover_tests {
-    use super::{Kind, OciError, Runtime};
+    use super::{Kind, Runtime};
+    use crate::oci::runtime::OciError;
     use crate::oci::runtime::OciRuntime;
 
     #[tokio::test]

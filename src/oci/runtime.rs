@@ -1,15 +1,18 @@
 //! What berth asks of an OCI runtime handler, whichever binary it is: the operations of
-//! the runtime-spec's command line (create, start, kill, delete, state, update), their
-//! outcomes typed by the driver that knows the binary's words ([`super::runc::Runtime`],
-//! for runc and youki), and the container states as an enum. The server's lifecycle
-//! logic is written against [`OciRuntime`], so it is tested without root against a fake.
+//! the runtime-spec's command line (create, start, kill, delete, state, update) as the
+//! [`OciRuntime`] trait, the [`OciError`] they fail with (typed where callers act on the
+//! failure), the container states as an enum, which runtime a binary is ([`Kind`], with
+//! its error words) and what it supports ([`Features`]). The server's lifecycle logic is
+//! written against [`OciRuntime`], so it is tested without root against a fake.
+//!
+//! This module names no other: the driver ([`super::runc::Runtime`], for runc and youki)
+//! and the start-up probes ([`super::features`]) are written on its types.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
-
-use super::runc::OciError;
 
 /// A container's state as the runtime reports it (runtime-spec `state.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,6 +113,54 @@ pub enum Failure {
     NotRunning,
 }
 
+/// A failed runtime command, with what the runtime said.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("cannot run {binary}: {source}")]
+    Exec {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{binary} {command} {id}: {message}")]
+    Failed {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+        message: String,
+    },
+    /// The runtime does not know the container.
+    #[error("{binary} {command} {id}: no such container")]
+    NotFound {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+    },
+    /// The container has no process (any more).
+    #[error("{binary} {command} {id}: the container is not running")]
+    NotRunning {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+    },
+    /// It did not answer in time, and was killed with what it had started.
+    #[error("{binary} {command} {id}: no answer within {after:?}")]
+    TimedOut {
+        binary: PathBuf,
+        command: &'static str,
+        id: String,
+        after: Duration,
+    },
+}
+
+/// What a handler was found to support.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Features {
+    pub recursive_read_only: bool,
+    pub user_namespaces: bool,
+    /// The runtime id-maps mounts itself (`linux.mountExtensions.idmap`): for the log.
+    pub idmap_mounts: bool,
+}
+
 /// An OCI runtime handler.
 pub trait OciRuntime: Send + Sync {
     /// Creates a container from the bundle and starts its process, detached, in one
@@ -135,7 +186,7 @@ pub trait OciRuntime: Send + Sync {
         resources: &[u8],
     ) -> impl Future<Output = Result<(), OciError>> + Send;
     /// What the handler was found to support at start-up.
-    fn features(&self) -> super::features::Features;
+    fn features(&self) -> Features;
 }
 
 #[cfg(test)]

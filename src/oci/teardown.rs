@@ -2,7 +2,7 @@
 //! where each step takes a container that is already gone as done. The pod's pause and a
 //! container's init go this way at StopPodSandbox, RemoveContainer and recovery.
 
-use super::runc::OciError;
+use super::runtime::OciError;
 use super::runtime::{OciRuntime, Status};
 
 /// Kills a container whose init has pid `pid`, waits for that process to end (watching
@@ -77,7 +77,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::{delete_gone, kill_and_delete, stop_and_delete};
-    use crate::oci::runc::OciError;
+    use crate::oci::runtime::OciError;
     use crate::oci::runtime::{OciRuntime, State, Status};
 
     /// What the fake answers to a kill of a container that has a process.
@@ -177,7 +177,7 @@ mod tests {
         async fn update(&self, _: &str, _: &[u8]) -> Result<(), OciError> {
             unreachable!("not used by the helpers")
         }
-        fn features(&self) -> crate::oci::features::Features {
+        fn features(&self) -> crate::oci::runtime::Features {
             Default::default()
         }
     }

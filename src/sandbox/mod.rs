@@ -354,7 +354,7 @@ fn open_runtime(
     let binary = crate::oci::resolve_binary(path).unwrap_or_else(|| path.to_path_buf());
     let mut features = crate::oci::features::probe(&binary).unwrap_or_else(|reason| {
         tracing::warn!(handler = name, %reason, "cannot tell what the runtime supports");
-        crate::oci::features::Features::default()
+        crate::oci::runtime::Features::default()
     });
     let kind = crate::oci::features::kind(&binary);
     features.user_namespaces &= idmapped_layers && kind.joins_user_namespaces();

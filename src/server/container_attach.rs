@@ -10,8 +10,9 @@ use crate::monitor::attach::Streams as MonitorStreams;
 use crate::proto::AttachRequest;
 use crate::streaming::StreamRequest;
 use crate::streaming::attach;
-use crate::streaming::remotecommand::{self, Options, Outcome};
-use crate::streaming::server::Connection;
+use crate::streaming::connection::Connection;
+use crate::streaming::connection::Options;
+use crate::streaming::remotecommand::{self, Outcome};
 
 impl CriService {
     /// Attach: the URL where the client attaches to the container's stdio.

@@ -549,7 +549,7 @@ fn check_mount_destination(path: &str) -> std::result::Result<(), String> {
 /// mounted below writable.
 fn check_recursive_read_only(
     mount: &crate::proto::Mount,
-    features: crate::oci::features::Features,
+    features: crate::oci::runtime::Features,
     handler: &str,
 ) -> Result<()> {
     if !mount.recursive_read_only {

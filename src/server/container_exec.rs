@@ -18,12 +18,14 @@ use crate::error::{Error, Result};
 use crate::monitor::attach::Streams as MonitorStreams;
 use crate::monitor::launch::{Answer, launch};
 use crate::oci::exec::{ExecFiles, ExecOutput, exec};
-use crate::oci::runc::{OciError, Runtime};
+use crate::oci::runc::Runtime;
+use crate::oci::runtime::OciError;
 use crate::proto::{ExecRequest, ExecSyncRequest, ExecSyncResponse};
 use crate::streaming::StreamRequest;
 use crate::streaming::attach;
-use crate::streaming::remotecommand::{self, Options, Outcome};
-use crate::streaming::server::Connection;
+use crate::streaming::connection::Connection;
+use crate::streaming::connection::Options;
+use crate::streaming::remotecommand::{self, Outcome};
 
 /// The most output an ExecSync returns, stdout and stderr together: the kubelet accepts
 /// gRPC messages up to 16 MiB, and the response must fit in one (less room for its

@@ -10,7 +10,8 @@ use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::argv::Args;
 use crate::monitor::launch::{Answer, LaunchError, launch};
-use crate::oci::runc::{OciError, Runtime};
+use crate::oci::runc::Runtime;
+use crate::oci::runtime::OciError;
 use crate::proto::ContainerConfig;
 use crate::store::{ContainerRecord, ContainerState};
 

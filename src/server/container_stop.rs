@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::ExitRecord;
-use crate::oci::runc::OciError;
+use crate::oci::runtime::OciError;
 use crate::oci::runtime::OciRuntime;
 use crate::proto::Signal as CriSignal;
 use crate::store::{ContainerRecord, ContainerState};

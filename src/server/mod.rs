@@ -37,7 +37,7 @@ use crate::sandbox::Sandboxes;
 use crate::spec::container::{ResourceError, ResourceField};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord, Store};
 use crate::streaming::StreamRequest;
-use crate::streaming::server::Connection;
+use crate::streaming::connection::Connection;
 
 /// The store's `meta` key for the pod CIDR given by `UpdateRuntimeConfig`.
 const META_POD_CIDR: &str = "pod_cidr";

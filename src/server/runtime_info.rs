@@ -48,7 +48,7 @@ impl CriService {
         }
         // The default handler is announced under the empty name too (api.proto
         // RuntimeHandler), with what it was found to support at start-up.
-        let features = |f: crate::oci::features::Features| {
+        let features = |f: crate::oci::runtime::Features| {
             Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: f.recursive_read_only,
                 user_namespaces: f.user_namespaces,

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::proto::PortForwardRequest;
 use crate::store::SandboxState;
 use crate::streaming::StreamRequest;
-use crate::streaming::server::Connection;
+use crate::streaming::connection::Connection;
 
 impl CriService {
     /// PortForward: the URL where the client forwards connections to the pod's ports.

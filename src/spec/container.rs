@@ -279,97 +279,8 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
         )?,
         None => capabilities(&[], &[], privileged, input.host_capabilities)?,
     };
-    let env: Vec<(String, String)> = config
-        .envs
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
-    let cwd = if !config.working_dir.is_empty() {
-        config.working_dir.clone()
-    } else if !input.image.working_dir.is_empty() {
-        input.image.working_dir.clone()
-    } else {
-        "/".to_string()
-    };
-    let process = ProcessBuilder::default()
-        .terminal(config.tty)
-        .user(
-            UserBuilder::default()
-                .uid(input.user.uid)
-                .gid(input.user.gid)
-                .additional_gids(input.user.additional_gids.clone())
-                .build()?,
-        )
-        .args(process_args(config, input.image)?)
-        .env(merge_env(
-            &input.image.env.clone().unwrap_or_default(),
-            &env,
-        ))
-        .cwd(cwd)
-        .capabilities(
-            LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .effective(caps.clone())
-                .permitted(caps.clone())
-                .inheritable(HashSet::new())
-                .ambient(HashSet::new())
-                .build()?,
-        )
-        .no_new_privileges(security.no_new_privs)
-        .oom_score_adj(input.oom_score_adj)
-        .build()?;
-    let mut process = process;
-    process.set_apparmor_profile(input.apparmor_profile.clone());
-    process.set_selinux_label(input.selinux_label.clone());
-
-    let mut resources = resources(&linux_config)?;
-    resources.set_devices(Some(device_rules(input.devices, privileged)?));
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces(input, &security)?)
-        .cgroups_path(PathBuf::from(input.cgroups_path))
-        .resources(resources)
-        .devices(
-            input
-                .devices
-                .iter()
-                .map(linux_device)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-    if let Some((_, mappings)) = &input.pod.userns {
-        let (uids, gids) = super::sandbox::id_mappings(mappings)?;
-        linux = linux.uid_mappings(uids).gid_mappings(gids);
-    }
-    if let Some(propagation) = rootfs_propagation(&config.mounts) {
-        linux = linux.rootfs_propagation(propagation);
-    }
-    if !privileged {
-        match input.seccomp {
-            SeccompSource::Unconfined => {}
-            SeccompSource::RuntimeDefault => {
-                linux = linux.seccomp(super::seccomp::runtime_default(&caps).map_err(SpecError)?);
-            }
-            SeccompSource::Profile(text) => {
-                linux =
-                    linux.seccomp(super::seccomp::parse_profile(text, &caps).map_err(SpecError)?);
-            }
-        }
-    }
-    if privileged {
-        // Nothing masked or read-only (oci-spec's defaults would mask some).
-        linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
-    } else {
-        let masked = if security.masked_paths.is_empty() {
-            get_default_maskedpaths()
-        } else {
-            security.masked_paths.clone()
-        };
-        let readonly = if security.readonly_paths.is_empty() {
-            get_default_readonly_paths()
-        } else {
-            security.readonly_paths.clone()
-        };
-        linux = linux.masked_paths(masked).readonly_paths(readonly);
-    }
+    let process = process(input, &security, &caps)?;
+    let linux = linux(input, &linux_config, &security, &caps)?;
     let annotations: std::collections::HashMap<String, String> = config
         .annotations
         .iter()
@@ -391,6 +302,136 @@ pub fn container_spec(input: &ContainerSpecInput<'_>) -> Result<Spec, SpecError>
     // The hostname comes with the pod's UTS namespace.
     spec.set_hostname(None);
     Ok(spec)
+}
+
+/// The container's process: its arguments, environment, working directory, user and
+/// capabilities, and the labels the host's security modules give it.
+fn process(
+    input: &ContainerSpecInput<'_>,
+    security: &crate::proto::LinuxContainerSecurityContext,
+    caps: &HashSet<Capability>,
+) -> Result<oci_spec::runtime::Process, SpecError> {
+    let config = input.config;
+    let env: Vec<(String, String)> = config
+        .envs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let mut process = ProcessBuilder::default()
+        .terminal(config.tty)
+        .user(
+            UserBuilder::default()
+                .uid(input.user.uid)
+                .gid(input.user.gid)
+                .additional_gids(input.user.additional_gids.clone())
+                .build()?,
+        )
+        .args(process_args(config, input.image)?)
+        .env(merge_env(
+            &input.image.env.clone().unwrap_or_default(),
+            &env,
+        ))
+        .cwd(working_dir(config, input.image))
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps.clone())
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
+                .build()?,
+        )
+        .no_new_privileges(security.no_new_privs)
+        .oom_score_adj(input.oom_score_adj)
+        .build()?;
+    process.set_apparmor_profile(input.apparmor_profile.clone());
+    process.set_selinux_label(input.selinux_label.clone());
+    Ok(process)
+}
+
+/// The config's working directory, else the image's, else `/`.
+fn working_dir(config: &ContainerConfig, image: &RunConfig) -> String {
+    if !config.working_dir.is_empty() {
+        config.working_dir.clone()
+    } else if !image.working_dir.is_empty() {
+        image.working_dir.clone()
+    } else {
+        "/".to_string()
+    }
+}
+
+/// The spec's `linux` section: namespaces, cgroup and resources, devices, id mappings,
+/// root propagation, seccomp and the masked and read-only paths.
+fn linux(
+    input: &ContainerSpecInput<'_>,
+    linux_config: &crate::proto::LinuxContainerConfig,
+    security: &crate::proto::LinuxContainerSecurityContext,
+    caps: &HashSet<Capability>,
+) -> Result<LinuxBuilder, SpecError> {
+    let privileged = security.privileged;
+    let mut resources = resources(linux_config)?;
+    resources.set_devices(Some(device_rules(input.devices, privileged)?));
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(input, security)?)
+        .cgroups_path(PathBuf::from(input.cgroups_path))
+        .resources(resources)
+        .devices(
+            input
+                .devices
+                .iter()
+                .map(linux_device)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    if let Some((_, mappings)) = &input.pod.userns {
+        let (uids, gids) = super::sandbox::id_mappings(mappings)?;
+        linux = linux.uid_mappings(uids).gid_mappings(gids);
+    }
+    if let Some(propagation) = rootfs_propagation(&input.config.mounts) {
+        linux = linux.rootfs_propagation(propagation);
+    }
+    if !privileged && let Some(seccomp) = seccomp(input.seccomp, caps)? {
+        linux = linux.seccomp(seccomp);
+    }
+    let (masked, readonly) = hidden_paths(security);
+    Ok(linux.masked_paths(masked).readonly_paths(readonly))
+}
+
+/// The seccomp filter of an unprivileged container; `None` when unconfined.
+fn seccomp(
+    source: &SeccompSource,
+    caps: &HashSet<Capability>,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, SpecError> {
+    match source {
+        SeccompSource::Unconfined => Ok(None),
+        SeccompSource::RuntimeDefault => super::seccomp::runtime_default(caps)
+            .map(Some)
+            .map_err(SpecError),
+        SeccompSource::Profile(text) => super::seccomp::parse_profile(text, caps)
+            .map(Some)
+            .map_err(SpecError),
+    }
+}
+
+/// The masked and the read-only paths: the config's, or the defaults when it gives
+/// none; nothing at all for a privileged container (oci-spec's defaults would mask
+/// some).
+fn hidden_paths(
+    security: &crate::proto::LinuxContainerSecurityContext,
+) -> (Vec<String>, Vec<String>) {
+    if security.privileged {
+        return (Vec::new(), Vec::new());
+    }
+    let masked = if security.masked_paths.is_empty() {
+        get_default_maskedpaths()
+    } else {
+        security.masked_paths.clone()
+    };
+    let readonly = if security.readonly_paths.is_empty() {
+        get_default_readonly_paths()
+    } else {
+        security.readonly_paths.clone()
+    };
+    (masked, readonly)
 }
 
 fn namespaces(
@@ -442,12 +483,23 @@ fn ns(kind: LinuxNamespaceType, path: Option<&Path>) -> Result<LinuxNamespace, S
 
 /// The runtime's standard mounts, the pod's files, then the CRI mounts.
 fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>, SpecError> {
+    let mut list = standard_mounts(privileged)?;
+    list.extend(pod_mounts(input)?);
+    for m in &input.config.mounts {
+        list.push(cri_mount(m)?);
+    }
+    Ok(list)
+}
+
+/// /proc, /dev and its pts and mqueue, /sys (read-only unless privileged) and the
+/// cgroup tree.
+fn standard_mounts(privileged: bool) -> Result<Vec<Mount>, SpecError> {
     let sys_options = if privileged {
         vec!["nosuid", "noexec", "nodev"]
     } else {
         vec!["nosuid", "noexec", "nodev", "ro"]
     };
-    let mut list = vec![
+    Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/dev",
@@ -481,7 +533,12 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?,
-    ];
+    ])
+}
+
+/// The pod's hostname, hosts and resolv.conf files and its /dev/shm (the host's for a
+/// host-IPC pod), each unless the config mounts something of its own there.
+fn pod_mounts(input: &ContainerSpecInput<'_>) -> Result<Vec<Mount>, SpecError> {
     let claimed: HashSet<&str> = input
         .config
         .mounts
@@ -493,6 +550,7 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
         ("/etc/hosts", "hosts"),
         ("/etc/resolv.conf", "resolv.conf"),
     ];
+    let mut list = Vec::new();
     for (target, file) in pod_files {
         if !claimed.contains(target) {
             list.push(bind(
@@ -510,35 +568,37 @@ fn mounts(input: &ContainerSpecInput<'_>, privileged: bool) -> Result<Vec<Mount>
         };
         list.push(bind("/dev/shm", &shm, &["rbind", "rprivate", "rw"])?);
     }
-    for m in &input.config.mounts {
-        if !m.container_path.starts_with('/') {
+    Ok(list)
+}
+
+/// One CRI mount as a bind with its propagation and read-only options.
+fn cri_mount(m: &crate::proto::Mount) -> Result<Mount, SpecError> {
+    if !m.container_path.starts_with('/') {
+        return Err(SpecError::new(format!(
+            "mount target {:?} is not absolute",
+            m.container_path
+        )));
+    }
+    let propagation = match MountPropagation::try_from(m.propagation) {
+        Ok(MountPropagation::PropagationHostToContainer) => "rslave",
+        Ok(MountPropagation::PropagationBidirectional) => "rshared",
+        _ => "rprivate",
+    };
+    let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
+    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+        // An image volume: read-only and nothing run from it (as CRI-O mounts it).
+        options.extend(["nosuid", "nodev", "noexec"]);
+    }
+    if m.recursive_read_only {
+        if !m.readonly || propagation != "rprivate" {
             return Err(SpecError::new(format!(
-                "mount target {:?} is not absolute",
+                "recursive read-only mount {} must be read-only and private",
                 m.container_path
             )));
         }
-        let propagation = match MountPropagation::try_from(m.propagation) {
-            Ok(MountPropagation::PropagationHostToContainer) => "rslave",
-            Ok(MountPropagation::PropagationBidirectional) => "rshared",
-            _ => "rprivate",
-        };
-        let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
-        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-            // An image volume: read-only and nothing run from it (as CRI-O mounts it).
-            options.extend(["nosuid", "nodev", "noexec"]);
-        }
-        if m.recursive_read_only {
-            if !m.readonly || propagation != "rprivate" {
-                return Err(SpecError::new(format!(
-                    "recursive read-only mount {} must be read-only and private",
-                    m.container_path
-                )));
-            }
-            options.push("rro");
-        }
-        list.push(bind(&m.container_path, Path::new(&m.host_path), &options)?);
+        options.push("rro");
     }
-    Ok(list)
+    bind(&m.container_path, Path::new(&m.host_path), &options)
 }
 
 /// The propagation of the container's root mount, when a mount needs another than the

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder, get_default_maskedpaths, get_default_readonly_paths,
+    Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, Process,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_maskedpaths,
+    get_default_readonly_paths,
 };
 
 use super::SpecError;
@@ -73,6 +74,31 @@ pub struct SandboxSpec<'a> {
 
 /// Builds the pause container's spec.
 pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
+    let process = pause_process(input)?;
+    let mounts = pause_mounts()?;
+    let linux = pause_linux(input)?;
+    let mut spec = SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs)
+                .readonly(true)
+                .build()?,
+        )
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?;
+    // oci-spec's default spec carries a hostname of its own; runc refuses any hostname
+    // without a private UTS namespace, and an empty one means "keep the inherited name".
+    let uts_host = input.network == NamespaceMode::Host;
+    let hostname = (!uts_host && !input.hostname.is_empty()).then(|| input.hostname.to_string());
+    spec.set_hostname(hostname);
+    Ok(spec)
+}
+
+/// The pause process: no capabilities, no new privileges.
+fn pause_process(input: &SandboxSpec<'_>) -> Result<Process, SpecError> {
     let no_caps = LinuxCapabilitiesBuilder::default()
         .bounding(HashSet::new())
         .effective(HashSet::new())
@@ -80,7 +106,7 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
         .permitted(HashSet::new())
         .ambient(HashSet::new())
         .build()?;
-    let process = ProcessBuilder::default()
+    Ok(ProcessBuilder::default()
         .terminal(false)
         .user(
             UserBuilder::default()
@@ -94,8 +120,12 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
         .capabilities(no_caps)
         .no_new_privileges(true)
         .oom_score_adj(input.oom_score_adj)
-        .build()?;
-    let mounts = vec![
+        .build()?)
+}
+
+/// /proc and /dev, nothing else: the pause process needs no more.
+fn pause_mounts() -> Result<Vec<Mount>, SpecError> {
+    Ok(vec![
         MountBuilder::default()
             .destination("/proc")
             .typ("proc")
@@ -113,8 +143,12 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
                 "size=65536k",
             ]))
             .build()?,
-    ];
-    let uts_host = input.network == NamespaceMode::Host;
+    ])
+}
+
+/// The pod's namespaces: its own mount namespace, its user namespace when it has one,
+/// network, PID and IPC as their modes say, and UTS unless the network is the host's.
+fn pause_namespaces(input: &SandboxSpec<'_>) -> Result<Vec<LinuxNamespace>, SpecError> {
     let mut namespaces: Vec<LinuxNamespace> = vec![namespace(LinuxNamespaceType::Mount, None)?];
     if let Some((pin, _)) = &input.user {
         namespaces.push(namespace(LinuxNamespaceType::User, Some(pin))?);
@@ -131,15 +165,22 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
         }
     }
     // A host-network pod keeps the node's hostname, as kubelet expects.
-    if !uts_host {
+    if input.network != NamespaceMode::Host {
         namespaces.push(namespace(LinuxNamespaceType::Uts, None)?);
     }
+    Ok(namespaces)
+}
+
+/// The spec's `linux` section: id mappings, namespaces, cgroup, sysctls and the
+/// default masked and read-only paths.
+fn pause_linux(input: &SandboxSpec<'_>) -> Result<Linux, SpecError> {
+    let namespaces = pause_namespaces(input)?;
     let mut linux = LinuxBuilder::default();
     if let Some((_, mappings)) = &input.user {
         let (uids, gids) = id_mappings(mappings)?;
         linux = linux.uid_mappings(uids).gid_mappings(gids);
     }
-    let linux = linux
+    Ok(linux
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(input.cgroups_path))
         .sysctl(
@@ -151,24 +192,7 @@ pub fn sandbox_spec(input: &SandboxSpec<'_>) -> Result<Spec, SpecError> {
         )
         .masked_paths(get_default_maskedpaths())
         .readonly_paths(get_default_readonly_paths())
-        .build()?;
-    let mut spec = SpecBuilder::default()
-        .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path(input.rootfs)
-                .readonly(true)
-                .build()?,
-        )
-        .process(process)
-        .mounts(mounts)
-        .linux(linux)
-        .build()?;
-    // oci-spec's default spec carries a hostname of its own; runc refuses any hostname
-    // without a private UTS namespace, and an empty one means "keep the inherited name".
-    let hostname = (!uts_host && !input.hostname.is_empty()).then(|| input.hostname.to_string());
-    spec.set_hostname(hostname);
-    Ok(spec)
+        .build()?)
 }
 
 /// The runtime-spec form of a pod's user namespace ranges: (uid mappings, gid mappings).

@@ -7,8 +7,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::monitor::attach::{self, Kind as Frame};
-use crate::streaming::remotecommand::{self, Options, Outcome, ResizeDecoder, Streams};
-use crate::streaming::server::Connection;
+use crate::streaming::connection::Connection;
+use crate::streaming::connection::Options;
+use crate::streaming::remotecommand::{self, Outcome, ResizeDecoder, Streams};
 use crate::streaming::spdy::session::Incoming;
 
 /// Attaches to the monitor whose files are `paths`, for the streams `wanted`.

@@ -2,19 +2,29 @@
 //! `kubectl attach`, `kubectl port-forward`, `crictl exec -it`). The wire protocols are
 //! described in `docs/streaming-protocol.md`.
 //!
-//! In progress (issue 7). Built so far:
+//! Its parts:
 //! - [`tokens`]: the one-time tokens of the URLs the RPCs return;
-//! - [`spdy`]: SPDY/3.1 frames and header compression, and the server side of a SPDY
-//!   connection (streams opened by the client, answered, routed, closed);
-//! - [`server`]: the HTTP server, protocol negotiation and the upgrade to SPDY;
-//! - [`remotecommand`]: the `channel.k8s.io` stream set over SPDY (error, stdin, stdout,
-//!   stderr, resize) and its exit status.
+//! - [`server`]: the HTTP server, protocol negotiation and the upgrade to SPDY or
+//!   WebSocket;
+//! - the transports under it: [`spdy`] (SPDY/3.1 frames and header compression, and the
+//!   server side of a SPDY connection: streams opened by the client, answered, routed,
+//!   closed) and [`websocket`] (the same streams as WebSocket channels);
+//! - [`remotecommand`]: the `channel.k8s.io` stream set (error, stdin, stdout, stderr,
+//!   resize) and its exit status;
+//! - [`connection`]: what the transports hand over and the stream servers read, the
+//!   upgraded connection and the streams a request asked for;
+//! - [`attach`]: an exec or attach client's streams bridged to a container monitor's
+//!   attach socket;
+//! - [`port_forward`]: the port-forward stream pairs, each a TCP connection made inside
+//!   the pod's network namespace.
 //!
-//! Exec and attach themselves are served by `server::streams` through the container
-//! monitors, port-forward there too (a connection per stream pair, made inside the pod's
-//! network namespace). [`websocket`] carries the same streams as WebSocket channels.
+//! Dependencies point one way: `server` → `websocket`, `spdy` → `connection`;
+//! `remotecommand` → `connection`, `spdy`; `attach`, `port_forward` → `remotecommand`,
+//! `connection`. No transport names the server. The RPCs that leave requests here are
+//! `server/container_exec.rs`, `container_attach.rs` and `sandbox_port_forward.rs`.
 
 pub mod attach;
+pub mod connection;
 pub mod port_forward;
 pub mod remotecommand;
 pub mod server;
@@ -70,13 +80,13 @@ impl StreamRequest {
     }
 
     /// The streams an exec or attach asked for; `None` for port-forward.
-    pub fn options(&self) -> Option<remotecommand::Options> {
+    pub fn options(&self) -> Option<connection::Options> {
         let (stdin, stdout, stderr, tty) = match self {
             StreamRequest::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
             StreamRequest::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
             StreamRequest::PortForward(_) => return None,
         };
-        Some(remotecommand::Options {
+        Some(connection::Options {
             stdin,
             stdout,
             stderr,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use crate::streaming::connection::Connection;
 use crate::streaming::remotecommand::STREAM_CREATION_TIMEOUT;
-use crate::streaming::server::Connection;
 use crate::streaming::spdy::session::Stream;
 
 /// Serves one port-forward connection to the pod `pod`, whose network namespace is

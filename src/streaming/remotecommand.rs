@@ -1,33 +1,18 @@
 //! The `channel.k8s.io` protocols (v1–v5) over SPDY, for exec and attach: the client
 //! opens an error stream, then stdin, stdout, stderr and resize streams as asked; the
 //! server serves them, then writes the outcome on the error stream (a JSON `Status` from
-//! v4 on, plain text before) and closes (docs/streaming-protocol.md §3).
+//! v4 on, plain text before) and closes (docs/streaming-protocol.md §3). WebSocket
+//! channels come as the same streams, so this serves them too. Which streams a request
+//! asks for ([`Options`]) and the protocol's version are [`super::connection`]'s.
 
 use std::time::Duration;
 
-use super::server::Connection;
+/// The daemon's stream handlers name the options from here.
+use super::connection::{Connection, Options, version};
 use super::spdy::session::{Incoming, StreamWriter};
 
 /// How long the client may take to open its streams.
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Which streams the request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Options {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-    pub tty: bool,
-}
-
-/// The protocol's version number: 5 for `v5.channel.k8s.io` … 1 for `channel.k8s.io`.
-pub fn version(protocol: &str) -> u8 {
-    protocol
-        .strip_prefix('v')
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
-}
 
 /// The streams of one exec or attach.
 #[derive(Debug)]

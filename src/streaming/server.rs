@@ -1,7 +1,8 @@
 //! The streaming HTTP server: `/{exec,attach,portforward}/<token>` upgraded to SPDY/3.1
 //! after protocol negotiation, as the kubelet's own server does (docs/streaming-protocol.md
-//! §2). The request behind the token is taken (once) and handed with the live
-//! connection to the [`Serve`] callback.
+//! §2), or to WebSocket ([`super::websocket`]) when the client asks for it. The request
+//! behind the token is taken (once) and handed with the live [`Connection`] (defined in
+//! [`super::connection`], which the transports share) to the [`Serve`] callback.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +15,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::spdy::session::{Session, Stream};
+/// The daemon's stream handlers name the connection from here.
+use super::connection::Connection;
 use super::tokens::Tokens;
 use super::{Kind, StreamRequest};
 
@@ -33,15 +35,6 @@ pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["portforward.k8s.io"];
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The pause after a failed accept.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// An upgraded connection and what it carries.
-pub struct Connection {
-    /// The negotiated `X-Stream-Protocol-Version`.
-    pub protocol: String,
-    pub session: Session,
-    /// The streams the client opens, in order.
-    pub streams: tokio::sync::mpsc::Receiver<Stream>,
-}
 
 /// Serves one upgraded connection for its request.
 pub type Serve = Arc<

@@ -12,9 +12,11 @@
 //!   port (2 bytes, little-endian) on both.
 //!
 //! The channels become [`Stream`]s with the headers their SPDY counterparts carry, so
-//! the same exec, attach and port-forward code serves both transports.
+//! the same exec, attach and port-forward code serves both transports. One task writes
+//! the socket (`write_messages`), one reads it (`read_messages`).
 
 use base64::Engine as _;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -22,8 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::remotecommand::Options;
-use super::server::Connection;
+use super::connection::{Connection, Options, version};
 use super::spdy::frame::Frame;
 use super::spdy::session::{Session, Stream};
 
@@ -79,7 +80,7 @@ fn layout(
                 wanted.push((2, "stderr"));
             }
             // Resizing came with v3; older protocols have no such channel.
-            if o.tty && super::remotecommand::version(protocol) >= 3 {
+            if o.tty && version(protocol) >= 3 {
                 wanted.push((4, "resize"));
             }
             let ready = if o.stdout {
@@ -173,100 +174,153 @@ pub fn serve<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let base64 = protocol.contains("base64");
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(64);
+    let (frames_tx, frames_rx) = mpsc::channel::<Frame>(64);
     let (ended_tx, ended_rx) = watch::channel(false);
     let (streams_tx, streams_rx) = mpsc::channel(16);
     let (streams, preamble) = layout(&channels, protocol, &frames_tx);
-    let mut inputs = std::collections::HashMap::new();
+    let mut inputs = Inputs::new();
     for (stream, input) in streams {
         inputs.insert(stream.id as u8, input);
         // The channel has room for all of them: they are known up front.
         let _ = streams_tx.try_send(stream);
     }
-    let (mut sink, mut source) = socket.split();
-    let encode = move |channel: u8, data: &[u8]| -> Message {
-        if base64 {
-            let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
-            text.push((b'0' + channel) as char);
-            text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
-            Message::text(text)
-        } else {
-            let mut bytes = Vec::with_capacity(1 + data.len());
-            bytes.push(channel);
-            bytes.extend_from_slice(data);
-            Message::binary(bytes)
-        }
-    };
-    tokio::spawn(async move {
-        for (channel, data) in preamble {
-            if sink.send(encode(channel, &data)).await.is_err() {
-                return;
-            }
-        }
-        while let Some(frame) = frames_rx.recv().await {
-            let sent = match frame {
-                Frame::Data { stream, data, .. } if !data.is_empty() => {
-                    sink.send(encode(stream as u8, &data)).await
-                }
-                // A PING from the reader: flush the pongs the socket has queued.
-                Frame::Ping { .. } => sink.flush().await,
-                Frame::GoAway { .. } => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "".into(),
-                        })))
-                        .await;
-                    return;
-                }
-                _ => Ok(()),
-            };
-            if sent.is_err() {
-                return;
-            }
-        }
-    });
+    let (sink, source) = socket.split();
+    let encoding = Encoding::of(protocol);
+    tokio::spawn(write_messages(sink, frames_rx, preamble, encoding));
     let pinger = frames_tx.clone();
     tokio::spawn(async move {
-        loop {
-            let message = match tokio::time::timeout(idle, source.next()).await {
-                Ok(Some(Ok(message))) => message,
-                Ok(_) => break,
-                Err(_) => {
-                    tracing::debug!(?idle, "websocket connection idle; closing it");
-                    let _ = pinger
-                        .send(Frame::GoAway {
-                            last_stream: 0,
-                            status: 0,
-                        })
-                        .await;
-                    break;
-                }
-            };
-            let (channel, data) = match incoming(&message) {
-                Incoming::Data(channel, data) => (channel, data),
-                Incoming::CloseChannel(channel) => {
-                    inputs.remove(&channel);
-                    continue;
-                }
-                Incoming::Ping => {
-                    let _ = pinger.send(Frame::Ping { id: 0 }).await;
-                    continue;
-                }
-                Incoming::Close => break,
-                Incoming::Nothing => continue,
-            };
-            if let Some(input) = inputs.get(&channel) {
-                let _ = input.send(data);
-            }
-        }
+        read_messages(source, inputs, pinger, idle).await;
         let _ = ended_tx.send(true);
     });
     Connection {
         protocol: protocol.to_string(),
         session: Session::carried(frames_tx, ended_rx),
         streams: streams_rx,
+    }
+}
+
+/// Where what the client writes on each channel goes, by channel number.
+type Inputs = std::collections::HashMap<u8, mpsc::UnboundedSender<Vec<u8>>>;
+
+/// How a protocol's messages carry their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// The channel in the first byte, then the bytes.
+    Binary,
+    /// Text: the channel as a digit, then the bytes in base64 (`base64.` protocols).
+    Base64,
+}
+
+impl Encoding {
+    fn of(protocol: &str) -> Encoding {
+        if protocol.contains("base64") {
+            Encoding::Base64
+        } else {
+            Encoding::Binary
+        }
+    }
+
+    /// The message carrying `data` on `channel`.
+    fn message(self, channel: u8, data: &[u8]) -> Message {
+        match self {
+            Encoding::Base64 => {
+                let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+                text.push((b'0' + channel) as char);
+                text.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+                Message::text(text)
+            }
+            Encoding::Binary => {
+                let mut bytes = Vec::with_capacity(1 + data.len());
+                bytes.push(channel);
+                bytes.extend_from_slice(data);
+                Message::binary(bytes)
+            }
+        }
+    }
+}
+
+/// The server's side of the socket: the preamble, then what the streams send, each
+/// DATA frame a message on its channel, until a GOAWAY (sent as a Close frame) or the
+/// socket fails.
+async fn write_messages<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut frames: mpsc::Receiver<Frame>,
+    preamble: Preamble,
+    encoding: Encoding,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for (channel, data) in preamble {
+        if sink.send(encoding.message(channel, &data)).await.is_err() {
+            return;
+        }
+    }
+    while let Some(frame) = frames.recv().await {
+        let sent = match frame {
+            Frame::Data { stream, data, .. } if !data.is_empty() => {
+                sink.send(encoding.message(stream as u8, &data)).await
+            }
+            // A PING from the reader: flush the pongs the socket has queued.
+            Frame::Ping { .. } => sink.flush().await,
+            Frame::GoAway { .. } => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "".into(),
+                    })))
+                    .await;
+                return;
+            }
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// The client's side of the socket: each message to its channel's input, until the
+/// client closes or goes, or has sent nothing for `idle` (then a GOAWAY to `pinger` has
+/// the writer close the socket).
+async fn read_messages<S>(
+    mut source: SplitStream<WebSocketStream<S>>,
+    mut inputs: Inputs,
+    pinger: mpsc::Sender<Frame>,
+    idle: std::time::Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let message = match tokio::time::timeout(idle, source.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => break,
+            Err(_) => {
+                tracing::debug!(?idle, "websocket connection idle; closing it");
+                let _ = pinger
+                    .send(Frame::GoAway {
+                        last_stream: 0,
+                        status: 0,
+                    })
+                    .await;
+                break;
+            }
+        };
+        let (channel, data) = match incoming(&message) {
+            Incoming::Data(channel, data) => (channel, data),
+            Incoming::CloseChannel(channel) => {
+                inputs.remove(&channel);
+                continue;
+            }
+            Incoming::Ping => {
+                let _ = pinger.send(Frame::Ping { id: 0 }).await;
+                continue;
+            }
+            Incoming::Close => break,
+            Incoming::Nothing => continue,
+        };
+        if let Some(input) = inputs.get(&channel) {
+            let _ = input.send(data);
+        }
     }
 }
 

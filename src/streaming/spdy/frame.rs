@@ -332,10 +332,14 @@ fn control(out: &mut Vec<u8>, kind: u16, flags: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// A stream id as the frames carry it: 31 bits, big-endian.
+fn stream_id(stream: u32) -> [u8; 4] {
+    (stream & 0x7fff_ffff).to_be_bytes()
+}
+
 /// Appends `frame`'s bytes to `out`, compressing its headers with `compressor`. Data
 /// longer than a frame can carry is split into several frames (FIN on the last).
 pub fn encode(frame: &Frame, compressor: &mut HeaderCompressor, out: &mut Vec<u8>) {
-    let id = |stream: u32| (stream & 0x7fff_ffff).to_be_bytes();
     match frame {
         Frame::SynStream {
             stream,
@@ -345,8 +349,8 @@ pub fn encode(frame: &Frame, compressor: &mut HeaderCompressor, out: &mut Vec<u8
             headers,
         } => {
             let mut payload = Vec::new();
-            payload.extend_from_slice(&id(*stream));
-            payload.extend_from_slice(&id(*associated));
+            payload.extend_from_slice(&stream_id(*stream));
+            payload.extend_from_slice(&stream_id(*associated));
             payload.push((priority & 0x7) << 5);
             payload.push(0);
             payload.extend(compressor.compress(headers));
@@ -356,68 +360,84 @@ pub fn encode(frame: &Frame, compressor: &mut HeaderCompressor, out: &mut Vec<u8
             stream,
             flags,
             headers,
+        } => {
+            let payload = header_payload(*stream, headers, compressor);
+            control(out, SYN_REPLY, *flags, &payload);
         }
-        | Frame::Headers {
+        Frame::Headers {
             stream,
             flags,
             headers,
         } => {
-            let kind = if matches!(frame, Frame::SynReply { .. }) {
-                SYN_REPLY
-            } else {
-                HEADERS
-            };
-            let mut payload = id(*stream).to_vec();
-            payload.extend(compressor.compress(headers));
-            control(out, kind, *flags, &payload);
+            let payload = header_payload(*stream, headers, compressor);
+            control(out, HEADERS, *flags, &payload);
         }
         Frame::RstStream { stream, status } => {
-            let mut payload = id(*stream).to_vec();
-            payload.extend_from_slice(&status.to_be_bytes());
-            control(out, RST_STREAM, 0, &payload);
+            control(out, RST_STREAM, 0, &id_and_word(*stream, *status));
         }
         Frame::Settings { flags, entries } => {
-            let mut payload = (entries.len() as u32).to_be_bytes().to_vec();
-            for (entry_flags, key, value) in entries {
-                payload.push(*entry_flags);
-                payload.extend_from_slice(&key.to_be_bytes()[1..]);
-                payload.extend_from_slice(&value.to_be_bytes());
-            }
-            control(out, SETTINGS, *flags, &payload);
+            control(out, SETTINGS, *flags, &settings_payload(entries));
         }
         Frame::Ping { id: ping } => control(out, PING, 0, &ping.to_be_bytes()),
         Frame::GoAway {
             last_stream,
             status,
-        } => {
-            let mut payload = id(*last_stream).to_vec();
-            payload.extend_from_slice(&status.to_be_bytes());
-            control(out, GOAWAY, 0, &payload);
-        }
+        } => control(out, GOAWAY, 0, &id_and_word(*last_stream, *status)),
         Frame::WindowUpdate { stream, delta } => {
-            let mut payload = id(*stream).to_vec();
-            payload.extend_from_slice(&(delta & 0x7fff_ffff).to_be_bytes());
-            control(out, WINDOW_UPDATE, 0, &payload);
+            control(
+                out,
+                WINDOW_UPDATE,
+                0,
+                &id_and_word(*stream, delta & 0x7fff_ffff),
+            );
         }
         Frame::Data {
             stream,
             flags,
             data,
-        } => {
-            let mut chunks = data.chunks(MAX_PAYLOAD).peekable();
-            if data.is_empty() {
-                out.extend_from_slice(&id(*stream));
-                out.push(*flags);
-                out.extend_from_slice(&[0, 0, 0]);
-            }
-            while let Some(chunk) = chunks.next() {
-                let last = chunks.peek().is_none();
-                out.extend_from_slice(&id(*stream));
-                out.push(if last { *flags } else { flags & !FLAG_FIN });
-                out.extend_from_slice(&(chunk.len() as u32).to_be_bytes()[1..]);
-                out.extend_from_slice(chunk);
-            }
-        }
+        } => encode_data(*stream, *flags, data, out),
+    }
+}
+
+/// A SYN_REPLY's or HEADERS' payload: the stream id, then the compressed headers.
+fn header_payload(stream: u32, headers: &Headers, compressor: &mut HeaderCompressor) -> Vec<u8> {
+    let mut payload = stream_id(stream).to_vec();
+    payload.extend(compressor.compress(headers));
+    payload
+}
+
+/// A stream id and a 32-bit word (RST_STREAM, GOAWAY, WINDOW_UPDATE).
+fn id_and_word(stream: u32, word: u32) -> Vec<u8> {
+    let mut payload = stream_id(stream).to_vec();
+    payload.extend_from_slice(&word.to_be_bytes());
+    payload
+}
+
+/// SETTINGS: the count, then each entry's flags, 24-bit key and value.
+fn settings_payload(entries: &[(u8, u32, u32)]) -> Vec<u8> {
+    let mut payload = (entries.len() as u32).to_be_bytes().to_vec();
+    for (entry_flags, key, value) in entries {
+        payload.push(*entry_flags);
+        payload.extend_from_slice(&key.to_be_bytes()[1..]);
+        payload.extend_from_slice(&value.to_be_bytes());
+    }
+    payload
+}
+
+/// DATA frames for `data`, as many as its length needs (one, empty, for no data).
+fn encode_data(stream: u32, flags: u8, data: &[u8], out: &mut Vec<u8>) {
+    let mut chunks = data.chunks(MAX_PAYLOAD).peekable();
+    if data.is_empty() {
+        out.extend_from_slice(&stream_id(stream));
+        out.push(flags);
+        out.extend_from_slice(&[0, 0, 0]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        out.extend_from_slice(&stream_id(stream));
+        out.push(if last { flags } else { flags & !FLAG_FIN });
+        out.extend_from_slice(&(chunk.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(chunk);
     }
 }
 
@@ -477,87 +497,113 @@ impl Decoder {
         }
     }
 
+    /// The control frame of type `kind` with payload `p`; `None` for a type SPDY/3.1
+    /// does not define.
     fn control(&mut self, kind: u16, flags: u8, p: &[u8]) -> Result<Option<Frame>, FrameError> {
         let malformed = |kind: &'static str| FrameError::Malformed { kind, len: p.len() };
-        let word = |at: usize| -> Option<u32> {
-            p.get(at..at + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-        };
-        let stream_at = |at: usize| word(at).map(|w| w & 0x7fff_ffff);
         Ok(Some(match kind {
-            SYN_STREAM => {
-                let (Some(stream), Some(associated), Some(priority)) =
-                    (stream_at(0), stream_at(4), p.get(8))
-                else {
-                    return Err(malformed("SYN_STREAM"));
-                };
-                let headers = self.headers.decompress(p.get(10..).unwrap_or_default())?;
-                Frame::SynStream {
-                    stream,
-                    associated,
-                    priority: priority >> 5,
-                    flags,
-                    headers,
-                }
-            }
-            SYN_REPLY | HEADERS => {
-                let name = if kind == SYN_REPLY {
-                    "SYN_REPLY"
-                } else {
-                    "HEADERS"
-                };
-                let stream = stream_at(0).ok_or(malformed(name))?;
-                let headers = self.headers.decompress(&p[4..])?;
-                if kind == SYN_REPLY {
-                    Frame::SynReply {
-                        stream,
-                        flags,
-                        headers,
-                    }
-                } else {
-                    Frame::Headers {
-                        stream,
-                        flags,
-                        headers,
-                    }
-                }
-            }
+            SYN_STREAM => self.syn_stream(flags, p)?,
+            SYN_REPLY | HEADERS => self.header_frame(kind, flags, p)?,
             RST_STREAM => Frame::RstStream {
-                stream: stream_at(0).ok_or(malformed("RST_STREAM"))?,
-                status: word(4).ok_or(malformed("RST_STREAM"))?,
+                stream: stream_at(p, 0).ok_or(malformed("RST_STREAM"))?,
+                status: word(p, 4).ok_or(malformed("RST_STREAM"))?,
             },
-            SETTINGS => {
-                let count = word(0).ok_or(malformed("SETTINGS"))? as usize;
-                if p.len() < 4 + count * 8 {
-                    return Err(malformed("SETTINGS"));
-                }
-                let entries = (0..count)
-                    .map(|i| {
-                        let at = 4 + i * 8;
-                        (
-                            p[at],
-                            u32::from_be_bytes([0, p[at + 1], p[at + 2], p[at + 3]]),
-                            u32::from_be_bytes([p[at + 4], p[at + 5], p[at + 6], p[at + 7]]),
-                        )
-                    })
-                    .collect();
-                Frame::Settings { flags, entries }
-            }
+            SETTINGS => settings(flags, p)?,
             PING => Frame::Ping {
-                id: word(0).ok_or(malformed("PING"))?,
+                id: word(p, 0).ok_or(malformed("PING"))?,
             },
             GOAWAY => Frame::GoAway {
-                last_stream: stream_at(0).ok_or(malformed("GOAWAY"))?,
-                status: word(4).unwrap_or(0),
+                last_stream: stream_at(p, 0).ok_or(malformed("GOAWAY"))?,
+                status: word(p, 4).unwrap_or(0),
             },
             WINDOW_UPDATE => Frame::WindowUpdate {
-                stream: stream_at(0).ok_or(malformed("WINDOW_UPDATE"))?,
-                delta: word(4).ok_or(malformed("WINDOW_UPDATE"))? & 0x7fff_ffff,
+                stream: stream_at(p, 0).ok_or(malformed("WINDOW_UPDATE"))?,
+                delta: word(p, 4).ok_or(malformed("WINDOW_UPDATE"))? & 0x7fff_ffff,
             },
             _ => return Ok(None),
         }))
     }
+
+    fn syn_stream(&mut self, flags: u8, p: &[u8]) -> Result<Frame, FrameError> {
+        let (Some(stream), Some(associated), Some(priority)) =
+            (stream_at(p, 0), stream_at(p, 4), p.get(8))
+        else {
+            return Err(FrameError::Malformed {
+                kind: "SYN_STREAM",
+                len: p.len(),
+            });
+        };
+        let headers = self.headers.decompress(p.get(10..).unwrap_or_default())?;
+        Ok(Frame::SynStream {
+            stream,
+            associated,
+            priority: priority >> 5,
+            flags,
+            headers,
+        })
+    }
+
+    /// A SYN_REPLY or a HEADERS frame: a stream id and a header block.
+    fn header_frame(&mut self, kind: u16, flags: u8, p: &[u8]) -> Result<Frame, FrameError> {
+        let name = if kind == SYN_REPLY {
+            "SYN_REPLY"
+        } else {
+            "HEADERS"
+        };
+        let stream = stream_at(p, 0).ok_or(FrameError::Malformed {
+            kind: name,
+            len: p.len(),
+        })?;
+        let headers = self.headers.decompress(&p[4..])?;
+        Ok(if kind == SYN_REPLY {
+            Frame::SynReply {
+                stream,
+                flags,
+                headers,
+            }
+        } else {
+            Frame::Headers {
+                stream,
+                flags,
+                headers,
+            }
+        })
+    }
+}
+
+/// The big-endian word at `at` of a payload, if it is that long.
+fn word(p: &[u8], at: usize) -> Option<u32> {
+    p.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+}
+
+/// The stream id at `at` of a payload (the word without its top bit).
+fn stream_at(p: &[u8], at: usize) -> Option<u32> {
+    word(p, at).map(|w| w & 0x7fff_ffff)
+}
+
+/// SETTINGS: a count, then 8 bytes an entry (flags, 24-bit key, value).
+fn settings(flags: u8, p: &[u8]) -> Result<Frame, FrameError> {
+    let malformed = FrameError::Malformed {
+        kind: "SETTINGS",
+        len: p.len(),
+    };
+    let count = word(p, 0).ok_or(malformed.clone())? as usize;
+    if p.len() < 4 + count * 8 {
+        return Err(malformed);
+    }
+    let entries = (0..count)
+        .map(|i| {
+            let at = 4 + i * 8;
+            (
+                p[at],
+                u32::from_be_bytes([0, p[at + 1], p[at + 2], p[at + 3]]),
+                u32::from_be_bytes([p[at + 4], p[at + 5], p[at + 6], p[at + 7]]),
+            )
+        })
+        .collect();
+    Ok(Frame::Settings { flags, entries })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! ends the session: every stream then reads end-of-stream.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -292,6 +293,10 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     let _ = out.shutdown().await;
 }
 
+/// The streams the client has open to send on, by id: where their data goes and what
+/// each holds unread.
+type Open = HashMap<u32, (mpsc::UnboundedSender<Vec<u8>>, Arc<Backlog>)>;
+
 async fn read_frames<R: AsyncRead + Unpin>(
     mut input: R,
     frames: mpsc::Sender<Frame>,
@@ -299,8 +304,13 @@ async fn read_frames<R: AsyncRead + Unpin>(
     last_stream: Arc<Mutex<u32>>,
     activity: Activity,
 ) {
+    let mut router = Router {
+        frames,
+        new_streams,
+        last_stream,
+        open: HashMap::new(),
+    };
     let mut decoder = Decoder::default();
-    let mut open: HashMap<u32, (mpsc::UnboundedSender<Vec<u8>>, Arc<Backlog>)> = HashMap::new();
     let mut chunk = vec![0u8; 32 * 1024];
     loop {
         let n = match input.read(&mut chunk).await {
@@ -315,109 +325,138 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(err) => {
                     tracing::debug!(%err, "SPDY protocol error; closing the connection");
-                    let last = *last_stream.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = frames
-                        .send(Frame::GoAway {
-                            last_stream: last,
-                            status: RST_PROTOCOL_ERROR,
-                        })
-                        .await;
+                    router.go_away(RST_PROTOCOL_ERROR).await;
                     return;
                 }
             };
-            match frame {
-                Frame::SynStream {
-                    stream,
-                    flags,
-                    headers,
-                    ..
-                } => {
-                    // Client streams are odd and increasing; anything else is refused.
-                    let last = *last_stream.lock().unwrap_or_else(|p| p.into_inner());
-                    if stream % 2 == 0 || stream <= last || open.contains_key(&stream) {
-                        let _ = frames
-                            .send(Frame::RstStream {
-                                stream,
-                                status: RST_PROTOCOL_ERROR,
-                            })
-                            .await;
-                        continue;
-                    }
-                    *last_stream.lock().unwrap_or_else(|p| p.into_inner()) = stream;
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let unread = Arc::new(Backlog::default());
-                    if flags & FLAG_FIN == 0 {
-                        open.insert(stream, (tx, unread.clone()));
-                    }
-                    if frames
-                        .send(Frame::SynReply {
-                            stream,
-                            flags: 0,
-                            headers: Vec::new(),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let new = Stream {
-                        id: stream,
-                        headers,
-                        incoming: Incoming { data: rx, unread },
-                        out: StreamWriter {
-                            id: stream,
-                            frames: frames.clone(),
-                        },
-                    };
-                    if new_streams.send(new).await.is_err() {
-                        // Nobody serves this connection any more.
-                        return;
-                    }
-                }
-                Frame::Data {
-                    stream,
-                    flags,
-                    data,
-                } => {
-                    let Some((tx, unread)) = open.get(&stream) else {
-                        let _ = frames
-                            .send(Frame::RstStream {
-                                stream,
-                                status: RST_INVALID_STREAM,
-                            })
-                            .await;
-                        continue;
-                    };
-                    // Wait for the consumer to catch up (one oversized frame still passes).
-                    loop {
-                        let drained = unread.drained.notified();
-                        let held = unread.bytes.load(Ordering::Relaxed);
-                        if held == 0 || held + data.len() <= STREAM_BACKLOG || tx.is_closed() {
-                            break;
-                        }
-                        drained.await;
-                    }
-                    // A consumer that went away just drops what comes.
-                    if !data.is_empty() {
-                        unread.bytes.fetch_add(data.len(), Ordering::Relaxed);
-                        let _ = tx.send(data);
-                    }
-                    if flags & FLAG_FIN != 0 {
-                        open.remove(&stream);
-                    }
-                }
-                Frame::RstStream { stream, .. } => {
-                    open.remove(&stream);
-                }
-                Frame::Ping { id } => {
-                    let _ = frames.send(Frame::Ping { id }).await;
-                }
-                Frame::GoAway { .. } => return,
-                Frame::SynReply { .. }
-                | Frame::Headers { .. }
-                | Frame::Settings { .. }
-                | Frame::WindowUpdate { .. } => {}
+            if router.route(frame).await.is_break() {
+                return;
             }
+        }
+    }
+}
+
+/// What the reading task acts on: each frame the client sends goes to its stream, or
+/// is answered.
+struct Router {
+    frames: mpsc::Sender<Frame>,
+    new_streams: mpsc::Sender<Stream>,
+    last_stream: Arc<Mutex<u32>>,
+    open: Open,
+}
+
+impl Router {
+    /// Acts on one frame; `Break` ends the connection's reading.
+    async fn route(&mut self, frame: Frame) -> ControlFlow<()> {
+        match frame {
+            Frame::SynStream {
+                stream,
+                flags,
+                headers,
+                ..
+            } => return self.open_stream(stream, flags, headers).await,
+            Frame::Data {
+                stream,
+                flags,
+                data,
+            } => self.deliver(stream, flags, data).await,
+            Frame::RstStream { stream, .. } => {
+                self.open.remove(&stream);
+            }
+            Frame::Ping { id } => {
+                let _ = self.frames.send(Frame::Ping { id }).await;
+            }
+            Frame::GoAway { .. } => return ControlFlow::Break(()),
+            Frame::SynReply { .. }
+            | Frame::Headers { .. }
+            | Frame::Settings { .. }
+            | Frame::WindowUpdate { .. } => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn last_stream(&self) -> u32 {
+        *self.last_stream.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn go_away(&self, status: u32) {
+        let _ = self
+            .frames
+            .send(Frame::GoAway {
+                last_stream: self.last_stream(),
+                status,
+            })
+            .await;
+    }
+
+    async fn reset(&self, stream: u32, status: u32) {
+        let _ = self.frames.send(Frame::RstStream { stream, status }).await;
+    }
+
+    /// A SYN_STREAM: answered with a SYN_REPLY and handed to the connection's handler;
+    /// `Break` once the connection has nobody to write to it or serve it.
+    async fn open_stream(&mut self, stream: u32, flags: u8, headers: Headers) -> ControlFlow<()> {
+        // Client streams are odd and increasing; anything else is refused.
+        if stream.is_multiple_of(2)
+            || stream <= self.last_stream()
+            || self.open.contains_key(&stream)
+        {
+            self.reset(stream, RST_PROTOCOL_ERROR).await;
+            return ControlFlow::Continue(());
+        }
+        *self.last_stream.lock().unwrap_or_else(|p| p.into_inner()) = stream;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let unread = Arc::new(Backlog::default());
+        if flags & FLAG_FIN == 0 {
+            self.open.insert(stream, (tx, unread.clone()));
+        }
+        let reply = Frame::SynReply {
+            stream,
+            flags: 0,
+            headers: Vec::new(),
+        };
+        if self.frames.send(reply).await.is_err() {
+            return ControlFlow::Break(());
+        }
+        let new = Stream {
+            id: stream,
+            headers,
+            incoming: Incoming { data: rx, unread },
+            out: StreamWriter {
+                id: stream,
+                frames: self.frames.clone(),
+            },
+        };
+        if self.new_streams.send(new).await.is_err() {
+            // Nobody serves this connection any more.
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// DATA: to its stream once the stream has room, which closes with FIN; a stream
+    /// not open is reset.
+    async fn deliver(&mut self, stream: u32, flags: u8, data: Vec<u8>) {
+        let Some((tx, unread)) = self.open.get(&stream) else {
+            self.reset(stream, RST_INVALID_STREAM).await;
+            return;
+        };
+        // Wait for the consumer to catch up (one oversized frame still passes).
+        loop {
+            let drained = unread.drained.notified();
+            let held = unread.bytes.load(Ordering::Relaxed);
+            if held == 0 || held + data.len() <= STREAM_BACKLOG || tx.is_closed() {
+                break;
+            }
+            drained.await;
+        }
+        // A consumer that went away just drops what comes.
+        if !data.is_empty() {
+            unread.bytes.fetch_add(data.len(), Ordering::Relaxed);
+            let _ = tx.send(data);
+        }
+        if flags & FLAG_FIN != 0 {
+            self.open.remove(&stream);
         }
     }
 }
