@@ -23,8 +23,7 @@ use crate::oci::runtime::OciError;
 use crate::proto::{ExecRequest, ExecSyncRequest, ExecSyncResponse};
 use crate::streaming::StreamRequest;
 use crate::streaming::attach;
-use crate::streaming::connection::Connection;
-use crate::streaming::connection::Options;
+use crate::streaming::connection::{Connection, Options};
 use crate::streaming::remotecommand::{self, Outcome};
 
 /// The most output an ExecSync returns, stdout and stderr together: the kubelet accepts
@@ -37,11 +36,7 @@ impl CriService {
         if request.cmd.is_empty() {
             return Err(Error::invalid("cmd", "must name a command"));
         }
-        let timeout = match request.timeout {
-            0 => None,
-            t if t < 0 => return Err(Error::invalid("timeout", "must not be negative")),
-            t => Some(Duration::from_secs(t as u64)),
-        };
+        let timeout = exec_timeout(request.timeout)?;
         let output = self
             .exec_in(&request.container_id, request.cmd.clone(), timeout)
             .await?;
@@ -237,4 +232,35 @@ fn write_process(spec: &Path, target: &Path, args: Vec<String>, terminal: bool) 
         reason: e.to_string(),
     })?;
     std::fs::write(target, json).map_err(Error::io("writing the exec process", target))
+}
+
+/// An ExecSync's `timeout` in seconds: 0 waits as long as the command runs (api.proto).
+fn exec_timeout(seconds: i64) -> Result<Option<Duration>> {
+    match u64::try_from(seconds) {
+        Ok(0) => Ok(None),
+        Ok(seconds) => Ok(Some(Duration::from_secs(seconds))),
+        Err(_) => Err(Error::invalid("timeout", "must not be negative")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_timeout_waits_and_a_negative_one_is_refused() {
+        assert_eq!(exec_timeout(0).unwrap(), None);
+        assert_eq!(exec_timeout(5).unwrap(), Some(Duration::from_secs(5)));
+        let err = exec_timeout(-1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "timeout",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }

@@ -74,12 +74,7 @@ impl CriService {
             // be saved): end it and whatever the runtime made, then say how it ended, as
             // containerd does: exited, code 128, reason StartError.
             self.end_container(&record.id).await;
-            record.state = ContainerState::Exited;
-            record.exit_code = 128;
-            record.reason = "StartError".to_string();
-            record.message = err.to_string();
-            record.pid = 0;
-            record.finished_at_ns = crate::clock::now_ns();
+            start_failed(&mut record, err.to_string(), crate::clock::now_ns());
             self.containers.save(&record)?;
             return Err(err);
         }
@@ -130,5 +125,40 @@ impl CriService {
             }
             .into()),
         }
+    }
+}
+
+/// Records a start that failed as containerd does: exited, code 128, reason StartError,
+/// the error as the message, no process. The kubelet then restarts it by its policy.
+fn start_failed(record: &mut ContainerRecord, message: String, now_ns: i64) {
+    record.state = ContainerState::Exited;
+    record.exit_code = 128;
+    record.reason = "StartError".to_string();
+    record.message = message;
+    record.pid = 0;
+    record.finished_at_ns = now_ns;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_leaves_the_container_exited_with_start_error() {
+        let mut record = ContainerRecord {
+            id: "c1".into(),
+            state: ContainerState::Created,
+            pid: 4242,
+            started_at_ns: 10,
+            ..Default::default()
+        };
+        start_failed(&mut record, "exec: no such file".into(), 20);
+        assert_eq!(record.state, ContainerState::Exited);
+        assert!(!record.state.can_start(), "a new StartContainer is refused");
+        assert_eq!(record.exit_code, 128);
+        assert_eq!(record.reason, "StartError");
+        assert_eq!(record.message, "exec: no such file");
+        assert_eq!(record.pid, 0, "no process to signal at stop");
+        assert_eq!((record.started_at_ns, record.finished_at_ns), (10, 20));
     }
 }

@@ -37,22 +37,20 @@ impl CriService {
         let Some(record) = self.containers.find(id)? else {
             return Ok(());
         };
-        // A created container has no process yet (the runtime runs it at start), so as in
-        // containerd stopping it is a no-op; unless a start was cut short (a daemon
-        // crash): its monitor's pid file says the runtime may have run it.
         let paths = self.containers.monitor_paths(&record.id);
-        if record.state == ContainerState::Created && paths.monitor_pid().is_some() {
-            self.end_container(&record.id).await;
-            return Ok(());
-        }
-        if !record.state.is_live() {
-            return Ok(());
-        }
+        let signal = match stopping(&record, paths.monitor_pid().is_some(), timeout) {
+            Stopping::Nothing => return Ok(()),
+            Stopping::EndCutShortStart => {
+                self.end_container(&record.id).await;
+                return Ok(());
+            }
+            Stopping::Signal { signal, grace } => Some((signal, grace)),
+            Stopping::Kill => None,
+        };
         let runtime = self.runtime_of(&record)?;
-        if timeout > 0 && record.state == ContainerState::Running {
-            let signal = stop_signal(&record);
+        if let Some((signal, grace)) = signal {
             ignore_gone(runtime.kill(&record.id, &signal).await)?;
-            if wait_exit(&paths, Duration::from_secs(timeout as u64)).await {
+            if wait_exit(&paths, grace).await {
                 self.containers.refresh(record)?;
                 return Ok(());
             }
@@ -61,10 +59,7 @@ impl CriService {
         if !wait_exit(&paths, KILL_GRACE).await && monitor_gone(&paths) {
             // No monitor to record the exit (it died, or the node rebooted).
             let mut record = record;
-            record.state = ContainerState::Exited;
-            record.exit_code = 137;
-            record.reason = "Error".to_string();
-            record.finished_at_ns = crate::clock::now_ns();
+            killed_unmonitored(&mut record, crate::clock::now_ns());
             self.containers.save(&record)?;
             return Ok(());
         }
@@ -156,6 +151,44 @@ impl CriService {
     }
 }
 
+/// What stopping a container takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stopping {
+    /// Nothing runs: a created container has no process yet (the runtime runs it at
+    /// start), so as in containerd stopping it is a no-op; an exited one is stopped.
+    Nothing,
+    /// A start was cut short (a daemon crash): its monitor's pid file says the runtime
+    /// may have run it; whatever it made is ended.
+    EndCutShortStart,
+    /// The stop signal, then SIGKILL if it has not exited within `grace`.
+    Signal { signal: String, grace: Duration },
+    /// SIGKILL at once: a timeout of 0 (or less), as the kubelet sends at pod removal.
+    Kill,
+}
+
+/// How to stop container `record` within `timeout` seconds; `monitor_started` says its
+/// monitor's pid file is there.
+fn stopping(record: &ContainerRecord, monitor_started: bool, timeout: i64) -> Stopping {
+    match record.state {
+        ContainerState::Created if monitor_started => Stopping::EndCutShortStart,
+        _ if !record.state.is_live() => Stopping::Nothing,
+        ContainerState::Running if timeout > 0 => Stopping::Signal {
+            signal: stop_signal(record),
+            grace: Duration::from_secs(timeout.unsigned_abs()),
+        },
+        _ => Stopping::Kill,
+    }
+}
+
+/// Records the end of a container killed with no monitor left to record it (it died,
+/// or the node rebooted): exited as a SIGKILL leaves it, 128 + 9.
+fn killed_unmonitored(record: &mut ContainerRecord, now_ns: i64) {
+    record.state = ContainerState::Exited;
+    record.exit_code = 137;
+    record.reason = "Error".to_string();
+    record.finished_at_ns = now_ns;
+}
+
 /// The signal to stop with: the config's, else the image's STOPSIGNAL, else SIGTERM.
 fn stop_signal(record: &ContainerRecord) -> String {
     // A corrupt config must not keep the container from stopping.
@@ -202,5 +235,100 @@ fn ignore_gone(result: std::result::Result<(), OciError>) -> Result<()> {
     match result {
         Err(OciError::NotRunning { .. } | OciError::NotFound { .. }) => Ok(()),
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ContainerConfig;
+
+    fn record(state: ContainerState, stop_signal: i32, image_signal: &str) -> ContainerRecord {
+        let config = ContainerConfig {
+            stop_signal,
+            ..Default::default()
+        };
+        ContainerRecord {
+            id: "c1".into(),
+            state,
+            config: crate::store::cri::encode_config(&config),
+            stop_signal: image_signal.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_running_container_with_time_left_gets_its_stop_signal() {
+        let running = record(ContainerState::Running, 0, "");
+        assert_eq!(
+            stopping(&running, true, 30),
+            Stopping::Signal {
+                signal: "TERM".into(),
+                grace: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(stopping(&running, true, 0), Stopping::Kill);
+        assert_eq!(stopping(&running, true, -5), Stopping::Kill);
+    }
+
+    #[test]
+    fn stopping_what_does_not_run_is_a_no_op_but_a_start_cut_short_is_ended() {
+        let created = record(ContainerState::Created, 0, "");
+        assert_eq!(stopping(&created, false, 30), Stopping::Nothing);
+        assert_eq!(stopping(&created, true, 30), Stopping::EndCutShortStart);
+        let exited = record(ContainerState::Exited, 0, "");
+        assert_eq!(stopping(&exited, true, 30), Stopping::Nothing);
+        assert_eq!(stopping(&exited, false, 0), Stopping::Nothing);
+    }
+
+    #[test]
+    fn the_stop_signal_is_the_configs_then_the_images_then_term() {
+        let asked = record(
+            ContainerState::Running,
+            CriSignal::Sigquit as i32,
+            "SIGUSR1",
+        );
+        assert_eq!(stop_signal(&asked), "QUIT");
+        let image = record(ContainerState::Running, 0, "SIGUSR1");
+        assert_eq!(stop_signal(&image), "USR1");
+        let neither = record(ContainerState::Running, 0, "");
+        assert_eq!(stop_signal(&neither), "TERM");
+        // A config that no longer decodes must not keep the container from stopping.
+        let mut corrupt = record(ContainerState::Running, 0, "SIGINT");
+        corrupt.config = "%%%".into();
+        assert_eq!(stop_signal(&corrupt), "INT");
+    }
+
+    #[test]
+    fn a_kill_nobody_saw_ends_as_sigkill_does() {
+        let mut running = record(ContainerState::Running, 0, "");
+        killed_unmonitored(&mut running, 42);
+        assert_eq!(running.state, ContainerState::Exited);
+        assert_eq!(running.exit_code, 137);
+        assert_eq!(running.reason, "Error");
+        assert_eq!(running.finished_at_ns, 42);
+    }
+
+    #[test]
+    fn a_kill_of_what_is_gone_is_no_error_and_a_failed_one_is() {
+        let gone = |e| ignore_gone(Err(e)).is_ok();
+        assert!(gone(OciError::NotRunning {
+            binary: "runc".into(),
+            command: "kill",
+            id: "c1".into(),
+        }));
+        assert!(gone(OciError::NotFound {
+            binary: "runc".into(),
+            command: "kill",
+            id: "c1".into(),
+        }));
+        assert!(ignore_gone(Ok(())).is_ok());
+        let failed = OciError::Failed {
+            binary: "runc".into(),
+            command: "kill",
+            id: "c1".into(),
+            message: "permission denied".into(),
+        };
+        assert!(matches!(ignore_gone(Err(failed)), Err(Error::Runtime(_))));
     }
 }

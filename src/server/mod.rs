@@ -341,3 +341,58 @@ fn refused(error: ResourceError, within: In) -> Error {
     };
     Error::invalid(field, error.reason)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_request_needs_a_stream_and_no_stderr_beside_a_terminal() {
+        assert!(check_streams(false, true, false, false).is_ok());
+        assert!(check_streams(true, true, false, true).is_ok());
+        let none = check_streams(false, false, false, true).unwrap_err();
+        assert!(
+            none.to_string().contains("one of them must be set"),
+            "{none}"
+        );
+        let both = check_streams(false, true, true, true).unwrap_err();
+        assert!(
+            matches!(
+                both,
+                Error::InvalidField {
+                    field: "tty, stderr",
+                    ..
+                }
+            ),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn a_resource_error_names_the_field_of_the_request_it_came_in() {
+        let error = |field| ResourceError {
+            field,
+            reason: "too big".into(),
+        };
+        let named = |within, field| match refused(error(field), within) {
+            Error::InvalidField { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        assert_eq!(
+            named(In::Create, ResourceField::Unified),
+            "config.linux.resources.unified"
+        );
+        assert_eq!(
+            named(In::Update, ResourceField::HugepageLimits),
+            "linux.hugepage_limits"
+        );
+        assert_eq!(
+            named(In::PodOverhead, ResourceField::MemorySwapLimit),
+            "overhead.memory_swap_limit_in_bytes"
+        );
+        assert_eq!(
+            named(In::PodResources, ResourceField::Unified),
+            "resources.unified"
+        );
+    }
+}

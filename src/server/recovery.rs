@@ -137,10 +137,9 @@ impl CriService {
             let Some(monitor) = paths.monitor_pid() else {
                 continue;
             };
-            let container = paths.container_pid();
             let monitored = crate::oci::is_monitor_of(monitor, &record.id)
                 || ExitRecord::read(&paths).is_some();
-            if let (Some(pid), true) = (container, monitored) {
+            if let CutShort::Ran { pid } = cut_short(paths.container_pid(), monitored) {
                 record.state = ContainerState::Running;
                 record.pid = pid;
                 record.monitor_pid = monitor;
@@ -230,4 +229,56 @@ fn started_at(paths: &MonitorPaths) -> Option<i64> {
         .ok()?;
     let since = written.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(since.as_nanos()).ok()
+}
+
+/// What a start cut short did, from what its monitor left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CutShort {
+    /// The container ran (its init has this pid) under a monitor that watches it, or
+    /// watched it to its exit: the start is finished.
+    Ran { pid: i32 },
+    /// Anything less: the start is undone, so that a new StartContainer can run it.
+    Undo,
+}
+
+/// A start's outcome from the container's pid file (`container`) and whether a monitor
+/// of this container runs or wrote its exit (`monitored`).
+fn cut_short(container: Option<i32>, monitored: bool) -> CutShort {
+    match (container, monitored) {
+        (Some(pid), true) => CutShort::Ran { pid },
+        _ => CutShort::Undo,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_cut_short_is_finished_only_when_a_monitor_had_it_running() {
+        assert_eq!(cut_short(Some(77), true), CutShort::Ran { pid: 77 });
+        // The runtime wrote no pid: it never ran the container.
+        assert_eq!(cut_short(None, true), CutShort::Undo);
+        // A pid, but no monitor of this container runs or wrote its exit: nobody
+        // watches it, so it cannot be taken for running.
+        assert_eq!(cut_short(Some(77), false), CutShort::Undo);
+        assert_eq!(cut_short(None, false), CutShort::Undo);
+    }
+
+    #[test]
+    fn an_orphan_bundle_names_its_cgroup_and_a_broken_one_names_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(bundle_cgroup(dir.path()), None, "no config.json");
+        std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+        assert_eq!(bundle_cgroup(dir.path()), None);
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": { "cgroupsPath": "/kubepods/pod1/abc" }
+        });
+        std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+        assert_eq!(
+            bundle_cgroup(dir.path()).as_deref(),
+            Some("/kubepods/pod1/abc")
+        );
+    }
 }
