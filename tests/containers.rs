@@ -272,10 +272,10 @@ fn secured(
     config
 }
 
-#[tokio::test]
-async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
-    let mut w = world().await;
-    // An image with an entrypoint, a command, an environment and a stop signal.
+/// A world that also has `entry:1`, an image with an entrypoint, a command, an
+/// environment and a stop signal.
+async fn world_with_entry_image() -> World {
+    let w = world().await;
     let entry = TestImage::new(
         vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
         ImageConfig {
@@ -299,7 +299,12 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         })
         .await
         .expect("pull entry:1");
-    let from_entry = |name: &str, args: &[&str]| ContainerConfig {
+    w
+}
+
+/// A container of `entry:1` with these args (none: the image's Cmd) and MODE=cri.
+fn from_entry(name: &str, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: name.into(),
             attempt: 0,
@@ -315,17 +320,23 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         }],
         log_path: format!("{name}/0.log"),
         ..Default::default()
-    };
+    }
+}
 
-    // Entrypoint + Cmd; args replace Cmd; env from both.
+#[tokio::test]
+async fn the_image_entrypoint_runs_its_cmd_or_the_args_with_both_environments() {
+    let mut w = world_with_entry_image().await;
     let (_, code, log) = w.run_to_exit(from_entry("image-cmd", &[])).await;
     assert_eq!((code, text(&log)), (0, "from-image-cmd yes".to_string()));
     let (_, _, log) = w
         .run_to_exit(from_entry("args", &["echo from-args $FROM_IMAGE $MODE"]))
         .await;
     assert_eq!(text(&log), "from-args yes cri");
+}
 
-    // The user by name, and by uid with a group.
+#[tokio::test]
+async fn the_user_is_taken_by_name_or_by_uid_with_a_group() {
+    let mut w = world().await;
     let user = secured(
         container("user", "id -u; id -g"),
         LinuxContainerSecurityContext {
@@ -345,8 +356,11 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     );
     let (_, _, log) = w.run_to_exit(by_id).await;
     assert_eq!(text(&log), "4242\n4343");
+}
 
-    // A volume two containers share, that outlives the first; a missing host path is made.
+#[tokio::test]
+async fn a_volume_is_made_when_missing_and_outlives_the_container_that_wrote_it() {
+    let mut w = world().await;
     let volumes = tempfile::tempdir().unwrap();
     let volume = volumes.path().join("not/yet/there");
     let with_volume = |name: &str, script: &str| {
@@ -374,8 +388,11 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         std::fs::read_to_string(volume.join("file")).unwrap(),
         "shared\n"
     );
+}
 
-    // A read-only rootfs.
+#[tokio::test]
+async fn a_read_only_rootfs_refuses_a_write() {
+    let mut w = world().await;
     let readonly = secured(
         container("readonly", "touch /new-file"),
         LinuxContainerSecurityContext {
@@ -386,8 +403,12 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     let (_, code, log) = w.run_to_exit(readonly).await;
     assert_ne!(code, 0);
     assert!(text(&log).contains("Read-only file system"), "{log:?}");
+}
 
-    // Capabilities: drop all, add NET_ADMIN (bit 12).
+#[tokio::test]
+async fn capabilities_dropped_all_keep_only_the_added_one() {
+    let mut w = world().await;
+    // Drop all, add NET_ADMIN (bit 12).
     let caps = secured(
         container("caps", "grep CapEff /proc/self/status"),
         LinuxContainerSecurityContext {
@@ -401,9 +422,13 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     );
     let (_, _, log) = w.run_to_exit(caps).await;
     assert_eq!(text(&log), "CapEff:\t0000000000001000");
+}
 
-    // The pod's PID namespace (pause is PID 1), hostname, and localhost between containers.
-    // Under youki the container has a PID namespace of its own (it cannot join one).
+#[tokio::test]
+async fn a_container_has_the_pods_pid_namespace_and_hostname() {
+    let mut w = world().await;
+    // Pause is PID 1. Under youki the container has a PID namespace of its own (it cannot
+    // join one).
     let (_, _, log) = w
         .run_to_exit(container("pid1", "cat /proc/1/cmdline; echo; hostname"))
         .await;
@@ -412,6 +437,11 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         _ => "/pause",
     };
     assert_eq!(text(&log).replace('\0', ""), format!("{first}\nctr-pod"));
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_reach_each_other_on_localhost() {
+    let mut w = world().await;
     let server = w
         .create(container(
             "server",
@@ -426,7 +456,19 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     assert_eq!(status.exit_code, 0, "{:?}", records(&client_log));
     assert_eq!(text(&records(&client_log)), "served");
 
-    // The image's STOPSIGNAL (SIGINT) stops it before the timeout.
+    // RemovePodSandbox takes the pod with its server still running.
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_images_stop_signal_stops_it_before_the_timeout() {
+    let mut w = world_with_entry_image().await;
+    // The image's STOPSIGNAL is SIGINT.
     let mut trapper = from_entry(
         "trapper",
         &["trap 'echo got-int; exit 0' INT; echo ready; while true; do sleep 0.1; done"],
@@ -451,13 +493,6 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     let s = w.status(&id).await.status.unwrap();
     assert_eq!(s.exit_code, 0, "stopped by SIGINT, not killed");
     assert!(records(&log).iter().any(|r| r.2 == "got-int"));
-
-    w.client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: w.sandbox.clone(),
-        })
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
