@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth::monitor::attach;
@@ -780,29 +780,36 @@ impl World {
     }
 }
 
+/// A seccomp profile `name` under `dir` that allows every syscall but `calls` (which fail
+/// with an errno); its path.
+fn blocking_profile(dir: &Path, name: &str, calls: &[&str]) -> String {
+    let path = dir.join(name);
+    let text = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": calls, "action": "SCMP_ACT_ERRNO"}],
+    });
+    std::fs::write(&path, text.to_string()).unwrap();
+    path.display().to_string()
+}
+
+/// Prints its own seccomp mode.
+const SECCOMP_STATUS: &str = "grep Seccomp: /proc/self/status";
+/// Tries sethostname and prints its exit code.
+const RENAME: &str = "hostname renamed 2>&1; echo rc=$?";
+
 #[tokio::test]
-async fn seccomp_profiles_and_devices() {
+async fn seccomp_is_off_without_a_profile_or_unconfined_and_filters_by_default() {
     let mut w = world().await;
-    let profiles = tempfile::tempdir().unwrap();
-    let block = |name: &str, calls: &[&str]| {
-        let path = profiles.path().join(name);
-        let text = serde_json::json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "syscalls": [{"names": calls, "action": "SCMP_ACT_ERRNO"}],
-        });
-        std::fs::write(&path, text.to_string()).unwrap();
-        path.display().to_string()
-    };
-    let no_chmod = block("block-chmod.json", &["chmod", "fchmodat", "fchmodat2"]);
-    let no_hostname = block("block-host-name.json", &["sethostname"]);
-    let status = "grep Seccomp: /proc/self/status";
-    let rename = "hostname renamed 2>&1; echo rc=$?";
     let logs = w
         .run_all(vec![
-            secure("nil", status, LinuxContainerSecurityContext::default()),
+            secure(
+                "nil",
+                SECCOMP_STATUS,
+                LinuxContainerSecurityContext::default(),
+            ),
             secure(
                 "default",
-                status,
+                SECCOMP_STATUS,
                 LinuxContainerSecurityContext {
                     seccomp: Some(SecurityProfile::default()),
                     ..Default::default()
@@ -810,52 +817,9 @@ async fn seccomp_profiles_and_devices() {
             ),
             secure(
                 "unconfined",
-                status,
+                SECCOMP_STATUS,
                 LinuxContainerSecurityContext {
                     seccomp: profile(ProfileType::Unconfined, ""),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "chmod",
-                "chmod 400 / 2>&1; echo rc=$?",
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Localhost, &no_chmod),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "hostname-blocked",
-                rename,
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Localhost, &no_hostname),
-                    capabilities: sys_admin(),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "hostname-unconfined",
-                rename,
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Unconfined, ""),
-                    capabilities: sys_admin(),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "hostname-privileged",
-                rename,
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Localhost, &no_hostname),
-                    privileged: true,
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "default-no-admin",
-                "hostname renamed 2>&1; echo rc=$?; sh -c 'echo child-ran'",
-                LinuxContainerSecurityContext {
-                    seccomp: Some(SecurityProfile::default()),
                     ..Default::default()
                 },
             ),
@@ -877,35 +841,116 @@ async fn seccomp_profiles_and_devices() {
         Some("Seccomp:\t0"),
         "unconfined"
     );
+}
+
+#[tokio::test]
+async fn a_localhost_profile_makes_the_syscalls_it_blocks_fail() {
+    let mut w = world().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let no_chmod = blocking_profile(
+        profiles.path(),
+        "block-chmod.json",
+        &["chmod", "fchmodat", "fchmodat2"],
+    );
+    let no_hostname = blocking_profile(profiles.path(), "block-host-name.json", &["sethostname"]);
+    let logs = w
+        .run_all(vec![
+            secure(
+                "chmod",
+                "chmod 400 / 2>&1; echo rc=$?",
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_chmod),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-blocked",
+                RENAME,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_hostname),
+                    capabilities: sys_admin(),
+                    ..Default::default()
+                },
+            ),
+        ])
+        .await;
     assert!(
-        logs[3]
+        logs[0]
             .iter()
             .any(|l| l.contains("Operation not permitted")),
         "{:?}",
-        logs[3]
+        logs[0]
     );
-    assert_eq!(logs[3].last().map(String::as_str), Some("rc=1"));
+    assert_eq!(logs[0].last().map(String::as_str), Some("rc=1"));
     assert_eq!(
-        logs[4].last().map(String::as_str),
+        logs[1].last().map(String::as_str),
         Some("rc=1"),
         "{:?}",
-        logs[4]
+        logs[1]
     );
+}
+
+#[tokio::test]
+async fn sys_admin_sets_the_hostname_unconfined_or_privileged_whatever_the_profile() {
+    let mut w = world().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let no_hostname = blocking_profile(profiles.path(), "block-host-name.json", &["sethostname"]);
+    let logs = w
+        .run_all(vec![
+            secure(
+                "hostname-unconfined",
+                RENAME,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Unconfined, ""),
+                    capabilities: sys_admin(),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-privileged",
+                RENAME,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_hostname),
+                    privileged: true,
+                    ..Default::default()
+                },
+            ),
+        ])
+        .await;
     assert_eq!(
-        logs[5],
+        logs[0],
         vec!["rc=0".to_string()],
         "unconfined with SYS_ADMIN"
     );
     assert_eq!(
-        logs[6],
+        logs[1],
         vec!["rc=0".to_string()],
         "privileged ignores the profile"
     );
-    assert!(logs[7].contains(&"rc=1".to_string()), "{:?}", logs[7]);
-    assert!(logs[7].contains(&"child-ran".to_string()), "{:?}", logs[7]);
+}
 
-    // Devices: one read-write, one read-only by the device cgroup; any other device is
-    // denied, even one the container makes itself.
+#[tokio::test]
+async fn the_default_profile_without_sys_admin_refuses_sethostname_but_runs_a_child() {
+    let mut w = world().await;
+    let logs = w
+        .run_all(vec![secure(
+            "default-no-admin",
+            "hostname renamed 2>&1; echo rc=$?; sh -c 'echo child-ran'",
+            LinuxContainerSecurityContext {
+                seccomp: Some(SecurityProfile::default()),
+                ..Default::default()
+            },
+        )])
+        .await;
+    assert!(logs[0].contains(&"rc=1".to_string()), "{:?}", logs[0]);
+    assert!(logs[0].contains(&"child-ran".to_string()), "{:?}", logs[0]);
+}
+
+#[tokio::test]
+async fn listed_devices_have_their_permissions_and_any_other_device_is_denied() {
+    let mut w = world().await;
+    // One read-write, one read-only by the device cgroup; any other device is denied,
+    // even one the container makes itself.
     let mut devices = container(
         "devices",
         "echo x > /dev/mynull && echo null-written; \
@@ -938,38 +983,28 @@ async fn seccomp_profiles_and_devices() {
             logs[0]
         );
     }
+}
 
-    // Bad requests name their field and leave nothing behind.
-    let before = w
-        .client
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
-    let mut missing = secure(
-        "missing-profile",
-        "true",
-        LinuxContainerSecurityContext {
-            seccomp: profile(ProfileType::Localhost, "/no/such/profile.json"),
-            ..Default::default()
-        },
-    );
+/// Container configs CreateContainer refuses, each with the field its error names: a
+/// missing or relative seccomp profile, a device that is not one, a mount over /proc or
+/// /sys.
+fn bad_container_configs() -> Vec<(ContainerConfig, &'static str)> {
+    let localhost = |name: &str, path: &str| {
+        secure(
+            name,
+            "true",
+            LinuxContainerSecurityContext {
+                seccomp: profile(ProfileType::Localhost, path),
+                ..Default::default()
+            },
+        )
+    };
     let mut not_a_device = container("not-a-device", "true");
     not_a_device.devices = vec![Device {
         container_path: "/dev/x".into(),
         host_path: "/etc/hostname".into(),
         permissions: "r".into(),
     }];
-    let mut relative = secure(
-        "relative-profile",
-        "true",
-        LinuxContainerSecurityContext {
-            seccomp: profile(ProfileType::Localhost, "profile.json"),
-            ..Default::default()
-        },
-    );
     let over = |name: &str, path: &str| {
         let mut config = container(name, "true");
         config.mounts = vec![berth::proto::Mount {
@@ -979,19 +1014,40 @@ async fn seccomp_profiles_and_devices() {
         }];
         config
     };
-    let (mut over_proc, mut over_sys) = (over("over-proc", "/proc"), over("over-sys", "/sys"));
-    for (config, field) in [
-        (&mut missing, "seccomp"),
-        (&mut not_a_device, "config.devices"),
-        (&mut relative, "seccomp"),
-        (&mut over_proc, "config.mounts.container_path"),
-        (&mut over_sys, "config.mounts.container_path"),
-    ] {
+    vec![
+        (
+            localhost("missing-profile", "/no/such/profile.json"),
+            "seccomp",
+        ),
+        (not_a_device, "config.devices"),
+        (localhost("relative-profile", "profile.json"), "seccomp"),
+        (over("over-proc", "/proc"), "config.mounts.container_path"),
+        (over("over-sys", "/sys"), "config.mounts.container_path"),
+    ]
+}
+
+impl World {
+    async fn container_count(&mut self) -> usize {
+        self.client
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn a_bad_profile_device_or_mount_is_refused_naming_its_field_leaving_nothing() {
+    let mut w = world().await;
+    let before = w.container_count().await;
+    for (config, field) in bad_container_configs() {
         let err = w
             .client
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: w.sandbox.clone(),
-                config: Some(common::world::for_the_runtime(config.clone())),
+                config: Some(common::world::for_the_runtime(config)),
                 sandbox_config: None,
             })
             .await
@@ -999,14 +1055,7 @@ async fn seccomp_profiles_and_devices() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains(field), "{err:?}");
     }
-    let after = w
-        .client
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
+    let after = w.container_count().await;
     assert_eq!(before, after);
 }
 
