@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth::monitor::attach;
@@ -272,10 +272,10 @@ fn secured(
     config
 }
 
-#[tokio::test]
-async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
-    let mut w = world().await;
-    // An image with an entrypoint, a command, an environment and a stop signal.
+/// A world that also has `entry:1`, an image with an entrypoint, a command, an
+/// environment and a stop signal.
+async fn world_with_entry_image() -> World {
+    let w = world().await;
     let entry = TestImage::new(
         vec![LayerBuilder::new().busybox().build(Compression::Gzip)],
         ImageConfig {
@@ -299,7 +299,12 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         })
         .await
         .expect("pull entry:1");
-    let from_entry = |name: &str, args: &[&str]| ContainerConfig {
+    w
+}
+
+/// A container of `entry:1` with these args (none: the image's Cmd) and MODE=cri.
+fn from_entry(name: &str, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: name.into(),
             attempt: 0,
@@ -315,17 +320,23 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         }],
         log_path: format!("{name}/0.log"),
         ..Default::default()
-    };
+    }
+}
 
-    // Entrypoint + Cmd; args replace Cmd; env from both.
+#[tokio::test]
+async fn the_image_entrypoint_runs_its_cmd_or_the_args_with_both_environments() {
+    let mut w = world_with_entry_image().await;
     let (_, code, log) = w.run_to_exit(from_entry("image-cmd", &[])).await;
     assert_eq!((code, text(&log)), (0, "from-image-cmd yes".to_string()));
     let (_, _, log) = w
         .run_to_exit(from_entry("args", &["echo from-args $FROM_IMAGE $MODE"]))
         .await;
     assert_eq!(text(&log), "from-args yes cri");
+}
 
-    // The user by name, and by uid with a group.
+#[tokio::test]
+async fn the_user_is_taken_by_name_or_by_uid_with_a_group() {
+    let mut w = world().await;
     let user = secured(
         container("user", "id -u; id -g"),
         LinuxContainerSecurityContext {
@@ -345,8 +356,11 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     );
     let (_, _, log) = w.run_to_exit(by_id).await;
     assert_eq!(text(&log), "4242\n4343");
+}
 
-    // A volume two containers share, that outlives the first; a missing host path is made.
+#[tokio::test]
+async fn a_volume_is_made_when_missing_and_outlives_the_container_that_wrote_it() {
+    let mut w = world().await;
     let volumes = tempfile::tempdir().unwrap();
     let volume = volumes.path().join("not/yet/there");
     let with_volume = |name: &str, script: &str| {
@@ -374,8 +388,11 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         std::fs::read_to_string(volume.join("file")).unwrap(),
         "shared\n"
     );
+}
 
-    // A read-only rootfs.
+#[tokio::test]
+async fn a_read_only_rootfs_refuses_a_write() {
+    let mut w = world().await;
     let readonly = secured(
         container("readonly", "touch /new-file"),
         LinuxContainerSecurityContext {
@@ -386,8 +403,12 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     let (_, code, log) = w.run_to_exit(readonly).await;
     assert_ne!(code, 0);
     assert!(text(&log).contains("Read-only file system"), "{log:?}");
+}
 
-    // Capabilities: drop all, add NET_ADMIN (bit 12).
+#[tokio::test]
+async fn capabilities_dropped_all_keep_only_the_added_one() {
+    let mut w = world().await;
+    // Drop all, add NET_ADMIN (bit 12).
     let caps = secured(
         container("caps", "grep CapEff /proc/self/status"),
         LinuxContainerSecurityContext {
@@ -401,9 +422,13 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     );
     let (_, _, log) = w.run_to_exit(caps).await;
     assert_eq!(text(&log), "CapEff:\t0000000000001000");
+}
 
-    // The pod's PID namespace (pause is PID 1), hostname, and localhost between containers.
-    // Under youki the container has a PID namespace of its own (it cannot join one).
+#[tokio::test]
+async fn a_container_has_the_pods_pid_namespace_and_hostname() {
+    let mut w = world().await;
+    // Pause is PID 1. Under youki the container has a PID namespace of its own (it cannot
+    // join one).
     let (_, _, log) = w
         .run_to_exit(container("pid1", "cat /proc/1/cmdline; echo; hostname"))
         .await;
@@ -412,6 +437,11 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
         _ => "/pause",
     };
     assert_eq!(text(&log).replace('\0', ""), format!("{first}\nctr-pod"));
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_reach_each_other_on_localhost() {
+    let mut w = world().await;
     let server = w
         .create(container(
             "server",
@@ -426,7 +456,19 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     assert_eq!(status.exit_code, 0, "{:?}", records(&client_log));
     assert_eq!(text(&records(&client_log)), "served");
 
-    // The image's STOPSIGNAL (SIGINT) stops it before the timeout.
+    // RemovePodSandbox takes the pod with its server still running.
+    w.client
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: w.sandbox.clone(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_images_stop_signal_stops_it_before_the_timeout() {
+    let mut w = world_with_entry_image().await;
+    // The image's STOPSIGNAL is SIGINT.
     let mut trapper = from_entry(
         "trapper",
         &["trap 'echo got-int; exit 0' INT; echo ready; while true; do sleep 0.1; done"],
@@ -451,13 +493,6 @@ async fn container_semantics_commands_env_users_volumes_security_and_the_pod() {
     let s = w.status(&id).await.status.unwrap();
     assert_eq!(s.exit_code, 0, "stopped by SIGINT, not killed");
     assert!(records(&log).iter().any(|r| r.2 == "got-int"));
-
-    w.client
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: w.sandbox.clone(),
-        })
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -745,29 +780,36 @@ impl World {
     }
 }
 
+/// A seccomp profile `name` under `dir` that allows every syscall but `calls` (which fail
+/// with an errno); its path.
+fn blocking_profile(dir: &Path, name: &str, calls: &[&str]) -> String {
+    let path = dir.join(name);
+    let text = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": calls, "action": "SCMP_ACT_ERRNO"}],
+    });
+    std::fs::write(&path, text.to_string()).unwrap();
+    path.display().to_string()
+}
+
+/// Prints its own seccomp mode.
+const SECCOMP_STATUS: &str = "grep Seccomp: /proc/self/status";
+/// Tries sethostname and prints its exit code.
+const RENAME: &str = "hostname renamed 2>&1; echo rc=$?";
+
 #[tokio::test]
-async fn seccomp_profiles_and_devices() {
+async fn seccomp_is_off_without_a_profile_or_unconfined_and_filters_by_default() {
     let mut w = world().await;
-    let profiles = tempfile::tempdir().unwrap();
-    let block = |name: &str, calls: &[&str]| {
-        let path = profiles.path().join(name);
-        let text = serde_json::json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "syscalls": [{"names": calls, "action": "SCMP_ACT_ERRNO"}],
-        });
-        std::fs::write(&path, text.to_string()).unwrap();
-        path.display().to_string()
-    };
-    let no_chmod = block("block-chmod.json", &["chmod", "fchmodat", "fchmodat2"]);
-    let no_hostname = block("block-host-name.json", &["sethostname"]);
-    let status = "grep Seccomp: /proc/self/status";
-    let rename = "hostname renamed 2>&1; echo rc=$?";
     let logs = w
         .run_all(vec![
-            secure("nil", status, LinuxContainerSecurityContext::default()),
+            secure(
+                "nil",
+                SECCOMP_STATUS,
+                LinuxContainerSecurityContext::default(),
+            ),
             secure(
                 "default",
-                status,
+                SECCOMP_STATUS,
                 LinuxContainerSecurityContext {
                     seccomp: Some(SecurityProfile::default()),
                     ..Default::default()
@@ -775,52 +817,9 @@ async fn seccomp_profiles_and_devices() {
             ),
             secure(
                 "unconfined",
-                status,
+                SECCOMP_STATUS,
                 LinuxContainerSecurityContext {
                     seccomp: profile(ProfileType::Unconfined, ""),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "chmod",
-                "chmod 400 / 2>&1; echo rc=$?",
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Localhost, &no_chmod),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "hostname-blocked",
-                rename,
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Localhost, &no_hostname),
-                    capabilities: sys_admin(),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "hostname-unconfined",
-                rename,
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Unconfined, ""),
-                    capabilities: sys_admin(),
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "hostname-privileged",
-                rename,
-                LinuxContainerSecurityContext {
-                    seccomp: profile(ProfileType::Localhost, &no_hostname),
-                    privileged: true,
-                    ..Default::default()
-                },
-            ),
-            secure(
-                "default-no-admin",
-                "hostname renamed 2>&1; echo rc=$?; sh -c 'echo child-ran'",
-                LinuxContainerSecurityContext {
-                    seccomp: Some(SecurityProfile::default()),
                     ..Default::default()
                 },
             ),
@@ -842,35 +841,116 @@ async fn seccomp_profiles_and_devices() {
         Some("Seccomp:\t0"),
         "unconfined"
     );
+}
+
+#[tokio::test]
+async fn a_localhost_profile_makes_the_syscalls_it_blocks_fail() {
+    let mut w = world().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let no_chmod = blocking_profile(
+        profiles.path(),
+        "block-chmod.json",
+        &["chmod", "fchmodat", "fchmodat2"],
+    );
+    let no_hostname = blocking_profile(profiles.path(), "block-host-name.json", &["sethostname"]);
+    let logs = w
+        .run_all(vec![
+            secure(
+                "chmod",
+                "chmod 400 / 2>&1; echo rc=$?",
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_chmod),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-blocked",
+                RENAME,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_hostname),
+                    capabilities: sys_admin(),
+                    ..Default::default()
+                },
+            ),
+        ])
+        .await;
     assert!(
-        logs[3]
+        logs[0]
             .iter()
             .any(|l| l.contains("Operation not permitted")),
         "{:?}",
-        logs[3]
+        logs[0]
     );
-    assert_eq!(logs[3].last().map(String::as_str), Some("rc=1"));
+    assert_eq!(logs[0].last().map(String::as_str), Some("rc=1"));
     assert_eq!(
-        logs[4].last().map(String::as_str),
+        logs[1].last().map(String::as_str),
         Some("rc=1"),
         "{:?}",
-        logs[4]
+        logs[1]
     );
+}
+
+#[tokio::test]
+async fn sys_admin_sets_the_hostname_unconfined_or_privileged_whatever_the_profile() {
+    let mut w = world().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let no_hostname = blocking_profile(profiles.path(), "block-host-name.json", &["sethostname"]);
+    let logs = w
+        .run_all(vec![
+            secure(
+                "hostname-unconfined",
+                RENAME,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Unconfined, ""),
+                    capabilities: sys_admin(),
+                    ..Default::default()
+                },
+            ),
+            secure(
+                "hostname-privileged",
+                RENAME,
+                LinuxContainerSecurityContext {
+                    seccomp: profile(ProfileType::Localhost, &no_hostname),
+                    privileged: true,
+                    ..Default::default()
+                },
+            ),
+        ])
+        .await;
     assert_eq!(
-        logs[5],
+        logs[0],
         vec!["rc=0".to_string()],
         "unconfined with SYS_ADMIN"
     );
     assert_eq!(
-        logs[6],
+        logs[1],
         vec!["rc=0".to_string()],
         "privileged ignores the profile"
     );
-    assert!(logs[7].contains(&"rc=1".to_string()), "{:?}", logs[7]);
-    assert!(logs[7].contains(&"child-ran".to_string()), "{:?}", logs[7]);
+}
 
-    // Devices: one read-write, one read-only by the device cgroup; any other device is
-    // denied, even one the container makes itself.
+#[tokio::test]
+async fn the_default_profile_without_sys_admin_refuses_sethostname_but_runs_a_child() {
+    let mut w = world().await;
+    let logs = w
+        .run_all(vec![secure(
+            "default-no-admin",
+            "hostname renamed 2>&1; echo rc=$?; sh -c 'echo child-ran'",
+            LinuxContainerSecurityContext {
+                seccomp: Some(SecurityProfile::default()),
+                ..Default::default()
+            },
+        )])
+        .await;
+    assert!(logs[0].contains(&"rc=1".to_string()), "{:?}", logs[0]);
+    assert!(logs[0].contains(&"child-ran".to_string()), "{:?}", logs[0]);
+}
+
+#[tokio::test]
+async fn listed_devices_have_their_permissions_and_any_other_device_is_denied() {
+    let mut w = world().await;
+    // One read-write, one read-only by the device cgroup; any other device is denied,
+    // even one the container makes itself.
     let mut devices = container(
         "devices",
         "echo x > /dev/mynull && echo null-written; \
@@ -903,38 +983,28 @@ async fn seccomp_profiles_and_devices() {
             logs[0]
         );
     }
+}
 
-    // Bad requests name their field and leave nothing behind.
-    let before = w
-        .client
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
-    let mut missing = secure(
-        "missing-profile",
-        "true",
-        LinuxContainerSecurityContext {
-            seccomp: profile(ProfileType::Localhost, "/no/such/profile.json"),
-            ..Default::default()
-        },
-    );
+/// Container configs CreateContainer refuses, each with the field its error names: a
+/// missing or relative seccomp profile, a device that is not one, a mount over /proc or
+/// /sys.
+fn bad_container_configs() -> Vec<(ContainerConfig, &'static str)> {
+    let localhost = |name: &str, path: &str| {
+        secure(
+            name,
+            "true",
+            LinuxContainerSecurityContext {
+                seccomp: profile(ProfileType::Localhost, path),
+                ..Default::default()
+            },
+        )
+    };
     let mut not_a_device = container("not-a-device", "true");
     not_a_device.devices = vec![Device {
         container_path: "/dev/x".into(),
         host_path: "/etc/hostname".into(),
         permissions: "r".into(),
     }];
-    let mut relative = secure(
-        "relative-profile",
-        "true",
-        LinuxContainerSecurityContext {
-            seccomp: profile(ProfileType::Localhost, "profile.json"),
-            ..Default::default()
-        },
-    );
     let over = |name: &str, path: &str| {
         let mut config = container(name, "true");
         config.mounts = vec![berth::proto::Mount {
@@ -944,19 +1014,40 @@ async fn seccomp_profiles_and_devices() {
         }];
         config
     };
-    let (mut over_proc, mut over_sys) = (over("over-proc", "/proc"), over("over-sys", "/sys"));
-    for (config, field) in [
-        (&mut missing, "seccomp"),
-        (&mut not_a_device, "config.devices"),
-        (&mut relative, "seccomp"),
-        (&mut over_proc, "config.mounts.container_path"),
-        (&mut over_sys, "config.mounts.container_path"),
-    ] {
+    vec![
+        (
+            localhost("missing-profile", "/no/such/profile.json"),
+            "seccomp",
+        ),
+        (not_a_device, "config.devices"),
+        (localhost("relative-profile", "profile.json"), "seccomp"),
+        (over("over-proc", "/proc"), "config.mounts.container_path"),
+        (over("over-sys", "/sys"), "config.mounts.container_path"),
+    ]
+}
+
+impl World {
+    async fn container_count(&mut self) -> usize {
+        self.client
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn a_bad_profile_device_or_mount_is_refused_naming_its_field_leaving_nothing() {
+    let mut w = world().await;
+    let before = w.container_count().await;
+    for (config, field) in bad_container_configs() {
         let err = w
             .client
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: w.sandbox.clone(),
-                config: Some(common::world::for_the_runtime(config.clone())),
+                config: Some(common::world::for_the_runtime(config)),
                 sandbox_config: None,
             })
             .await
@@ -964,14 +1055,7 @@ async fn seccomp_profiles_and_devices() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains(field), "{err:?}");
     }
-    let after = w
-        .client
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
+    let after = w.container_count().await;
     assert_eq!(before, after);
 }
 

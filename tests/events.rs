@@ -132,28 +132,22 @@ async fn go_watcher(daemon: &Daemon, count: usize) -> tokio::process::Child {
     child
 }
 
-#[tokio::test]
-async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
-    let (_registry, daemon) = busybox_mirror("latest", "").await;
-    pull_busybox(&daemon).await;
-    let tree = CgroupTree(format!("berth-events-{}", std::process::id()));
-    let logs = tempfile::tempdir().unwrap();
-    let mut client = daemon.runtime().await;
-    let mut events = subscribe(&mut client).await;
-    let go = go_watcher(&daemon, 12).await;
+/// The next event, which must be of `want` for `id`.
+async fn expect_event(
+    events: &mut Events,
+    want: ContainerEventType,
+    id: &str,
+) -> ContainerEventResponse {
+    let e = next(events).await;
+    assert_eq!((kind(&e), e.container_id.as_str()), (want, id));
+    e
+}
 
-    let config = pod("told", &tree, &logs);
-    let pod_id = run_pod(&mut client, config.clone()).await;
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Created, pod_id.as_str())
-    );
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Started, pod_id.as_str())
-    );
+/// A pod is told as CREATED, then STARTED with a ready status that has an IP and no
+/// containers yet.
+async fn expect_pod_run(events: &mut Events, pod_id: &str) {
+    expect_event(events, Created, pod_id).await;
+    let e = expect_event(events, Started, pod_id).await;
     assert_eq!(pod_state(&e), PodSandboxState::SandboxReady);
     assert!(
         !e.pod_sandbox_status
@@ -167,121 +161,83 @@ async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
     );
     assert!(e.containers_statuses.is_empty());
     assert!(e.created_at > 0);
+}
 
-    let long = create(&mut client, &pod_id, &config, "long", "exec sleep 3600").await;
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Created, long.as_str())
-    );
-    assert_eq!(
-        state_of(&e, &long),
-        Some((ContainerState::ContainerCreated, 0))
-    );
-    let short = create(&mut client, &pod_id, &config, "short", "sleep 1; exit 3").await;
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Created, short.as_str())
-    );
-    assert_eq!(e.containers_statuses.len(), 2, "both containers: {e:?}");
-
-    start(&mut client, &long).await;
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Started, long.as_str())
-    );
-    assert_eq!(
-        state_of(&e, &long),
-        Some((ContainerState::ContainerRunning, 0))
-    );
-    assert_eq!(
-        state_of(&e, &short),
-        Some((ContainerState::ContainerCreated, 0))
-    );
-    start(&mut client, &short).await;
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Started, short.as_str())
-    );
-
-    // Its own exit, with nobody asking for its status.
-    let e = next(&mut events).await;
-    assert_eq!(
-        (kind(&e), e.container_id.as_str()),
-        (Stopped, short.as_str())
-    );
-    assert_eq!(
-        state_of(&e, &short),
-        Some((ContainerState::ContainerExited, 3))
-    );
-    assert_eq!(
-        state_of(&e, &long),
-        Some((ContainerState::ContainerRunning, 0))
-    );
-
-    // The kubelet's evented PLEG takes a pod's containers from its status when the
-    // status has a timestamp: all of them are there.
+/// The kubelet's evented PLEG takes a pod's containers from its status when the status
+/// has a timestamp: the status is newer than the event at `after` and has all of them.
+async fn assert_status_lists_all(
+    client: &mut RuntimeServiceClient<Channel>,
+    pod_id: &str,
+    after: i64,
+    mut expected: Vec<(String, i32)>,
+) {
     let status = client
         .pod_sandbox_status(berth::proto::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
+            pod_sandbox_id: pod_id.into(),
             verbose: false,
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(
-        status.timestamp > e.created_at,
-        "{} {}",
-        status.timestamp,
-        e.created_at
-    );
+    assert!(status.timestamp > after, "{} {}", status.timestamp, after);
     let mut listed: Vec<(String, i32)> = status
         .containers_statuses
         .iter()
         .map(|c| (c.id.clone(), c.state))
         .collect();
     listed.sort();
-    let mut expected = vec![
-        (long.clone(), ContainerState::ContainerRunning as i32),
-        (short.clone(), ContainerState::ContainerExited as i32),
-    ];
     expected.sort();
     assert_eq!(listed, expected);
+}
 
+/// StopPodSandbox is told as the pod's STOPPED and the running container's, in either
+/// order, the pod not ready and the container exited after it.
+async fn expect_pod_stop(
+    client: &mut RuntimeServiceClient<Channel>,
+    events: &mut Events,
+    pod_id: &str,
+    running: &str,
+) {
     client
         .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
+            pod_sandbox_id: pod_id.into(),
         })
         .await
         .unwrap();
-    let mut stopped = [next(&mut events).await, next(&mut events).await];
+    let mut stopped = [next(events).await, next(events).await];
     stopped.sort_by_key(|e| e.container_id != pod_id);
     assert_eq!(
         (kind(&stopped[0]), stopped[0].container_id.as_str()),
-        (Stopped, pod_id.as_str())
+        (Stopped, pod_id)
     );
     assert_eq!(
         (kind(&stopped[1]), stopped[1].container_id.as_str()),
-        (Stopped, long.as_str())
+        (Stopped, running)
     );
     assert_eq!(pod_state(&stopped[1]), PodSandboxState::SandboxNotready);
     assert_eq!(
-        state_of(&stopped[1], &long).map(|s| s.0),
+        state_of(&stopped[1], running).map(|s| s.0),
         Some(ContainerState::ContainerExited)
     );
+}
 
+/// RemovePodSandbox is told as the containers' DELETED, then the pod's with its last
+/// status.
+async fn expect_pod_removal(
+    client: &mut RuntimeServiceClient<Channel>,
+    events: &mut Events,
+    pod_id: &str,
+    containers: [&str; 2],
+) {
     client
         .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
+            pod_sandbox_id: pod_id.into(),
         })
         .await
         .unwrap();
     let mut deleted = Vec::new();
     for _ in 0..3 {
-        deleted.push(next(&mut events).await);
+        deleted.push(next(events).await);
     }
     assert!(deleted.iter().all(|e| kind(e) == Deleted), "{deleted:?}");
     let mut ids: Vec<&str> = deleted[..2]
@@ -289,7 +245,7 @@ async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
         .map(|e| e.container_id.as_str())
         .collect();
     ids.sort();
-    let mut both = vec![long.as_str(), short.as_str()];
+    let mut both = containers.to_vec();
     both.sort();
     assert_eq!(ids, both, "the containers go first");
     let last = &deleted[2];
@@ -300,8 +256,11 @@ async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
         "its last status"
     );
     assert!(last.containers_statuses.is_empty());
+}
 
-    // grpc-go heard the same twelve events.
+/// grpc-go heard the same twelve events: the pod's CREATED and STARTED first, the short
+/// container's STOPPED seventh with its exit code, the pod's DELETED last.
+async fn assert_go_heard_the_same(go: tokio::process::Child, pod_id: &str, short: &str) {
     let out = tokio::time::timeout(Duration::from_secs(30), go.wait_with_output())
         .await
         .expect("criwatch ends")
@@ -318,33 +277,80 @@ async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
     eprintln!("criwatch:\n{}", lines.join("\n"));
     assert_eq!(lines.len(), 12, "{lines:?}");
     let short_id = |id: &str| id[..12].to_string();
+    let (pod, short) = (short_id(pod_id), short_id(short));
     let expected_first = [
-        format!(
-            "CREATED {} pod={}:READY containers=",
-            short_id(&pod_id),
-            short_id(&pod_id)
-        ),
-        format!(
-            "STARTED {} pod={}:READY containers=",
-            short_id(&pod_id),
-            short_id(&pod_id)
-        ),
+        format!("CREATED {pod} pod={pod}:READY containers="),
+        format!("STARTED {pod} pod={pod}:READY containers="),
     ];
     assert_eq!(lines[..2], expected_first);
     assert!(
-        lines[6].starts_with(&format!("STOPPED {}", short_id(&short)))
-            && lines[6].contains(&format!("{}:EXITED:3", short_id(&short))),
+        lines[6].starts_with(&format!("STOPPED {short}"))
+            && lines[6].contains(&format!("{short}:EXITED:3")),
         "{}",
         lines[6]
     );
     assert_eq!(
         lines[11],
-        format!(
-            "DELETED {} pod={}:NOTREADY containers=",
-            short_id(&pod_id),
-            short_id(&pod_id)
-        )
+        format!("DELETED {pod} pod={pod}:NOTREADY containers=")
     );
+}
+
+#[tokio::test]
+async fn a_pods_life_is_told_event_by_event_with_statuses_after_each() {
+    let (_registry, daemon) = busybox_mirror("latest", "").await;
+    pull_busybox(&daemon).await;
+    let tree = CgroupTree(format!("berth-events-{}", std::process::id()));
+    let logs = tempfile::tempdir().unwrap();
+    let mut client = daemon.runtime().await;
+    let mut events = subscribe(&mut client).await;
+    let go = go_watcher(&daemon, 12).await;
+
+    let config = pod("told", &tree, &logs);
+    let pod_id = run_pod(&mut client, config.clone()).await;
+    expect_pod_run(&mut events, &pod_id).await;
+
+    let long = create(&mut client, &pod_id, &config, "long", "exec sleep 3600").await;
+    let e = expect_event(&mut events, Created, &long).await;
+    assert_eq!(
+        state_of(&e, &long),
+        Some((ContainerState::ContainerCreated, 0))
+    );
+    let short = create(&mut client, &pod_id, &config, "short", "sleep 1; exit 3").await;
+    let e = expect_event(&mut events, Created, &short).await;
+    assert_eq!(e.containers_statuses.len(), 2, "both containers: {e:?}");
+
+    start(&mut client, &long).await;
+    let e = expect_event(&mut events, Started, &long).await;
+    assert_eq!(
+        state_of(&e, &long),
+        Some((ContainerState::ContainerRunning, 0))
+    );
+    assert_eq!(
+        state_of(&e, &short),
+        Some((ContainerState::ContainerCreated, 0))
+    );
+    start(&mut client, &short).await;
+    expect_event(&mut events, Started, &short).await;
+
+    // Its own exit, with nobody asking for its status.
+    let e = expect_event(&mut events, Stopped, &short).await;
+    assert_eq!(
+        state_of(&e, &short),
+        Some((ContainerState::ContainerExited, 3))
+    );
+    assert_eq!(
+        state_of(&e, &long),
+        Some((ContainerState::ContainerRunning, 0))
+    );
+    let expected = vec![
+        (long.clone(), ContainerState::ContainerRunning as i32),
+        (short.clone(), ContainerState::ContainerExited as i32),
+    ];
+    assert_status_lists_all(&mut client, &pod_id, e.created_at, expected).await;
+
+    expect_pod_stop(&mut client, &mut events, &pod_id, &long).await;
+    expect_pod_removal(&mut client, &mut events, &pod_id, [&long, &short]).await;
+    assert_go_heard_the_same(go, &pod_id, &short).await;
     assert_nothing_left(&daemon, &tree.0);
 }
 
