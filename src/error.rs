@@ -47,7 +47,8 @@ pub enum Error {
     #[error(transparent)]
     Network(#[from] CniError),
 
-    /// An OCI spec could not be generated.
+    /// An OCI spec could not be generated: from the request (InvalidArgument) or from
+    /// berth's own inputs (Internal).
     #[error(transparent)]
     Spec(#[from] SpecError),
 
@@ -122,9 +123,12 @@ impl From<Error> for tonic::Status {
             Error::TimedOut { .. } => tonic::Status::deadline_exceeded(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Network(CniError::NotReady(_)) => tonic::Status::failed_precondition(message),
+            Error::Spec(SpecError::Invalid { .. } | SpecError::Resources(_)) => {
+                tonic::Status::invalid_argument(message)
+            }
             Error::Runtime(_)
             | Error::Network(_)
-            | Error::Spec(_)
+            | Error::Spec(SpecError::Build(_))
             | Error::Io { .. }
             | Error::Task(_)
             | Error::Monitor(_)

@@ -7,7 +7,6 @@
 extern crate alloc;
 
 pub mod cgroups;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod container;

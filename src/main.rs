@@ -176,7 +176,7 @@ fn import(args: GlobalArgs, file: PathBuf, name: Option<String>) -> anyhow::Resu
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let channel = berth::client::connect(&config.socket)
+        let channel = berth::daemon::client::connect(&config.socket)
             .await
             .with_context(|| format!("cannot reach berth at {}", config.socket.display()))?;
         let mut admin = berth::proto::admin::admin_client::AdminClient::new(channel);

@@ -555,7 +555,7 @@ impl Target {
         logs: &Path,
         busybox: &str,
     ) -> Target {
-        let channel = berth::client::connect(socket)
+        let channel = berth::daemon::client::connect(socket)
             .await
             .expect("connect to the runtime");
         Target {

@@ -90,7 +90,7 @@ impl Target {
                 "{}: not everything listed right within {RESTART_DEADLINE:?} of a restart",
                 self.name
             );
-            if let Ok(channel) = berth::client::connect(&self.socket).await {
+            if let Ok(channel) = berth::daemon::client::connect(&self.socket).await {
                 let mut runtime = RuntimeServiceClient::new(channel.clone());
                 if answered.is_none() && runtime.version(VersionRequest::default()).await.is_ok() {
                     answered = Some(ms(started.elapsed()));

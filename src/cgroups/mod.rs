@@ -156,6 +156,14 @@ impl Limit {
     }
 }
 
+/// A huge page limit of a size this kernel does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the kernel has no {asked} huge pages (it has {})", known.join(", "))]
+pub struct NoSuchPageSize {
+    pub asked: String,
+    pub known: Vec<String>,
+}
+
 impl Layout {
     /// This host's layout. No mount table, or not one cgroup hierarchy in it, is an
     /// error: the runtime could start no container.
@@ -425,7 +433,11 @@ impl Layout {
     /// cannot apply (the rules of [`Layout::refuses`]); returns what it took out. Device
     /// rules always stay. A huge page size the kernel does not have is an error: the
     /// request names something that cannot exist.
-    pub fn fit(&self, resources: &mut LinuxResources, path: &str) -> Result<Vec<Limit>, String> {
+    pub fn fit(
+        &self,
+        resources: &mut LinuxResources,
+        path: &str,
+    ) -> Result<Vec<Limit>, NoSuchPageSize> {
         let mut dropped = Vec::new();
         let mut drop = |limit: Limit, asked: bool| {
             let drop = asked && !self.takes(limit, path);
@@ -493,12 +505,10 @@ impl Layout {
         }
         for limit in resources.hugepage_limits().iter().flatten() {
             if !self.hugepage_sizes.contains(limit.page_size()) {
-                let sizes: Vec<&str> = self.hugepage_sizes.iter().map(String::as_str).collect();
-                return Err(format!(
-                    "the kernel has no {} huge pages (it has {})",
-                    limit.page_size(),
-                    sizes.join(", ")
-                ));
+                return Err(NoSuchPageSize {
+                    asked: limit.page_size().to_string(),
+                    known: self.hugepage_sizes.iter().cloned().collect(),
+                });
             }
         }
         Ok(dropped)

@@ -229,7 +229,10 @@ fn v1_host_with_hugetlb_keeps_it_and_refuses_unknown_page_sizes() {
 
     let mut resources = kubelet_resources();
     let err = layout.fit(&mut resources, "/kubepods/pod1/c").unwrap_err();
-    assert!(err.contains("no 1GB huge pages (it has 2MB)"), "{err}");
+    assert!(
+        err.to_string().contains("no 1GB huge pages (it has 2MB)"),
+        "{err}"
+    );
 
     let mut resources = kubelet_resources();
     resources.set_hugepage_limits(Some(vec![

@@ -276,7 +276,7 @@ impl Containers {
         self.records.forget(record)
     }
 
-    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), String> {
+    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), crate::store::NameTaken> {
         self.records.reserve_name(key, id)
     }
 

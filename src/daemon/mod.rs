@@ -6,6 +6,7 @@
 //! given to [`serve`]): stop accepting, let in-flight calls finish for a bounded time,
 //! remove the socket, close the store, release the locks.
 
+pub mod client;
 mod lock;
 pub mod notify;
 

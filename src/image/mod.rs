@@ -14,12 +14,12 @@ pub mod content;
 pub mod digest;
 mod gc;
 mod import;
-mod inflight;
 mod landing;
 pub mod manifest;
 mod pull;
 pub mod reference;
 pub mod registry;
+mod single_flight;
 pub mod unpack;
 
 use std::collections::BTreeMap;
@@ -28,9 +28,9 @@ use std::sync::{Arc, RwLock};
 
 use content::ContentStore;
 use digest::Digest;
-use inflight::InFlight;
 use reference::Reference;
 use registry::RegistryClient;
+use single_flight::SingleFlight;
 
 use crate::store::{ImageRecord, LayerRecord, Store, StoreError};
 
@@ -62,8 +62,12 @@ pub enum ImageError {
     Import { path: PathBuf, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A background task of the image service died (panicked or was cancelled).
     #[error("image task failed: {0}")]
     Task(String),
+    /// The registries' HTTP client could not be made (its TLS set-up failed).
+    #[error("cannot build the registries' HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
     #[error("{0}")]
     Shared(Arc<ImageError>),
 }
@@ -88,9 +92,10 @@ impl ImageError {
             ImageError::Corrupt { .. } => tonic::Code::DataLoss,
             ImageError::Unsupported { .. } => tonic::Code::FailedPrecondition,
             ImageError::Registry { .. } => tonic::Code::Unknown,
-            ImageError::Io { .. } | ImageError::Store(_) | ImageError::Task(_) => {
-                tonic::Code::Internal
-            }
+            ImageError::Io { .. }
+            | ImageError::Store(_)
+            | ImageError::Task(_)
+            | ImageError::HttpClient(_) => tonic::Code::Internal,
             ImageError::Shared(inner) => inner.code(),
         }
     }
@@ -109,8 +114,8 @@ pub struct ImageManager {
     registry: Arc<RegistryClient>,
     /// Image records by id; a cache of the store's images table.
     images: RwLock<BTreeMap<String, ImageRecord>>,
-    pulls: InFlight<String, String, ImageError>,
-    layers: InFlight<Digest, (), ImageError>,
+    pulls: SingleFlight<String, String, ImageError>,
+    layers: SingleFlight<Digest, (), ImageError>,
     gc_lock: tokio::sync::RwLock<()>,
 }
 
@@ -132,14 +137,14 @@ impl ImageManager {
     ) -> Result<ImageManager, ImageError> {
         let dir = root.join("images");
         let content = ContentStore::open(&dir).map_err(ImageError::io(&dir))?;
-        let registry = Arc::new(RegistryClient::new(registries).map_err(ImageError::Task)?);
+        let registry = Arc::new(RegistryClient::new(registries).map_err(ImageError::HttpClient)?);
         let manager = ImageManager {
             content,
             store,
             registry,
             images: RwLock::new(BTreeMap::new()),
-            pulls: InFlight::default(),
-            layers: InFlight::default(),
+            pulls: SingleFlight::default(),
+            layers: SingleFlight::default(),
             gc_lock: tokio::sync::RwLock::new(()),
         };
         manager.recover()?;

@@ -204,7 +204,9 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(registries: BTreeMap<String, RegistryConfig>) -> Result<RegistryClient, String> {
+    pub fn new(
+        registries: BTreeMap<String, RegistryConfig>,
+    ) -> Result<RegistryClient, reqwest::Error> {
         let build = |verify: bool| {
             reqwest::Client::builder()
                 .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
@@ -212,7 +214,6 @@ impl RegistryClient {
                 .read_timeout(Duration::from_secs(60))
                 .danger_accept_invalid_certs(!verify)
                 .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))
         };
         Ok(RegistryClient {
             registries,

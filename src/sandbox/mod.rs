@@ -281,7 +281,7 @@ impl Sandboxes {
     }
 
     /// Reserves a pod name for `id`; returns the id that holds it already, if any.
-    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), String> {
+    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), crate::store::NameTaken> {
         self.records.reserve_name(key, id)
     }
 

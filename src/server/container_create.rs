@@ -43,14 +43,14 @@ impl CriService {
         request: CreateContainerRequest,
     ) -> Result<String> {
         let container = self.validate_container(request)?;
-        if let Err(holder) = self
+        if let Err(taken) = self
             .containers
             .reserve_name(&container.name_key, &container.id)
         {
             return Err(Error::AlreadyExists {
                 kind: "container",
                 name: container.name_key.clone(),
-                id: holder,
+                id: taken.holder,
             });
         }
         let service = self.clone();
@@ -433,8 +433,7 @@ impl CriService {
             seccomp: &seccomp,
             apparmor_profile: apparmor,
             selinux_label: crate::container::security::selinux(&security),
-        })
-        .map_err(|e| Error::invalid("config", e.to_string()))?;
+        })?;
         if let Some(mut linux) = spec.linux().clone() {
             let mut resources = linux.resources().clone().unwrap_or_default();
             self.fit_resources(&mut resources, &c.id, &cgroups_path, In::Create)?;

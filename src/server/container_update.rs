@@ -101,10 +101,10 @@ impl CriService {
         cgroup: &str,
         within: In,
     ) -> Result<()> {
-        let dropped = self.cgroups.fit(resources, cgroup).map_err(|reason| {
+        let dropped = self.cgroups.fit(resources, cgroup).map_err(|unknown| {
             let error = ResourceError {
                 field: ResourceField::HugepageLimits,
-                reason,
+                reason: unknown.to_string(),
             };
             refused(error, within)
         })?;

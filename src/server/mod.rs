@@ -14,9 +14,9 @@ mod image_pull;
 mod image_remove;
 mod image_status;
 mod image_volumes;
-mod metrics;
 mod recovery;
-mod runtime_info;
+mod runtime_config;
+mod runtime_status;
 mod sandbox_port_forward;
 mod sandbox_run;
 mod sandbox_status;
@@ -24,7 +24,7 @@ mod sandbox_stop;
 mod stats;
 
 pub use image_status::to_cri as image_to_cri;
-pub use runtime_info::{NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY};
+pub use runtime_status::{NETWORK_READY, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_READY};
 
 use std::sync::{Arc, RwLock};
 

@@ -58,11 +58,11 @@ impl CriService {
         request: RunPodSandboxRequest,
     ) -> Result<String> {
         let pod = self.validate_pod(request)?;
-        if let Err(holder) = self.sandboxes.reserve_name(&pod.name_key, &pod.id) {
+        if let Err(taken) = self.sandboxes.reserve_name(&pod.name_key, &pod.id) {
             return Err(Error::AlreadyExists {
                 kind: "pod sandbox",
                 name: pod.name_key.clone(),
-                id: holder,
+                id: taken.holder,
             });
         }
         let service = self.clone();

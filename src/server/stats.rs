@@ -1,4 +1,6 @@
-//! ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats.
+//! ContainerStats, ListContainerStats, PodSandboxStats and ListPodSandboxStats; and
+//! ListMetricDescriptors and ListPodSandboxMetrics, the same figures as metrics
+//! ([`crate::stats::metrics`]).
 //!
 //! A container's figures come from its own cgroup (`<pod cgroup parent>/<id>`); a pod's
 //! are the sum of its pause's and its containers' cgroups (right whether or not the
@@ -10,9 +12,9 @@ use super::CriService;
 use crate::error::Result;
 use crate::proto::{
     ContainerAttributes, ContainerMetadata, ContainerStats, ContainerStatsFilter, CpuUsage,
-    FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage,
-    NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxMetadata, PodSandboxStats,
-    PodSandboxStatsFilter, ProcessUsage, UInt64Value,
+    FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage, MetricDescriptor,
+    NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxMetadata,
+    PodSandboxMetrics, PodSandboxStats, PodSandboxStatsFilter, ProcessUsage, UInt64Value,
 };
 use crate::stats::{CgroupUsage, InterfaceFigures, disk_usage, network};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
@@ -217,6 +219,26 @@ impl CriService {
             Some(("container", id)) => containers.contains(id),
             _ => false,
         });
+    }
+
+    /// The metrics berth reports, described.
+    pub fn list_metric_descriptors(&self) -> Vec<MetricDescriptor> {
+        crate::stats::metrics::DESCRIPTORS
+            .iter()
+            .map(|(name, help, keys, _)| MetricDescriptor {
+                name: name.to_string(),
+                help: help.to_string(),
+                label_keys: keys.iter().map(|k| k.to_string()).collect(),
+            })
+            .collect()
+    }
+
+    pub fn list_pod_sandbox_metrics(&self) -> Result<Vec<PodSandboxMetrics>> {
+        Ok(self
+            .list_pod_sandbox_stats(None)?
+            .iter()
+            .map(crate::stats::metrics::pod_metrics)
+            .collect())
     }
 }
 

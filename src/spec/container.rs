@@ -188,7 +188,8 @@ pub fn process_args(config: &ContainerConfig, image: &RunConfig) -> Result<Vec<S
         entrypoint.into_iter().chain(cmd).collect()
     };
     if args.is_empty() {
-        return Err(SpecError::new(
+        return Err(SpecError::invalid(
+            "config.command",
             "no command: neither the config nor the image gives one",
         ));
     }
@@ -234,9 +235,12 @@ pub fn capabilities(
                 .filter_map(|c| Capability::from_str(c).ok())
                 .collect());
         }
-        Capability::from_str(bare)
-            .map(|c| vec![c])
-            .map_err(|_| SpecError::new(format!("unknown capability {name:?}")))
+        Capability::from_str(bare).map(|c| vec![c]).map_err(|_| {
+            SpecError::invalid(
+                "config.linux.security_context.capabilities",
+                format!("unknown capability {name:?}"),
+            )
+        })
     };
     let mut caps: HashSet<Capability> = if privileged {
         ALL_CAPABILITIES
@@ -405,12 +409,15 @@ fn seccomp(
         SeccompSource::Unconfined => Ok(None),
         SeccompSource::RuntimeDefault => super::seccomp::runtime_default(caps)
             .map(Some)
-            .map_err(SpecError),
+            .map_err(|reason| SpecError::invalid(SECCOMP_FIELD, reason)),
         SeccompSource::Profile(text) => super::seccomp::parse_profile(text, caps)
             .map(Some)
-            .map_err(SpecError),
+            .map_err(|reason| SpecError::invalid(SECCOMP_FIELD, reason)),
     }
 }
+
+/// The field a seccomp profile comes from.
+const SECCOMP_FIELD: &str = "config.linux.security_context.seccomp";
 
 /// The masked and the read-only paths: the config's, or the defaults when it gives
 /// none; nothing at all for a privileged container (oci-spec's defaults would mask
@@ -461,7 +468,10 @@ fn namespaces(
         p if p == pod => list.push(ns(LinuxNamespaceType::Pid, Some(&pause("pid")))?),
         p if p == target => {
             let pid = input.target_pid.ok_or_else(|| {
-                SpecError::new("a TARGET PID namespace without a target container")
+                SpecError::invalid(
+                    "config.linux.security_context.namespace_options.target_id",
+                    "a TARGET PID namespace without a target container",
+                )
             })?;
             list.push(ns(
                 LinuxNamespaceType::Pid,
@@ -574,10 +584,10 @@ fn pod_mounts(input: &ContainerSpecInput<'_>) -> Result<Vec<Mount>, SpecError> {
 /// One CRI mount as a bind with its propagation and read-only options.
 fn cri_mount(m: &crate::proto::Mount) -> Result<Mount, SpecError> {
     if !m.container_path.starts_with('/') {
-        return Err(SpecError::new(format!(
-            "mount target {:?} is not absolute",
-            m.container_path
-        )));
+        return Err(SpecError::invalid(
+            "config.mounts.container_path",
+            format!("mount target {:?} is not absolute", m.container_path),
+        ));
     }
     let propagation = match MountPropagation::try_from(m.propagation) {
         Ok(MountPropagation::PropagationHostToContainer) => "rslave",
@@ -591,10 +601,13 @@ fn cri_mount(m: &crate::proto::Mount) -> Result<Mount, SpecError> {
     }
     if m.recursive_read_only {
         if !m.readonly || propagation != "rprivate" {
-            return Err(SpecError::new(format!(
-                "recursive read-only mount {} must be read-only and private",
-                m.container_path
-            )));
+            return Err(SpecError::invalid(
+                "config.mounts.recursive_read_only",
+                format!(
+                    "recursive read-only mount {} must be read-only and private",
+                    m.container_path
+                ),
+            ));
         }
         options.push("rro");
     }
@@ -700,7 +713,7 @@ fn resources(
 pub fn resources_of(
     r: &crate::proto::LinuxContainerResources,
 ) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    check_resources(r).map_err(|e| SpecError::new(e.to_string()))?;
+    check_resources(r)?;
     let mut builder = LinuxResourcesBuilder::default();
     let cpu_set = r.cpu_shares > 0
         || r.cpu_quota > 0

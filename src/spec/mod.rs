@@ -9,17 +9,24 @@ pub use sandbox::{NamespaceMode, PauseProcess, SandboxSpec, sandbox_spec};
 
 /// A spec that could not be built from its inputs.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the OCI spec: {0}")]
-pub struct SpecError(pub(crate) String);
-
-impl SpecError {
-    pub fn new(reason: impl Into<String>) -> Self {
-        SpecError(reason.into())
-    }
+pub enum SpecError {
+    /// The request asks for what no spec can hold; `field` is the request's field.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// Resources no host would take.
+    #[error("invalid resources: {0}")]
+    Resources(#[from] container::ResourceError),
+    /// The spec builder refused what berth gave it: berth's fault, not the request's.
+    #[error("cannot build the OCI spec: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
 }
 
-impl From<oci_spec::OciSpecError> for SpecError {
-    fn from(err: oci_spec::OciSpecError) -> Self {
-        SpecError(err.to_string())
+impl SpecError {
+    /// The request's `field` asks for what no spec can hold.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }

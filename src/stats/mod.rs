@@ -7,6 +7,8 @@
 //! The parsers are pure and unit-tested; the readers return `None` for what the host
 //! does not have (a cgroup that is gone, a controller that is not mounted).
 
+pub mod metrics;
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

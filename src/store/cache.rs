@@ -21,6 +21,12 @@ pub trait Named: Record + Clone {
 /// the order the changes are made; it must not block, and may only read other caches.
 pub type Observer<R> = Box<dyn Fn(Option<&R>, Option<&R>) + Send + Sync>;
 
+/// A name reserved already, by the record `holder`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTaken {
+    pub holder: String,
+}
+
 /// See the module docs.
 pub struct RecordCache<R> {
     store: Arc<Store>,
@@ -156,11 +162,13 @@ impl<R: Named> RecordCache<R> {
         Ok(())
     }
 
-    /// Reserves a name for `id`; returns the id that holds it already, if any.
-    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), String> {
+    /// Reserves a name for `id`; an error naming the id that holds it already, if any.
+    pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), NameTaken> {
         let mut names: MutexGuard<'_, _> = unpoisoned(self.names.lock());
         if let Some(holder) = names.get(key) {
-            return Err(holder.clone());
+            return Err(NameTaken {
+                holder: holder.clone(),
+            });
         }
         names.insert(key.to_string(), id.to_string());
         Ok(())
@@ -201,7 +209,9 @@ mod tests {
         cache.reserve_name(&web, "abc123").unwrap();
         assert_eq!(
             cache.reserve_name(&web, "abd999"),
-            Err("abc123".to_string())
+            Err(NameTaken {
+                holder: "abc123".to_string()
+            })
         );
         cache.save(&record("abc123", "web")).unwrap();
         cache.save(&record("abd999", "db")).unwrap();

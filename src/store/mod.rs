@@ -23,7 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use cache::{Named, Observer, RecordCache};
+pub use cache::{NameTaken, Named, Observer, RecordCache};
 pub use records::{
     ContainerRecord, ContainerState, ImageRecord, LayerRecord, SandboxRecord, SandboxState,
 };

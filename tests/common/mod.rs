@@ -536,7 +536,7 @@ pub async fn wait_serving(
 
 /// A gRPC channel over the unix socket at `path`, as tonic's own client makes it.
 pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    berth::client::connect(path).await
+    berth::daemon::client::connect(path).await
 }
 
 /// The Go gRPC probe (`tests/go/criprobe`), built once per test binary with Debian's Go

@@ -14,19 +14,19 @@ use futures_util::future::{BoxFuture, Shared};
 type Work<T, E> = Shared<BoxFuture<'static, Result<T, Arc<E>>>>;
 
 /// In-flight work by key.
-pub struct InFlight<K, T, E> {
+pub struct SingleFlight<K, T, E> {
     running: Arc<Mutex<HashMap<K, Work<T, E>>>>,
 }
 
-impl<K, T, E> Default for InFlight<K, T, E> {
+impl<K, T, E> Default for SingleFlight<K, T, E> {
     fn default() -> Self {
-        InFlight {
+        SingleFlight {
             running: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
 
-impl<K, T, E> InFlight<K, T, E>
+impl<K, T, E> SingleFlight<K, T, E>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
@@ -83,7 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {
-        let inflight: Arc<InFlight<&str, u32, String>> = Arc::default();
+        let inflight: Arc<SingleFlight<&str, u32, String>> = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let (release, wait) = tokio::sync::watch::channel(false);
         let mut callers = Vec::new();
@@ -121,7 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_outlives_its_callers() {
-        let inflight: Arc<InFlight<u8, (), String>> = Arc::default();
+        let inflight: Arc<SingleFlight<u8, (), String>> = Arc::default();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -1,19 +1,15 @@
-//! ListMetricDescriptors and ListPodSandboxMetrics: the figures of the stats RPCs as
-//! Prometheus-style metrics with cAdvisor's names, for the kubelet's CRI metrics
-//! endpoint. Pure conversion from `PodSandboxStats`.
+//! The figures of the stats RPCs as Prometheus-style metrics with cAdvisor's names, for
+//! ListMetricDescriptors and ListPodSandboxMetrics (the kubelet's CRI metrics endpoint).
+//! Pure conversion from `PodSandboxStats`.
 //!
 //! Container metrics carry the `container` label (its name); network metrics are the
 //! pod's and carry `interface`. Values are CRI `uint64`s, so CPU time, which cAdvisor
 //! gives in seconds, is whole seconds here.
 
-use super::CriService;
-use crate::error::Result;
-use crate::proto::{
-    ContainerMetrics, Metric, MetricDescriptor, MetricType, PodSandboxMetrics, PodSandboxStats,
-};
+use crate::proto::{ContainerMetrics, Metric, MetricType, PodSandboxMetrics, PodSandboxStats};
 
 /// (name, help, label keys, type) of every metric berth reports.
-const DESCRIPTORS: [(&str, &str, &[&str], MetricType); 9] = [
+pub const DESCRIPTORS: [(&str, &str, &[&str], MetricType); 9] = [
     (
         "container_cpu_usage_seconds_total",
         "Cumulative cpu time consumed in seconds.",
@@ -148,27 +144,6 @@ pub fn pod_metrics(stats: &PodSandboxStats) -> PodSandboxMetrics {
         pod_sandbox_id: id,
         metrics,
         container_metrics,
-    }
-}
-
-impl CriService {
-    pub fn list_metric_descriptors(&self) -> Vec<MetricDescriptor> {
-        DESCRIPTORS
-            .iter()
-            .map(|(name, help, keys, _)| MetricDescriptor {
-                name: name.to_string(),
-                help: help.to_string(),
-                label_keys: keys.iter().map(|k| k.to_string()).collect(),
-            })
-            .collect()
-    }
-
-    pub fn list_pod_sandbox_metrics(&self) -> Result<Vec<PodSandboxMetrics>> {
-        Ok(self
-            .list_pod_sandbox_stats(None)?
-            .iter()
-            .map(pod_metrics)
-            .collect())
     }
 }
 
