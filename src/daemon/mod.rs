@@ -5,6 +5,9 @@
 //! `RuntimeService` and `ImageService` on it. Shutdown (SIGTERM or SIGINT, or the future
 //! given to [`serve`]): stop accepting, let in-flight calls finish for a bounded time,
 //! remove the socket, close the store, release the locks.
+//!
+//! [`client`] is the other end: a gRPC channel to a running daemon's socket, for the
+//! CLI commands that go through the daemon, the tests and tools.
 
 pub mod client;
 mod lock;

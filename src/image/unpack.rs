@@ -290,10 +290,7 @@ impl Unpacker<'_> {
         target: &Path,
         named: &Named,
     ) -> Result<(), UnpackError> {
-        let link = entry
-            .link_name()
-            .map_err(|e| named.io(e))?
-            .ok_or_else(|| named.fail("hard link without a target"))?;
+        let link = link_target(entry, named, "hard link")?;
         let source_rel =
             confine(&link).map_err(|reason| named.fail(&format!("hard link target: {reason}")))?;
         let source = self.dest.join(&source_rel);
@@ -360,16 +357,26 @@ enum ParentError {
     Io(io::Error),
 }
 
+/// The target a link entry (a `what`) names; one without a target is refused.
+fn link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    named: &Named,
+    what: &str,
+) -> Result<PathBuf, UnpackError> {
+    Ok(entry
+        .link_name()
+        .map_err(|e| named.io(e))?
+        .ok_or_else(|| named.fail(&format!("{what} without a target")))?
+        .into_owned())
+}
+
 /// A symlink, pointing wherever the entry says (berth never follows it).
 fn symlink<R: Read>(
     entry: &tar::Entry<'_, R>,
     target: &Path,
     named: &Named,
 ) -> Result<(), UnpackError> {
-    let link = entry
-        .link_name()
-        .map_err(|e| named.io(e))?
-        .ok_or_else(|| named.fail("symlink without a target"))?;
+    let link = link_target(entry, named, "symlink")?;
     remove_existing(target, true).map_err(|e| named.io(e))?;
     std::os::unix::fs::symlink(&link, target).map_err(|e| named.io(e))
 }

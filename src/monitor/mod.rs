@@ -1,8 +1,9 @@
-//! The per-container monitor: `berth-monitor`, a small program of its own (built from
-//! `monitor/` with berth, embedded in the berth binary and installed under the state
-//! directory at start-up, see [`install`]; started by [`launch`]) that owns one container from its creation to its
-//! exit. This module is the daemon's side: the monitor's files, its command line, the
-//! attach protocol's client, the exit record.
+//! The daemon's side of the per-container monitor. The monitor itself is `berth-monitor`,
+//! a small program of its own: the `monitor/` crate, built with berth, embedded in the
+//! berth binary and installed under the state directory at start-up. It owns one
+//! container from its creation to its exit. This module holds what the daemon needs of
+//! it: installing and starting it, its files, its command line, the attach protocol's
+//! client, the exit record.
 //!
 //! It runs in its own session as a child subreaper, so it outlives the daemon (a crash or
 //! restart of berth never touches a running container) and becomes the parent of the
@@ -25,8 +26,12 @@
 //! memory counts once per container). Exec mode (`exec_process`) serves a streaming exec
 //! the same way, for one client.
 //!
+//! [`install`] puts the program under the state directory; [`launch`] starts a monitor
+//! and reads its handshake (for StartContainer and Exec); [`attach`] is the client of
+//! its control socket.
+//!
 //! The code both sides need is in files that use only `core` and `alloc`, which the
-//! monitor compiles too: [`argv`] (its command line), [`files`] (the files it writes and
+//! monitor crate compiles too (and unit-tests, `cd monitor && cargo test`): [`argv`] (its command line), [`files`] (the files it writes and
 //! the exit record), [`frames`] (the attach frames) and the log format's writer
 //! (`logs/record.rs`), and the reader of runc's error messages (`oci/runc_log.rs`).
 

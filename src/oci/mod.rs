@@ -1,5 +1,10 @@
 //! The OCI runtimes (runc, youki, crun) that run sandboxes and containers, one per CRI runtime
 //! handler. berth drives an external, proven runtime binary; it never re-implements it.
+//!
+//! [`runtime`] is the trait ([`runtime::OciRuntime`]) with its errors and features;
+//! [`runc`] drives the runc-compatible CLIs behind it; [`features`] probes what a
+//! handler supports; [`exec`] runs ExecSync's processes; [`teardown`] takes a container
+//! down through any runtime (kill, wait, delete) and is unit-tested against a fake one.
 
 pub mod exec;
 pub mod features;

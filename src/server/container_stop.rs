@@ -22,15 +22,26 @@ impl CriService {
     /// Signals the container (its stop signal, then SIGKILL after `timeout` seconds) and
     /// waits for it to exit.
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> Result<()> {
+        match self.lock_existing(id).await? {
+            Some((id, _held)) => self.stop_locked(&id, timeout).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The container `id` names, under its lock; `None` when there is none: stop and
+    /// remove are idempotent (api.proto), an unknown container is no error.
+    async fn lock_existing(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, tokio::sync::OwnedMutexGuard<()>)>> {
         if id.is_empty() {
             return Err(Error::invalid("container_id", "must not be empty"));
         }
         let Some(record) = self.containers.find(id)? else {
-            return Ok(());
+            return Ok(None);
         };
-        let lock = self.containers.lock(&record.id);
-        let _held = lock.lock().await;
-        self.stop_locked(&record.id, timeout).await
+        let held = self.containers.lock(&record.id).lock_owned().await;
+        Ok(Some((record.id, held)))
     }
 
     pub(crate) async fn stop_locked(&self, id: &str, timeout: i64) -> Result<()> {
@@ -69,15 +80,10 @@ impl CriService {
 
     /// Removes the container and its rootfs, bundle and monitor files; keeps its log.
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
-        if id.is_empty() {
-            return Err(Error::invalid("container_id", "must not be empty"));
+        match self.lock_existing(id).await? {
+            Some((id, _held)) => self.remove_locked(&id).await,
+            None => Ok(()),
         }
-        let Some(record) = self.containers.find(id)? else {
-            return Ok(());
-        };
-        let lock = self.containers.lock(&record.id);
-        let _held = lock.lock().await;
-        self.remove_locked(&record.id).await
     }
 
     pub(crate) async fn remove_locked(&self, id: &str) -> Result<()> {

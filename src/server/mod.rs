@@ -1,5 +1,35 @@
 //! The CRI service: berth's domain logic, one file per RPC family, each an
 //! `impl CriService` block. The gRPC layer (`grpc/`) converts and delegates to it.
+//!
+//! | file | RPCs |
+//! | --- | --- |
+//! | `runtime_status.rs` | Version, Status |
+//! | `runtime_config.rs` | RuntimeConfig, UpdateRuntimeConfig |
+//! | `sandbox_run.rs` | RunPodSandbox |
+//! | `sandbox_stop.rs` | StopPodSandbox, RemovePodSandbox |
+//! | `sandbox_status.rs` | PodSandboxStatus, ListPodSandbox, StreamPodSandboxes |
+//! | `sandbox_port_forward.rs` | PortForward |
+//! | `container_create.rs` | CreateContainer |
+//! | `container_start.rs` | StartContainer |
+//! | `container_stop.rs` | StopContainer, RemoveContainer |
+//! | `container_status.rs` | ContainerStatus, ListContainers, StreamContainers |
+//! | `container_update.rs` | UpdateContainerResources, UpdatePodSandboxResources |
+//! | `container_log.rs` | ReopenContainerLog |
+//! | `container_exec.rs` | ExecSync, Exec |
+//! | `container_attach.rs` | Attach |
+//! | `container_events.rs` | GetContainerEvents (and the exit watchers behind it) |
+//! | `stats.rs` | ContainerStats, PodSandboxStats and their lists, ListMetricDescriptors, ListPodSandboxMetrics |
+//! | `image_pull.rs`, `image_status.rs`, `image_remove.rs` | PullImage; ImageStatus, ListImages; RemoveImage, ImageFsInfo |
+//! | `image_volumes.rs` | the image volumes of CreateContainer and RemovePodSandbox |
+//! | `recovery.rs` | the start-up sweep after a crash, before serving |
+//!
+//! This file holds the service's state and what the families share: the lookups of the
+//! objects a request names, the stream URL of Exec, Attach and PortForward and the
+//! dispatch of their clients' connections, and the naming of a resource field.
+//!
+//! The rules the RPCs follow (how a container is stopped, what a failed or cut-short
+//! start leaves) are named functions beside them, unit-tested without root; the RPCs
+//! themselves are tested against the real runtimes in `tests/`.
 
 mod container_attach;
 mod container_create;

@@ -9,7 +9,8 @@
 //! store survives a crash of the daemon at any point: a reader sees a record whole or not
 //! at all. In-memory indexes elsewhere in berth are caches rebuilt from this store at
 //! start-up ([`RecordCache`]); [`Watched`] says which live records have a watcher that
-//! records their process's end as it happens.
+//! records their process's end as it happens. [`cri`] is the CRI's view of the records:
+//! the configs they keep, their statuses and list entries.
 
 mod cache;
 pub mod cri;
