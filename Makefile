@@ -74,9 +74,11 @@ fmt-check:
 	cd monitor && $(CARGO) fmt -- --check
 	cd fuzz && $(CARGO) fmt -- --check
 
+# No production function past 80 lines of code (clippy.toml); tests are not held to it.
 clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	cd monitor && $(CARGO) clippy --locked --release -- -D warnings
+	$(CARGO) clippy --locked --lib --bins -- -D warnings -D clippy::too_many_lines
+	cd monitor && $(CARGO) clippy --locked --release -- -D warnings -D clippy::too_many_lines
 
 # The whole suite: formatting, lints, unit and integration tests, the monitor crate's
 # unit tests; then the suites of the container paths again with youki as the default
