@@ -79,10 +79,21 @@ pub enum Error {
     #[error(transparent)]
     Monitor(#[from] crate::monitor::launch::LaunchError),
 
-    /// A file berth wrote itself (a bundle spec, an exec process) does not parse, or a
-    /// value cannot be encoded.
-    #[error("{what}: {reason}")]
-    Encoding { what: String, reason: String },
+    /// A file berth wrote itself (a bundle's spec) does not parse, or a value does not
+    /// encode.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A bundle's spec lacks what berth wrote into it.
+    #[error("the spec {path} has no {missing}")]
+    BadBundle {
+        path: PathBuf,
+        missing: &'static str,
+    },
 
     /// An image operation failed; the error carries its own gRPC code.
     #[error(transparent)]
@@ -101,6 +112,12 @@ impl Error {
     ) -> impl FnOnce(std::io::Error) -> Error + use<> {
         let path = path.to_path_buf();
         move |source| Error::Io { what, path, source }
+    }
+
+    /// JSON that berth wrote (`what`) does not parse, or a value does not encode.
+    pub fn json(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Json { what, source }
     }
 
     /// A malformed or missing request field.
@@ -132,7 +149,8 @@ impl From<Error> for tonic::Status {
             | Error::Io { .. }
             | Error::Task(_)
             | Error::Monitor(_)
-            | Error::Encoding { .. } => tonic::Status::internal(message),
+            | Error::Json { .. }
+            | Error::BadBundle { .. } => tonic::Status::internal(message),
             Error::Image(err) => tonic::Status::new(err.code(), message),
             Error::Store(_) => tonic::Status::internal(message),
         }

@@ -26,7 +26,10 @@ fn modules(root: &Path, dir: &Path, out: &mut BTreeMap<Module, PathBuf>) {
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
-        let relative = path.strip_prefix(root).expect("under src/").with_extension("");
+        let relative = path
+            .strip_prefix(root)
+            .expect("under src/")
+            .with_extension("");
         let mut module: Module = relative
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -47,7 +50,9 @@ fn production_source(path: &Path) -> String {
     let mut kept = String::new();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
-        let next_is_mod = lines.peek().is_some_and(|n| n.trim_start().starts_with("mod "));
+        let next_is_mod = lines
+            .peek()
+            .is_some_and(|n| n.trim_start().starts_with("mod "));
         if line.trim() == "#[cfg(test)]" && next_is_mod {
             break;
         }
@@ -198,7 +203,9 @@ fn show(cycle: &[Module]) -> String {
 fn the_top_level_modules_depend_on_each_other_one_way() {
     let edges = edges();
     assert!(
-        edges.iter().any(|(from, _)| from == &["server".to_string()]),
+        edges
+            .iter()
+            .any(|(from, _)| from == &["server".to_string()]),
         "the graph was read (server names other modules)"
     );
     if let Some(found) = cycle(&graph_at(&edges, &[], 1)) {

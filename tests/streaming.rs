@@ -147,27 +147,16 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
         }
     };
     // A client that drops the connection: the shell it talked to keeps running, as the
-    // next client finds (it answers with the same pid).
+    // next client finds (it still holds the variable the first one set).
+    let mark = format!("m{}", &berth::ids::random_id()[..12]);
+    let set = format!("MARK={mark}\n");
     let first = url(&mut w).await;
     let gone = client(&args(
         &first,
-        &[
-            "-stdin",
-            "-tty",
-            "-input",
-            "echo shell-$$\n",
-            "-hangup",
-            "1s",
-        ],
+        &["-stdin", "-tty", "-input", &set, "-hangup", "1s"],
     ))
     .await;
     assert_eq!(gone.status, 101);
-    let shell = gone
-        .stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("shell-") && !w.contains('$'))
-        .unwrap_or_else(|| panic!("the shell's pid before the hang-up: {gone:?}"))
-        .to_string();
     // An older protocol, a resize, and a command that ends the shell.
     let second = url(&mut w).await;
     let seen = client(&args(
@@ -182,7 +171,7 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
             "-height",
             "45",
             "-input",
-            "echo shell-$$; stty size; exit 5\n",
+            "echo seen-$MARK; stty size; exit 5\n",
             "-close-after",
             "2s",
         ],
@@ -191,9 +180,10 @@ async fn attach_to_a_terminal_with_resize_and_detach() {
     assert_eq!(seen.failure, None, "{seen:?}");
     assert_eq!(seen.protocol, "v4.channel.k8s.io");
     assert!(seen.stdout.contains("45 123"), "{seen:?}");
+    // The terminal echoes the command (`seen-$MARK`); only the shell's answer names it.
     assert!(
-        seen.stdout.split_whitespace().any(|w| w == shell),
-        "the same shell ({shell}) after the first client left: {seen:?}"
+        seen.stdout.contains(&format!("seen-{mark}")),
+        "the same shell after the first client left: {seen:?}"
     );
     let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
     assert_eq!(

@@ -1,5 +1,5 @@
-//! Unit tests of the monitor's pure parts as the monitor compiles them (no standard
-//! library): the log records it writes, the frames it speaks to attached clients, the
+//! Unit tests of the monitor's pure parts, from the files the monitor compiles (the
+//! library is built with the standard library only under test, for the harness): the log records it writes, the frames it speaks to attached clients, the
 //! command line the daemon gives it, the exit record it leaves and the cgroup file it
 //! reads. The shared files' own tests (in the daemon's tree) run here too.
 

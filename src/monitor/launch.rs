@@ -24,43 +24,65 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Reads a handshake line; `None` for anything a monitor does not say.
+    /// Reads a handshake line (without its line end); `None` for anything a monitor
+    /// does not say.
     pub fn parse(line: &str) -> Option<Answer> {
-        let line = line.trim_end();
+        let line = line.trim_end_matches(['\n', '\r']);
         if line == "ready" {
             return Some(Answer::Ready);
+        }
+        if line == "error" {
+            return Some(Answer::Error(String::new()));
         }
         if let Some(message) = line.strip_prefix("error ") {
             return Some(Answer::Error(message.to_string()));
         }
-        let pid = line.strip_prefix("started ")?.trim().parse().ok()?;
-        (pid > 0).then_some(Answer::Started(pid))
+        line.strip_prefix("started ")?
+            .trim()
+            .parse()
+            .ok()
+            .map(Answer::Started)
     }
 }
 
-/// Why a monitor could not be started or did not answer.
+/// Why a monitor (its `role`: "monitor", "exec monitor") could not be started or did
+/// not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("starting the monitor of {id} ({program}): {source}", program = program.display())]
+    #[error("starting the {role} of {id} ({program}): {source}", program = program.display())]
     Spawn {
+        role: &'static str,
         id: String,
         program: PathBuf,
         source: std::io::Error,
     },
-    #[error("the monitor of {id} did not answer within {after:?}")]
-    TimedOut { id: String, after: Duration },
-    #[error("reading the answer of the monitor of {id}: {source}")]
-    Read { id: String, source: std::io::Error },
-    #[error("the monitor of {id} said {said:?}")]
-    Unexpected { id: String, said: String },
+    #[error("the {role} of {id} did not start within {after:?}")]
+    TimedOut {
+        role: &'static str,
+        id: String,
+        after: Duration,
+    },
+    #[error("reading the answer of the {role} of {id}: {source}")]
+    Read {
+        role: &'static str,
+        id: String,
+        source: std::io::Error,
+    },
+    #[error("the {role} of {id} said {said:?}")]
+    Unexpected {
+        role: &'static str,
+        id: String,
+        said: String,
+    },
 }
 
 /// Starts `program` with `args` and waits up to `timeout` for its answer; returns it with
-/// the monitor's pid.
+/// the monitor's pid. `role` names the monitor in errors.
 pub async fn launch(
     program: &Path,
     args: &Args,
     timeout: Duration,
+    role: &'static str,
 ) -> Result<(Answer, i32), LaunchError> {
     let id = || args.id.clone();
     let mut child = tokio::process::Command::new(program)
@@ -75,12 +97,14 @@ pub async fn launch(
         .kill_on_drop(false)
         .spawn()
         .map_err(|source| LaunchError::Spawn {
+            role,
             id: id(),
             program: program.to_path_buf(),
             source,
         })?;
     let monitor_pid = child.id().map_or(0, |pid| pid as i32);
     let stdout = child.stdout.take().ok_or_else(|| LaunchError::Read {
+        role,
         id: id(),
         source: std::io::Error::other("no stdout"),
     })?;
@@ -88,14 +112,20 @@ pub async fn launch(
     let line = tokio::time::timeout(timeout, lines.next_line())
         .await
         .map_err(|_| LaunchError::TimedOut {
+            role,
             id: id(),
             after: timeout,
         })?
-        .map_err(|source| LaunchError::Read { id: id(), source })?
+        .map_err(|source| LaunchError::Read {
+            role,
+            id: id(),
+            source,
+        })?
         .unwrap_or_default();
     // The monitor lives on in its own session; tokio reaps it when it exits.
     drop(child);
     let answer = Answer::parse(&line).ok_or_else(|| LaunchError::Unexpected {
+        role,
         id: id(),
         said: line,
     })?;
@@ -114,15 +144,12 @@ mod tests {
             Answer::parse("error container_linux.go: no such file"),
             Some(Answer::Error("container_linux.go: no such file".into()))
         );
-        for odd in [
-            "",
-            "started",
-            "started x",
-            "started -1",
-            "started 0",
-            "Ready",
-            "hello",
-        ] {
+        assert_eq!(
+            Answer::parse("error \n"),
+            Some(Answer::Error(String::new()))
+        );
+        assert_eq!(Answer::parse("error"), Some(Answer::Error(String::new())));
+        for odd in ["", "started", "started x", "Ready", "hello"] {
             assert_eq!(Answer::parse(odd), None, "{odd:?}");
         }
     }
@@ -134,20 +161,32 @@ mod tests {
             ..Default::default()
         };
         // `true` ignores its arguments and closes stdout without a word.
-        let err = launch(Path::new("/bin/true"), &args, Duration::from_secs(10))
-            .await
-            .unwrap_err();
+        let err = launch(
+            Path::new("/bin/true"),
+            &args,
+            Duration::from_secs(10),
+            "monitor",
+        )
+        .await
+        .unwrap_err();
         assert!(
-            matches!(&err, LaunchError::Unexpected { id, said } if id == "c1" && said.is_empty()),
+            matches!(&err, LaunchError::Unexpected { id, said, .. } if id == "c1" && said.is_empty()),
             "{err}"
         );
         let missing = launch(
             Path::new("/nonexistent/monitor"),
             &args,
             Duration::from_secs(1),
+            "exec monitor",
         )
         .await
         .unwrap_err();
         assert!(matches!(missing, LaunchError::Spawn { .. }), "{missing}");
+        assert!(
+            missing
+                .to_string()
+                .starts_with("starting the exec monitor of c1"),
+            "{missing}"
+        );
     }
 }

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-/// Callers name what a probe finds from here.
 use super::runtime::{Features, Kind};
 
 /// How long `<runtime> features` may take.

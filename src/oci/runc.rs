@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::runc_log::last_error;
-/// The daemon names the error from here, where the driver that makes it lives.
 use super::runtime::{Failure, Features, Kind, OciError, OciRuntime, State};
 
 /// How long a runtime command may take unless the daemon says otherwise

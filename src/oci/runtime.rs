@@ -2,8 +2,9 @@
 //! the runtime-spec's command line (create, start, kill, delete, state, update) as the
 //! [`OciRuntime`] trait, the [`OciError`] they fail with (typed where callers act on the
 //! failure), the container states as an enum, which runtime a binary is ([`Kind`], with
-//! its error words) and what it supports ([`Features`]). The server's lifecycle logic is
-//! written against [`OciRuntime`], so it is tested without root against a fake.
+//! its error words) and what it supports ([`Features`]). The teardown of a container
+//! ([`super::teardown`]) is written against [`OciRuntime`], so it is tested without
+//! root against a fake.
 //!
 //! This module names no other: the driver ([`super::runc::Runtime`], for runc and youki)
 //! and the start-up probes ([`super::features`]) are written on its types.

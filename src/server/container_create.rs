@@ -245,10 +245,7 @@ impl CriService {
             .sandboxes
             .runtime(&c.sandbox.runtime_handler)
             .map_or_else(|| serde_json::to_vec(&spec), |r| r.bundle_config(&spec))
-            .map_err(|e| Error::Encoding {
-                what: "encoding the spec".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(Error::json("encoding the spec"))?;
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
         let mut record = container_record(request, &run, &user);

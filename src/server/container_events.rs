@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use super::CriService;
 use crate::events::{Change, ProcessExit, Subscription};
 use crate::proto::{ContainerEventResponse, ContainerEventType};
-use crate::store::{ContainerState, SandboxState};
+use crate::store::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 
 /// How often a watcher asks for a process's end to be recorded (50 ms apart).
 const EXIT_TRIES: usize = 100;
@@ -75,36 +75,6 @@ impl CriService {
             .subscribe(&|change, stamp| self.event_of(change, stamp))
     }
 
-    /// What a metrics scrape reads: pods and containers by state, the monitors running,
-    /// the event subscribers.
-    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
-        let pods = self.sandboxes.list();
-        let ready = pods
-            .iter()
-            .filter(|p| p.state == SandboxState::Ready)
-            .count() as i64;
-        let states = self
-            .containers
-            .list_map(|r| Some((r.state, r.monitor_pid)))
-            .unwrap_or_default();
-        let count =
-            |state: ContainerState| states.iter().filter(|(s, _)| *s == state).count() as i64;
-        let monitors = states
-            .iter()
-            .filter(|(s, pid)| *s == ContainerState::Running && crate::oci::process_running(*pid))
-            .count() as i64;
-        crate::metrics::Snapshot {
-            pods: vec![("ready", ready), ("notready", pods.len() as i64 - ready)],
-            containers: vec![
-                ("created", count(ContainerState::Created)),
-                ("running", count(ContainerState::Running)),
-                ("exited", count(ContainerState::Exited)),
-            ],
-            monitors,
-            subscribers: self.events.subscribers() as i64,
-        }
-    }
-
     /// The event `change` is, stamped `at_ns`: the pod's status and its containers' as
     /// they are now, after the change (the pod's as it was then, if it is gone since).
     fn event_of(&self, change: &Change, at_ns: i64) -> ContainerEventResponse {
@@ -116,14 +86,14 @@ impl CriService {
         let sandbox = now
             .as_ref()
             .or(change.sandbox.as_deref())
-            .and_then(|record| reported(record.cri_status()));
+            .map(SandboxRecord::cri_status_as_known);
         let containers = if sandbox_deleted {
             Vec::new()
         } else {
             self.containers
                 .of_sandbox(&change.sandbox_id)
                 .iter()
-                .filter_map(|record| reported(record.cri_status()))
+                .map(ContainerRecord::cri_status_as_known)
                 .collect()
         };
         ContainerEventResponse {
@@ -228,11 +198,4 @@ async fn until_recorded(service: Weak<CriService>, mut recorded: impl FnMut(&Cri
         drop(service);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-}
-
-/// A status for an event; a corrupt record is left out of the event, and said.
-fn reported<T>(status: std::result::Result<T, crate::store::StoreError>) -> Option<T> {
-    status
-        .map_err(|err| tracing::warn!(%err, "left out of a container event"))
-        .ok()
 }

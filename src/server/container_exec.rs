@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::attach::Streams as MonitorStreams;
-use crate::monitor::launch::{Answer, launch};
+use crate::monitor::launch::{Answer, LaunchError, launch};
 use crate::oci::exec::{ExecFiles, ExecOutput, exec};
 use crate::oci::runc::Runtime;
 use crate::oci::runtime::OciError;
@@ -126,7 +126,7 @@ impl CriService {
         let socket = self.start_exec(&request, &paths).await;
         let outcome = match socket {
             Ok(socket) => attach::bridge(socket, &mut streams, &connection).await,
-            Err(why) => Some(Outcome::Failed(why)),
+            Err(why) => Some(Outcome::Failed(why.to_string())),
         };
         if let Some(outcome) = &outcome {
             let subject = format!("container {}", request.container_id);
@@ -144,20 +144,17 @@ impl CriService {
         &self,
         request: &ExecRequest,
         paths: &crate::monitor::MonitorPaths,
-    ) -> std::result::Result<tokio::net::UnixStream, String> {
-        let record = self
-            .running_container(&request.container_id)
-            .map_err(|e| e.to_string())?;
-        let runtime = self.runtime_of(&record).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&paths.dir).map_err(|e| e.to_string())?;
+    ) -> Result<tokio::net::UnixStream> {
+        let record = self.running_container(&request.container_id)?;
+        let runtime = self.runtime_of(&record)?;
+        std::fs::create_dir_all(&paths.dir).map_err(Error::io("making", &paths.dir))?;
         let process = paths.dir.join("process.json");
         write_process(
             &self.containers.state_dir(&record.id).join("config.json"),
             &process,
             request.cmd.clone(),
             request.tty,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         // The client's end of stdin is the process's (stdin_once, as for `kubectl exec`).
         let path = |p: &std::path::Path| p.display().to_string();
         let args = crate::monitor::argv::Args {
@@ -176,10 +173,24 @@ impl CriService {
         };
         let program = self.containers.monitor_program();
         let timeout = std::time::Duration::from_secs(30);
-        match launch(program, &args, timeout).await {
-            Ok((Answer::Ready, _)) => {}
-            Ok((answer, _)) => return Err(format!("the exec monitor said {answer:?}")),
-            Err(e) => return Err(e.to_string()),
+        match launch(program, &args, timeout, "exec monitor").await? {
+            (Answer::Ready, _) => {}
+            (Answer::Error(message), _) => {
+                return Err(Error::Runtime(OciError::Failed {
+                    binary: runtime.binary().to_path_buf(),
+                    command: "exec",
+                    id: record.id,
+                    message,
+                }));
+            }
+            (Answer::Started(pid), _) => {
+                return Err(LaunchError::Unexpected {
+                    role: "exec monitor",
+                    id: record.id,
+                    said: format!("started {pid}"),
+                }
+                .into());
+            }
         }
         let wanted = MonitorStreams {
             stdin: request.stdin,
@@ -188,7 +199,7 @@ impl CriService {
         };
         attach::attach_monitor(paths.clone(), wanted)
             .await
-            .map_err(|e| format!("cannot attach to the exec: {e}"))
+            .map_err(Error::io("attaching to the exec monitor at", &paths.socket))
     }
 }
 
@@ -212,25 +223,19 @@ fn exec_files(dir: &Path) -> Result<ExecFiles> {
 /// terminal.
 fn write_process(spec: &Path, target: &Path, args: Vec<String>, terminal: bool) -> Result<()> {
     let bytes = std::fs::read(spec).map_err(Error::io("reading the spec", spec))?;
-    let mut parsed: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Encoding {
-            what: format!("the spec {}", spec.display()),
-            reason: e.to_string(),
-        })?;
+    let mut parsed: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(Error::json(format!("the spec {}", spec.display())))?;
     let mut process = parsed["process"].take();
     let Some(object) = process.as_object_mut() else {
-        return Err(Error::Encoding {
-            what: format!("the spec {}", spec.display()),
-            reason: "it has no process".into(),
+        return Err(Error::BadBundle {
+            path: spec.to_path_buf(),
+            missing: "process",
         });
     };
     object.insert("args".into(), args.into());
     object.insert("terminal".into(), terminal.into());
     object.remove("consoleSize");
-    let json = serde_json::to_vec(&process).map_err(|e| Error::Encoding {
-        what: "encoding the exec process".into(),
-        reason: e.to_string(),
-    })?;
+    let json = serde_json::to_vec(&process).map_err(Error::json("encoding the exec process"))?;
     std::fs::write(target, json).map_err(Error::io("writing the exec process", target))
 }
 

@@ -111,19 +111,24 @@ impl CriService {
         };
         let timeout = Duration::from_secs(self.config.runtime.start_timeout_seconds);
         let program = self.containers.monitor_program();
-        match launch(program, &args, timeout).await? {
-            (Answer::Started(pid), monitor_pid) => Ok((pid, monitor_pid)),
-            (Answer::Error(message), _) => Err(Error::Runtime(OciError::Failed {
+        let failed = |message: String| {
+            Error::Runtime(OciError::Failed {
                 binary: runtime.binary().to_path_buf(),
                 command: "run",
                 id: id.to_string(),
                 message,
-            })),
-            (answer, _) => Err(LaunchError::Unexpected {
-                id: id.to_string(),
-                said: format!("{answer:?}"),
+            })
+        };
+        match launch(program, &args, timeout, "monitor").await {
+            Ok((Answer::Started(pid), monitor_pid)) => Ok((pid, monitor_pid)),
+            Ok((Answer::Error(message), _)) => Err(failed(message)),
+            Ok((Answer::Ready, _)) => Err(failed("ready".to_string())),
+            // A monitor that ends without a word (it crashed) or says what it should
+            // not: the runtime's failure, in its words.
+            Err(LaunchError::Unexpected { said, .. }) if !said.starts_with("started") => {
+                Err(failed(said))
             }
-            .into()),
+            Err(err) => Err(err.into()),
         }
     }
 }

@@ -35,6 +35,8 @@ impl CriService {
             });
         }
         check_resources(&linux).map_err(|e| refused(e, In::Update))?;
+        // Read before anything changes: a corrupt record fails the update whole.
+        let mut config = record.container_config()?;
         let mut resources = resources_of(&linux)?;
         let cgroup = self
             .sandboxes
@@ -45,21 +47,16 @@ impl CriService {
         // The spec keeps its device rules; only the limits change.
         let spec_path = self.containers.state_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&spec_path).map_err(Error::io("reading the spec", &spec_path))?;
-        let mut spec: oci_spec::runtime::Spec =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Encoding {
-                what: "the container's spec is unreadable".into(),
-                reason: e.to_string(),
-            })?;
+        let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes)
+            .map_err(Error::json("the container's spec is unreadable"))?;
         if let Some(old) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
             resources.set_devices(old.devices().clone());
         }
         // A created container is not in the runtime yet: the spec below is what it will
         // run with.
         if record.state == ContainerState::Running {
-            let json = serde_json::to_vec(&resources).map_err(|e| Error::Encoding {
-                what: "encoding the resources".into(),
-                reason: e.to_string(),
-            })?;
+            let json =
+                serde_json::to_vec(&resources).map_err(Error::json("encoding the resources"))?;
             self.runtime_of(&record)?.update(&record.id, &json).await?;
         }
         if let Some(mut linux_spec) = spec.linux().clone() {
@@ -69,15 +66,11 @@ impl CriService {
         let json = self
             .runtime_of(&record)?
             .bundle_config(&spec)
-            .map_err(|e| Error::Encoding {
-                what: "encoding the spec".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(Error::json("encoding the spec"))?;
         let tmp = spec_path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(Error::io("writing the spec", &tmp))?;
         std::fs::rename(&tmp, &spec_path).map_err(Error::io("writing the spec", &spec_path))?;
 
-        let mut config = record.container_config()?;
         config
             .linux
             .get_or_insert_with(LinuxContainerConfig::default)

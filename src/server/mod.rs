@@ -25,7 +25,9 @@
 //!
 //! This file holds the service's state and what the families share: the lookups of the
 //! objects a request names, the stream URL of Exec, Attach and PortForward and the
-//! dispatch of their clients' connections, and the naming of a resource field.
+//! dispatch of their clients' connections, the naming of a resource field, the wiring
+//! of record changes to events ([`observe_changes`]) and what the daemon's metrics
+//! endpoint reads ([`CriService::metrics_snapshot`]).
 //!
 //! The rules the RPCs follow (how a container is stopped, what a failed or cut-short
 //! start leaves) are named functions beside them, unit-tested without root; the RPCs
@@ -313,6 +315,39 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
         ));
     }
     Ok(())
+}
+
+/// The daemon's own metrics endpoint reads the service here.
+impl CriService {
+    /// What a metrics scrape reads: pods and containers by state, the monitors running,
+    /// the event subscribers.
+    pub fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let pods = self.sandboxes.list();
+        let ready = pods
+            .iter()
+            .filter(|p| p.state == crate::store::SandboxState::Ready)
+            .count() as i64;
+        let states = self
+            .containers
+            .list_map(|r| Some((r.state, r.monitor_pid)))
+            .unwrap_or_default();
+        let count =
+            |state: ContainerState| states.iter().filter(|(s, _)| *s == state).count() as i64;
+        let monitors = states
+            .iter()
+            .filter(|(s, pid)| *s == ContainerState::Running && crate::oci::process_running(*pid))
+            .count() as i64;
+        crate::metrics::Snapshot {
+            pods: vec![("ready", ready), ("notready", pods.len() as i64 - ready)],
+            containers: vec![
+                ("created", count(ContainerState::Created)),
+                ("running", count(ContainerState::Running)),
+                ("exited", count(ContainerState::Exited)),
+            ],
+            monitors,
+            subscribers: self.events.subscribers() as i64,
+        }
+    }
 }
 
 /// Sends every change of a sandbox or container record to `changes`, as the events it is.

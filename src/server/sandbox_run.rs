@@ -434,10 +434,7 @@ impl CriService {
                 .map(|mappings| (self.sandboxes.userns_path(&pod.id), mappings)),
         })?;
         let config_path = dir.join("config.json");
-        let json = serde_json::to_vec(&spec).map_err(|e| Error::Encoding {
-            what: "encoding the pause spec".into(),
-            reason: e.to_string(),
-        })?;
+        let json = serde_json::to_vec(&spec).map_err(Error::json("encoding the pause spec"))?;
         std::fs::write(&config_path, json).map_err(Error::io("pause bundle", &config_path))?;
         let pid_file = dir.join("pause.pid");
         if let Err(err) = pod.runtime.run(&pod.id, dir, &pid_file).await {

@@ -33,8 +33,8 @@ impl CriService {
             .containers
             .of_sandbox_current(&record.id)?
             .iter()
-            .map(crate::store::ContainerRecord::cri_status)
-            .collect::<std::result::Result<_, _>>()?;
+            .map(crate::store::ContainerRecord::cri_status_as_known)
+            .collect();
         Ok(PodSandboxStatusResponse {
             status: Some(status),
             info,

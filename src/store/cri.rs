@@ -3,7 +3,10 @@
 //!
 //! A record keeps its config as the kubelet sent it (protobuf, in base64). One that no
 //! longer decodes is a corrupt record: it is reported as [`StoreError::Corrupt`] naming
-//! the object, never taken for an empty config.
+//! the object, never silently taken for an empty config. The object's own status RPC
+//! fails with it; where many objects are answered at once (a pod's containers, an
+//! event), the corrupt one is answered from what its record holds besides the config
+//! ([`ContainerRecord::cri_status_as_known`]), and the corruption is logged.
 
 use std::collections::HashMap;
 
@@ -38,6 +41,13 @@ fn decode_config<M: prost::Message + Default>(
         .decode(kept)
         .map_err(|e| corrupt(format!("its config is not base64: {e}")))?;
     M::decode(bytes.as_slice()).map_err(|e| corrupt(format!("its config does not decode: {e}")))
+}
+
+/// A decoded config, or the empty one for a corrupt record, said in a warning.
+fn as_known<M: Default>(config: Result<M, StoreError>) -> M {
+    config
+        .map_err(|err| tracing::warn!(%err, "answered without its config"))
+        .unwrap_or_default()
 }
 
 impl SandboxRecord {
@@ -78,7 +88,16 @@ impl SandboxRecord {
 
     /// The pod's status, as the record has it.
     pub fn cri_status(&self) -> Result<PodSandboxStatus, StoreError> {
-        let config = self.pod_config()?;
+        Ok(self.status_with(&self.pod_config()?))
+    }
+
+    /// The pod's status; with a corrupt config, what the rest of the record holds (no
+    /// namespace options), and a warning.
+    pub fn cri_status_as_known(&self) -> PodSandboxStatus {
+        self.status_with(&as_known(self.pod_config()))
+    }
+
+    fn status_with(&self, config: &PodSandboxConfig) -> PodSandboxStatus {
         let namespace_options = config
             .linux
             .as_ref()
@@ -96,7 +115,7 @@ impl SandboxRecord {
                 .map(|ip| PodIp { ip: ip.clone() })
                 .collect(),
         });
-        Ok(PodSandboxStatus {
+        PodSandboxStatus {
             id: self.id.clone(),
             metadata: Some(self.cri_metadata()),
             state: self.cri_state() as i32,
@@ -110,7 +129,7 @@ impl SandboxRecord {
             labels: self.labels.clone().into_iter().collect(),
             annotations: self.annotations.clone().into_iter().collect(),
             runtime_handler: self.runtime_handler.clone(),
-        })
+        }
     }
 }
 
@@ -170,8 +189,18 @@ impl ContainerRecord {
 
     /// The container's status, as the record has it.
     pub fn cri_status(&self) -> Result<ContainerStatus, StoreError> {
-        let config = self.container_config()?;
-        Ok(ContainerStatus {
+        Ok(self.status_with(&self.container_config()?))
+    }
+
+    /// The container's status; with a corrupt config, what the rest of the record holds
+    /// (its state, exit, times, image, but no mounts, resources or stop signal), and a
+    /// warning.
+    pub fn cri_status_as_known(&self) -> ContainerStatus {
+        self.status_with(&as_known(self.container_config()))
+    }
+
+    fn status_with(&self, config: &ContainerConfig) -> ContainerStatus {
+        ContainerStatus {
             id: self.id.clone(),
             metadata: Some(self.cri_metadata()),
             state: self.cri_state() as i32,
@@ -186,7 +215,7 @@ impl ContainerRecord {
             message: self.message.clone(),
             labels: self.labels.clone().into_iter().collect(),
             annotations: self.annotations.clone().into_iter().collect(),
-            mounts: self.cri_mounts(&config),
+            mounts: self.cri_mounts(config),
             log_path: self.log_path.clone(),
             resources: config.linux.as_ref().map(|l| ContainerResources {
                 linux: l.resources.clone(),
@@ -204,7 +233,7 @@ impl ContainerRecord {
                 }),
             }),
             stop_signal: config.stop_signal,
-        })
+        }
     }
 
     /// The container's mounts as requested, each image volume naming the id of the image
@@ -257,6 +286,10 @@ mod tests {
             matches!(&err, StoreError::Corrupt { kind: "container", id, .. } if id == "c1"),
             "{err}"
         );
+        // Answered beside others, it is what the rest of its record holds.
+        let known = record.cri_status_as_known();
+        assert_eq!(known.id, "c1");
+        assert!(known.mounts.is_empty() && known.resources.is_none());
         let garbage = SandboxRecord {
             id: "p2".into(),
             // Valid base64 of bytes that are no protobuf message (a truncated field).

@@ -1,7 +1,7 @@
 //! What a transport hands over once the HTTP server ([`super::server`]) has upgraded a
 //! request, whether to SPDY ([`super::spdy`]) or to WebSocket ([`super::websocket`]),
-//! and what the stream servers ([`super::remotecommand`], the daemon's
-//! `server::streams`) read from it: the [`Connection`] with its negotiated protocol,
+//! and what the stream servers ([`super::remotecommand`], [`super::attach`],
+//! [`super::port_forward`]) read from it: the [`Connection`] with its negotiated protocol,
 //! the [`Options`] an exec or attach asked for, and the `channel.k8s.io` [`version`]
 //! that decides which streams exist. It names nothing of the HTTP server, so the
 //! transports depend on it rather than on the server or on each other.

@@ -18,9 +18,10 @@
 //! - [`port_forward`]: the port-forward stream pairs, each a TCP connection made inside
 //!   the pod's network namespace.
 //!
-//! Dependencies point one way: `server` → `websocket`, `spdy` → `connection`;
-//! `remotecommand` → `connection`, `spdy`; `attach`, `port_forward` → `remotecommand`,
-//! `connection`. No transport names the server. The RPCs that leave requests here are
+//! Dependencies point one way: `server` → `websocket`, `spdy`, `connection`, `tokens`;
+//! `websocket`, `remotecommand` → `connection`, `spdy`; `attach`, `port_forward` →
+//! `remotecommand`, `connection`, `spdy` (and `attach` → `monitor::attach`). No
+//! transport names the server (`tests/module_graph.rs` holds the crate to it). The RPCs that leave requests here are
 //! `server/container_exec.rs`, `container_attach.rs` and `sandbox_port_forward.rs`.
 
 pub mod attach;

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-/// The daemon's stream handlers name the options from here.
 use super::connection::{Connection, Options, version};
 use super::spdy::session::{Incoming, StreamWriter};
 

@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// The daemon's stream handlers name the connection from here.
 use super::connection::Connection;
 use super::tokens::Tokens;
 use super::{Kind, StreamRequest};

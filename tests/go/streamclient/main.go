@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -126,7 +127,14 @@ func main() {
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	collect := func(stream *spdystream.Stream, into *string) {
+	var stdoutSeen, stderrSeen bytes.Buffer
+	// What came so far, under mu.
+	seen := func() {
+		out.Stdout = stdoutSeen.String()
+		out.Stderr = stderrSeen.String()
+		out.StdoutLen = len(out.Stdout)
+	}
+	collect := func(stream *spdystream.Stream, into *bytes.Buffer) {
 		if stream == nil {
 			return
 		}
@@ -138,7 +146,7 @@ func main() {
 				n, err := stream.Read(buf)
 				if n > 0 {
 					mu.Lock()
-					*into += string(buf[:n])
+					into.Write(buf[:n])
 					mu.Unlock()
 				}
 				if err != nil {
@@ -147,8 +155,8 @@ func main() {
 			}
 		}()
 	}
-	collect(outStream, &out.Stdout)
-	collect(errStream, &out.Stderr)
+	collect(outStream, &stdoutSeen)
+	collect(errStream, &stderrSeen)
 	if resize != nil && *width > 0 {
 		json.NewEncoder(resize).Encode(map[string]int{"Width": *width, "Height": *height})
 	}
@@ -184,13 +192,13 @@ func main() {
 		time.Sleep(*hangup)
 		conn.Close()
 		mu.Lock()
-		out.StdoutLen = len(out.Stdout)
+		seen()
 		finish()
 	}
 	wg.Wait()
+	seen()
 	data, _ := io.ReadAll(errorStream)
 	out.Error = string(data)
-	out.StdoutLen = len(out.Stdout)
 	if *quiet {
 		out.Stdout = ""
 	}
