@@ -776,7 +776,157 @@ fn own_capabilities() -> HashSet<oci_spec::runtime::Capability> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_mount_destination;
+    use super::*;
+    use crate::proto::{
+        IdMapping, LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceOption,
+        PodSandboxConfig, UserNamespace,
+    };
+
+    fn field_of(err: Error) -> &'static str {
+        match err {
+            Error::InvalidField { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_container_name_is_a_kubernetes_name() {
+        assert!(check_container_name("app").is_ok());
+        for bad in ["", "a/b", "a b", "tab\there", &"x".repeat(254)] {
+            let err = check_container_name(bad).unwrap_err();
+            assert_eq!(field_of(err), "config.metadata.name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_log_goes_under_the_pods_directory_or_nowhere() {
+        assert_eq!(
+            log_path("/var/log/pods/ns_p_uid", "app/0.log").unwrap(),
+            Path::new("/var/log/pods/ns_p_uid/app/0.log")
+        );
+        assert_eq!(log_path("", "app/0.log").unwrap(), Path::new("/dev/null"));
+        assert_eq!(
+            log_path("/var/log/pods/x", "").unwrap(),
+            Path::new("/dev/null")
+        );
+        for escape in ["../../etc/passwd", "/etc/passwd", "app/../../x", "./app"] {
+            let err = log_path("/var/log/pods/x", escape).unwrap_err();
+            assert_eq!(field_of(err), "config.log_path", "{escape:?}");
+        }
+    }
+
+    #[test]
+    fn a_recursive_read_only_mount_is_read_only_private_and_supported() {
+        let features = |rro| crate::oci::runtime::Features {
+            recursive_read_only: rro,
+            ..Default::default()
+        };
+        let mount = |readonly, propagation: crate::proto::MountPropagation| crate::proto::Mount {
+            container_path: "/data".into(),
+            readonly,
+            recursive_read_only: true,
+            propagation: propagation as i32,
+            ..Default::default()
+        };
+        use crate::proto::MountPropagation::{PropagationHostToContainer, PropagationPrivate};
+        let check =
+            |m: &crate::proto::Mount, rro| check_recursive_read_only(m, features(rro), "runc");
+        assert!(check(&mount(true, PropagationPrivate), true).is_ok());
+        let refused = [
+            (mount(false, PropagationPrivate), true, "not read-only"),
+            (mount(true, PropagationHostToContainer), true, "not private"),
+            (mount(true, PropagationPrivate), false, "cannot make"),
+        ];
+        for (m, rro, why) in refused {
+            let err = check(&m, rro).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert_eq!(field_of(err), "config.mounts.recursive_read_only");
+        }
+        let plain = crate::proto::Mount {
+            recursive_read_only: false,
+            ..mount(false, PropagationHostToContainer)
+        };
+        assert!(
+            check(&plain, false).is_ok(),
+            "only rro mounts are held to it"
+        );
+    }
+
+    #[test]
+    fn a_group_without_a_user_is_refused() {
+        let with = |user: Option<i64>, name: &str, group: Option<i64>| ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    run_as_user: user.map(|value| crate::proto::Int64Value { value }),
+                    run_as_username: name.into(),
+                    run_as_group: group.map(|value| crate::proto::Int64Value { value }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_user(&ContainerConfig::default()).is_ok());
+        assert!(check_user(&with(Some(1000), "", Some(1000))).is_ok());
+        assert!(check_user(&with(None, "app", Some(1000))).is_ok());
+        assert!(check_user(&with(Some(0), "", None)).is_ok());
+        let err = check_user(&with(None, "", Some(1000))).unwrap_err();
+        assert_eq!(field_of(err), "config.linux.security_context.run_as_group");
+    }
+
+    #[test]
+    fn a_container_joins_its_pods_user_namespace_and_no_other() {
+        let userns = |length| NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: CriNamespaceMode::Pod as i32,
+                uids: vec![IdMapping {
+                    host_id: 100_000,
+                    container_id: 0,
+                    length,
+                }],
+                gids: vec![IdMapping {
+                    host_id: 100_000,
+                    container_id: 0,
+                    length,
+                }],
+            }),
+            ..Default::default()
+        };
+        let pod = PodSandboxConfig {
+            linux: Some(crate::proto::LinuxPodSandboxConfig {
+                security_context: Some(crate::proto::LinuxSandboxSecurityContext {
+                    namespace_options: Some(userns(65536)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let container = |options: Option<NamespaceOption>| ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: options,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let silent = container_user_namespace(&pod, &container(None)).unwrap();
+        assert!(
+            silent.is_some(),
+            "a container that names none gets the pod's"
+        );
+        let same = container_user_namespace(&pod, &container(Some(userns(65536)))).unwrap();
+        assert_eq!(same, silent);
+        let other = container_user_namespace(&pod, &container(Some(userns(1000)))).unwrap_err();
+        assert_eq!(
+            field_of(other),
+            "config.linux.security_context.namespace_options.userns_options"
+        );
+        let none = container_user_namespace(&PodSandboxConfig::default(), &container(None));
+        assert_eq!(none.unwrap(), None, "a pod without one gives none");
+    }
 
     #[test]
     fn mounts_cannot_cover_proc_or_sys() {

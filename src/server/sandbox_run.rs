@@ -632,7 +632,78 @@ fn cgroups_path(parent: &str, id: &str) -> std::result::Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::cgroups_path;
+    use super::*;
+    use crate::proto::PodSandboxMetadata;
+
+    fn field_of(err: Error) -> &'static str {
+        match err {
+            Error::InvalidField { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_pods_names_must_travel_in_cni_args() {
+        let metadata = |name: &str, namespace: &str, uid: &str| PodSandboxMetadata {
+            name: name.into(),
+            namespace: namespace.into(),
+            uid: uid.into(),
+            attempt: 0,
+        };
+        assert!(check_metadata(&metadata("web-0", "default", "4f1c-11")).is_ok());
+        let cases = [
+            (metadata("", "default", "u"), "config.metadata.name"),
+            (metadata("web", "", "u"), "config.metadata.namespace"),
+            (metadata("web", "default", ""), "config.metadata.uid"),
+            (metadata("a;b", "default", "u"), "config.metadata.name"),
+            (metadata("web", "k=v", "u"), "config.metadata.namespace"),
+            (metadata("web", "default", "a b"), "config.metadata.uid"),
+        ];
+        for (bad, field) in cases {
+            assert_eq!(
+                field_of(check_metadata(&bad).unwrap_err()),
+                field,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_ports_are_checked_and_a_zero_host_port_maps_nothing() {
+        let mapping = |host_port, container_port, host_ip: &str| crate::proto::PortMapping {
+            protocol: crate::proto::Protocol::Tcp as i32,
+            container_port,
+            host_port,
+            host_ip: host_ip.into(),
+        };
+        let config = |mappings| PodSandboxConfig {
+            port_mappings: mappings,
+            ..Default::default()
+        };
+        let kept = port_mappings(&config(vec![
+            mapping(8080, 80, ""),
+            mapping(0, 9090, ""),
+            mapping(8443, 443, "127.0.0.1"),
+        ]))
+        .unwrap();
+        let ports: Vec<(i32, i32)> = kept
+            .iter()
+            .map(|m| (m.host_port, m.container_port))
+            .collect();
+        assert_eq!(ports, [(8080, 80), (8443, 443)]);
+        assert_eq!(kept[0].protocol, "tcp");
+        for (bad, field) in [
+            (mapping(70000, 80, ""), "config.port_mappings"),
+            (mapping(8080, 0, ""), "config.port_mappings"),
+            (
+                mapping(8080, 80, "localhost"),
+                "config.port_mappings.host_ip",
+            ),
+        ] {
+            let err = port_mappings(&config(vec![bad])).unwrap_err();
+            assert_eq!(field_of(err), field);
+        }
+    }
 
     #[test]
     fn sysctls_must_be_the_pods_own() {
