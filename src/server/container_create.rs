@@ -781,13 +781,7 @@ mod tests {
         IdMapping, LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceOption,
         PodSandboxConfig, UserNamespace,
     };
-
-    fn field_of(err: Error) -> &'static str {
-        match err {
-            Error::InvalidField { field, .. } => field,
-            other => panic!("not a field error: {other}"),
-        }
-    }
+    use crate::server::tests::field_of;
 
     #[test]
     fn a_container_name_is_a_kubernetes_name() {

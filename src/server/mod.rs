@@ -408,8 +408,16 @@ fn refused(error: ResourceError, within: In) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The field an InvalidArgument error names.
+    pub(crate) fn field_of(err: Error) -> &'static str {
+        match err {
+            Error::InvalidField { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
 
     #[test]
     fn a_stream_request_needs_a_stream_and_no_stderr_beside_a_terminal() {

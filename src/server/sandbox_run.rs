@@ -634,13 +634,7 @@ fn cgroups_path(parent: &str, id: &str) -> std::result::Result<String, String> {
 mod tests {
     use super::*;
     use crate::proto::PodSandboxMetadata;
-
-    fn field_of(err: Error) -> &'static str {
-        match err {
-            Error::InvalidField { field, .. } => field,
-            other => panic!("not a field error: {other}"),
-        }
-    }
+    use crate::server::tests::field_of;
 
     #[test]
     fn a_pods_names_must_travel_in_cni_args() {
