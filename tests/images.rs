@@ -136,18 +136,43 @@ fn entries(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn pull_through_a_mirror_and_report_the_image() {
+/// A daemon that pulled busybox (`busybox_image(Gzip, "app")`) through its docker.io
+/// mirror. Tests bind it whole: a pattern that left its daemon out would drop it at once.
+struct Mirrored {
+    daemon: Daemon,
+    _registry: Registry,
+    image: TestImage,
+    client: ImageServiceClient<Channel>,
+    /// What PullImage answered.
+    image_ref: String,
+}
+
+async fn pulled_through_a_mirror() -> Mirrored {
     let registry = Registry::start().await;
     let image = busybox_image(Compression::Gzip, "app");
     registry.push("library/busybox", "latest", &image).await;
     let daemon = daemon_mirroring(&registry).await;
     let mut client = daemon.images().await;
+    let image_ref = pull(&mut client, "busybox").await.expect("pull busybox");
+    Mirrored {
+        daemon,
+        _registry: registry,
+        image,
+        client,
+        image_ref,
+    }
+}
 
-    let id = pull(&mut client, "busybox").await.expect("pull busybox");
-    assert_eq!(id, image.config_digest, "image_ref is the config digest");
+#[tokio::test]
+async fn a_pull_through_a_mirror_answers_the_config_digest_and_the_status_reports_the_image() {
+    let mut m = pulled_through_a_mirror().await;
+    let (image, client) = (&m.image, &mut m.client);
+    assert_eq!(
+        m.image_ref, image.config_digest,
+        "image_ref is the config digest"
+    );
 
-    let s = status(&mut client, "busybox", true).await;
+    let s = status(client, "busybox", true).await;
     let img = s.image.as_ref().expect("the image is present");
     assert_eq!(img.id, image.config_digest);
     assert_eq!(img.repo_tags, ["docker.io/library/busybox:latest"]);
@@ -165,8 +190,12 @@ async fn pull_through_a_mirror_and_report_the_image() {
     assert_eq!(img.spec.as_ref().unwrap().image, image.config_digest);
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(info["imageSpec"]["config"]["User"], "app");
+}
 
-    // The same image by every name the kubelet uses.
+#[tokio::test]
+async fn a_pulled_image_is_found_by_every_name_the_kubelet_uses_and_not_by_another_tag() {
+    let mut m = pulled_through_a_mirror().await;
+    let (image, client) = (&m.image, &mut m.client);
     for name in [
         "docker.io/library/busybox:latest",
         "library/busybox",
@@ -174,22 +203,22 @@ async fn pull_through_a_mirror_and_report_the_image() {
         &image.config_digest["sha256:".len()..],
         &format!("busybox@{}", image.manifest_digest),
     ] {
-        let found = status(&mut client, name, false).await.image.map(|i| i.id);
+        let found = status(client, name, false).await.image.map(|i| i.id);
         assert_eq!(
             found.as_deref(),
             Some(image.config_digest.as_str()),
             "{name}"
         );
     }
-    assert!(
-        status(&mut client, "busybox:other", false)
-            .await
-            .image
-            .is_none()
-    );
+    assert!(status(client, "busybox:other", false).await.image.is_none());
+}
 
-    // The layers as overlayfs needs them.
-    let layers = layer_paths(&s);
+/// The layers as overlayfs needs them: a whiteout is a 0/0 character device, an opaque
+/// directory has its xattr; hard links, setuid bits, owners and xattrs are kept.
+#[tokio::test]
+async fn pulled_layers_are_unpacked_as_overlayfs_needs_them() {
+    let mut m = pulled_through_a_mirror().await;
+    let layers = layer_paths(&status(&mut m.client, "busybox", true).await);
     assert_eq!(layers.len(), 2);
     let (base, top) = (&layers[0], &layers[1]);
     assert!(base.join("bin/busybox").is_file());
@@ -233,8 +262,12 @@ async fn pull_through_a_mirror_and_report_the_image() {
         (data.uid(), data.gid(), data.mode() & 0o777),
         (1000, 1000, 0o640)
     );
+}
 
-    // ListImages, with and without a filter.
+#[tokio::test]
+async fn list_images_lists_all_or_those_a_filter_names() {
+    let mut m = pulled_through_a_mirror().await;
+    let client = &mut m.client;
     let all = client
         .list_images(ListImagesRequest { filter: None })
         .await
@@ -261,9 +294,12 @@ async fn pull_through_a_mirror_and_report_the_image() {
         .unwrap()
         .into_inner();
     assert!(none.images.is_empty());
+}
 
-    // The pull is logged with its figures.
-    let log = daemon.log();
+#[tokio::test]
+async fn a_pull_is_logged_with_its_figures() {
+    let m = pulled_through_a_mirror().await;
+    let log = m.daemon.log();
     assert!(
         log.contains("pulled") && log.contains("bytes_fetched") && log.contains("ms="),
         "{log}"
