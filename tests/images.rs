@@ -306,13 +306,9 @@ async fn a_pull_is_logged_with_its_figures() {
     );
 }
 
-#[tokio::test]
-async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
-    let registry = Registry::start().await;
-    let host = registry.host();
-    let zstd = busybox_image(Compression::Zstd, "1000:1000");
-    let plain = busybox_image(Compression::None, "");
-    let docker = TestImage::docker(
+/// A Docker schema 2 image with one gzip layer.
+fn docker_image() -> TestImage {
+    TestImage::docker(
         vec![
             LayerBuilder::new()
                 .busybox()
@@ -320,8 +316,12 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
                 .build(Compression::Gzip),
         ],
         ImageConfig::default(),
-    );
-    let arm = TestImage::new(
+    )
+}
+
+/// An image for linux/arm64 only.
+fn arm_image() -> TestImage {
+    TestImage::new(
         vec![
             LayerBuilder::new()
                 .file("arm", b"arm", 0o644)
@@ -331,24 +331,31 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
             architecture: "arm64".into(),
             ..ImageConfig::default()
         },
-    );
+    )
+}
+
+/// A daemon for which `registry` is insecure (plain HTTP).
+async fn daemon_trusting(registry: &Registry) -> Daemon {
+    Setup::new()
+        .toml(&format!(
+            "[registries.\"{}\"]\ninsecure = true",
+            registry.host()
+        ))
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn zstd_uncompressed_and_docker_layers_pull_from_an_insecure_registry() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let zstd = busybox_image(Compression::Zstd, "1000:1000");
+    let plain = busybox_image(Compression::None, "");
+    let docker = docker_image();
     registry.push("t/zstd", "v1", &zstd).await;
     registry.push("t/plain", "v1", &plain).await;
     registry.push("t/docker", "v1", &docker).await;
-    registry.push("t/arm-only", "v1", &arm).await;
-    let index = TestIndex::new(&[(&arm, "arm64"), (&zstd, "amd64")]);
-    registry
-        .push_index("t/multi", "v1", &index, &[&arm, &zstd])
-        .await;
-    let list = TestIndex::docker(&[(&docker, "amd64"), (&arm, "arm64")]);
-    registry
-        .push_index("t/list", "v1", &list, &[&docker, &arm])
-        .await;
-
-    let daemon = Setup::new()
-        .toml(&format!("[registries.\"{host}\"]\ninsecure = true"))
-        .start()
-        .await;
+    let daemon = daemon_trusting(&registry).await;
     let mut client = daemon.images().await;
     assert_eq!(
         pull(&mut client, &format!("{host}/t/zstd:v1"))
@@ -376,8 +383,31 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
         (user.uid.map(|u| u.value), user.username.as_str()),
         (Some(1000), "")
     );
+}
 
-    // An index resolves to linux/amd64; its digest is the repo digest.
+/// An OCI index and a Docker manifest list resolve to linux/amd64; the index's digest is
+/// a repo digest of the image, whose tags accumulate.
+#[tokio::test]
+async fn an_index_or_a_manifest_list_resolves_to_linux_amd64() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let zstd = busybox_image(Compression::Zstd, "1000:1000");
+    let (docker, arm) = (docker_image(), arm_image());
+    registry.push("t/zstd", "v1", &zstd).await;
+    let index = TestIndex::new(&[(&arm, "arm64"), (&zstd, "amd64")]);
+    registry
+        .push_index("t/multi", "v1", &index, &[&arm, &zstd])
+        .await;
+    let list = TestIndex::docker(&[(&docker, "amd64"), (&arm, "arm64")]);
+    registry
+        .push_index("t/list", "v1", &list, &[&docker, &arm])
+        .await;
+    let daemon = daemon_trusting(&registry).await;
+    let mut client = daemon.images().await;
+    pull(&mut client, &format!("{host}/t/zstd:v1"))
+        .await
+        .expect("pull t/zstd:v1");
+
     assert_eq!(
         pull(&mut client, &format!("{host}/t/multi:v1"))
             .await
@@ -404,15 +434,30 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
             .unwrap(),
         docker.config_digest
     );
+}
 
-    // An image for another architecture only is refused.
-    let err = pull(&mut client, &format!("{host}/t/arm-only:v1"))
+#[tokio::test]
+async fn an_image_for_another_architecture_only_is_refused_naming_it() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    registry.push("t/arm-only", "v1", &arm_image()).await;
+    let daemon = daemon_trusting(&registry).await;
+    let err = pull(&mut daemon.images().await, &format!("{host}/t/arm-only:v1"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     assert!(err.message().contains("arm64"), "{}", err.message());
+}
 
-    // By digest, and by tag and digest together.
+/// By digest, and by tag and digest together: the tag names the image.
+#[tokio::test]
+async fn a_pull_by_digest_or_by_tag_and_digest_gets_the_manifest_the_digest_names() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let plain = busybox_image(Compression::None, "");
+    registry.push("t/plain", "v1", &plain).await;
+    let daemon = daemon_trusting(&registry).await;
+    let mut client = daemon.images().await;
     let by_digest = format!("{host}/t/plain@{}", plain.manifest_digest);
     assert_eq!(
         pull(&mut client, &by_digest).await.unwrap(),
@@ -429,8 +474,21 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
         "{:?}",
         img.repo_tags
     );
+}
 
-    // The same registry without `insecure` is refused over HTTPS, naming the registry.
+/// A plain HTTP registry not configured `insecure` is refused over HTTPS, naming the
+/// registry.
+#[tokio::test]
+async fn a_registry_not_configured_insecure_is_refused_over_https() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    registry
+        .push(
+            "t/zstd",
+            "v1",
+            &busybox_image(Compression::Zstd, "1000:1000"),
+        )
+        .await;
     let strict = Setup::new().start().await;
     let err = pull(&mut strict.images().await, &format!("{host}/t/zstd:v1"))
         .await
