@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::{
-    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
+    AuthConfig, FilesystemUsage, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
     ImageStatusResponse, ListImagesRequest, PullImageRequest, RemoveImageRequest,
 };
 use common::images::{
-    Compression, ImageConfig, LayerBuilder, TestImage, TestIndex, oci_layout_dir, oci_layout_tar,
+    Compression, ImageConfig, Layer, LayerBuilder, TestImage, TestIndex, oci_layout_dir,
+    oci_layout_tar,
 };
 use common::registry::{Registry, RegistryOptions};
 use common::{Daemon, Setup, wait_for};
@@ -730,28 +731,33 @@ async fn concurrent_pulls_share_one_download() {
     }
 }
 
-#[tokio::test]
-async fn remove_by_any_name_keeps_shared_layers_and_frees_the_rest() {
+/// A daemon that pulled `one` (also as `one:alias`) and `two`, two images that share
+/// their base layer. Tests bind it whole: a pattern that left its daemon out would drop
+/// it at once.
+struct SharingALayer {
+    daemon: Daemon,
+    _registry: Registry,
+    client: ImageServiceClient<Channel>,
+    shared: Layer,
+    one: TestImage,
+    two: TestImage,
+}
+
+async fn pulled_sharing_a_layer() -> SharingALayer {
     let registry = Registry::start().await;
     let shared = LayerBuilder::new().busybox().build(Compression::Gzip);
-    let one = TestImage::new(
-        vec![
-            shared.clone(),
-            LayerBuilder::new()
-                .file("one", b"1", 0o644)
-                .build(Compression::Gzip),
-        ],
-        ImageConfig::default(),
-    );
-    let two = TestImage::new(
-        vec![
-            shared.clone(),
-            LayerBuilder::new()
-                .file("two", b"2", 0o644)
-                .build(Compression::Gzip),
-        ],
-        ImageConfig::default(),
-    );
+    let with_top = |name: &str, content: &[u8]| {
+        TestImage::new(
+            vec![
+                shared.clone(),
+                LayerBuilder::new()
+                    .file(name, content, 0o644)
+                    .build(Compression::Gzip),
+            ],
+            ImageConfig::default(),
+        )
+    };
+    let (one, two) = (with_top("one", b"1"), with_top("two", b"2"));
     registry.push("library/one", "latest", &one).await;
     registry.push("library/one", "alias", &one).await;
     registry.push("library/two", "latest", &two).await;
@@ -760,82 +766,130 @@ async fn remove_by_any_name_keeps_shared_layers_and_frees_the_rest() {
     pull(&mut client, "one").await.unwrap();
     pull(&mut client, "one:alias").await.unwrap();
     pull(&mut client, "two").await.unwrap();
-    let fs_before = client
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let usage = &fs_before.image_filesystems[0];
-    let bytes_before = usage.used_bytes.as_ref().unwrap().value;
-    assert!(bytes_before > 0 && usage.inodes_used.as_ref().unwrap().value > 0);
+    SharingALayer {
+        daemon,
+        _registry: registry,
+        client,
+        shared,
+        one,
+        two,
+    }
+}
+
+impl SharingALayer {
+    /// Where the daemon keeps its unpacked layers.
+    fn layers_dir(&self) -> PathBuf {
+        self.daemon.paths().root.join("images/layers/sha256")
+    }
+
+    /// Where the daemon keeps `layer` unpacked.
+    fn layer(&self, layer: &Layer) -> PathBuf {
+        self.layers_dir().join(&layer.diff_id["sha256:".len()..])
+    }
+
+    /// RemoveImage, which must succeed.
+    async fn remove(&mut self, image: &str) {
+        self.client
+            .remove_image(RemoveImageRequest { image: spec(image) })
+            .await
+            .unwrap_or_else(|e| panic!("remove {image}: {e:?}"));
+    }
+
+    /// What ImageFsInfo says of the images' filesystem.
+    async fn images_fs(&mut self) -> FilesystemUsage {
+        self.client
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .image_filesystems
+            .swap_remove(0)
+    }
+}
+
+#[tokio::test]
+async fn image_fs_info_counts_the_pulled_images_under_the_daemons_root() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    let usage = pulled.images_fs().await;
+    let bytes = usage.used_bytes.as_ref().unwrap().value;
+    assert!(bytes > 0 && usage.inodes_used.as_ref().unwrap().value > 0);
     assert!(
         usage
             .fs_id
             .as_ref()
             .unwrap()
             .mountpoint
-            .starts_with(daemon.paths().root.to_str().unwrap())
+            .starts_with(pulled.daemon.paths().root.to_str().unwrap())
     );
+}
 
-    let layers_dir = daemon.paths().root.join("images/layers/sha256");
-    let layer = |l: &common::images::Layer| layers_dir.join(&l.diff_id["sha256:".len()..]);
-    // Removing by one tag removes the image with all its tags.
-    client
-        .remove_image(RemoveImageRequest {
-            image: spec("one:alias"),
-        })
-        .await
-        .unwrap();
-    assert!(status(&mut client, "one", false).await.image.is_none());
+#[tokio::test]
+async fn removing_by_one_tag_removes_every_tag_and_keeps_the_layers_another_image_uses() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    pulled.remove("one:alias").await;
     assert!(
-        status(&mut client, "one:alias", false)
+        status(&mut pulled.client, "one", false)
             .await
             .image
             .is_none()
     );
+    assert!(
+        status(&mut pulled.client, "one:alias", false)
+            .await
+            .image
+            .is_none()
+    );
+    let unshared = pulled.layer(&pulled.one.layers[1]);
     wait_for(
         "the unshared layer of `one` to go",
         Duration::from_secs(10),
-        || async { (!layer(&one.layers[1]).exists()).then_some(()) },
+        || async { (!unshared.exists()).then_some(()) },
     )
     .await;
-    assert!(layer(&shared).exists(), "a layer `two` uses stays");
-    assert!(status(&mut client, "two", false).await.image.is_some());
+    assert!(
+        pulled.layer(&pulled.shared).exists(),
+        "a layer `two` uses stays"
+    );
+    assert!(
+        status(&mut pulled.client, "two", false)
+            .await
+            .image
+            .is_some()
+    );
+}
 
-    // Idempotent: removing it again, or something never pulled, is not an error.
-    client
-        .remove_image(RemoveImageRequest { image: spec("one") })
-        .await
-        .unwrap();
-    client
-        .remove_image(RemoveImageRequest {
-            image: spec("never/pulled"),
-        })
-        .await
-        .unwrap();
-    // By id.
-    client
-        .remove_image(RemoveImageRequest {
-            image: spec(&two.config_digest),
-        })
-        .await
-        .unwrap();
+/// RemoveImage is idempotent: removing an image again, or one never pulled, is not an
+/// error.
+#[tokio::test]
+async fn removing_again_or_what_was_never_pulled_is_not_an_error() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    pulled.remove("one:alias").await;
+    pulled.remove("one").await;
+    pulled.remove("never/pulled").await;
+}
+
+#[tokio::test]
+async fn removing_the_last_image_by_id_frees_every_layer_and_their_bytes() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    let bytes_before = pulled.images_fs().await.used_bytes.unwrap().value;
+    pulled.remove("one").await;
+    let two = pulled.two.config_digest.clone();
+    pulled.remove(&two).await;
+    let layers_dir = pulled.layers_dir();
     wait_for("every layer to go", Duration::from_secs(10), || async {
         (entries(&layers_dir) == 0).then_some(())
     })
     .await;
-    let after = client
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let bytes_after = after.image_filesystems[0]
-        .used_bytes
-        .as_ref()
-        .unwrap()
-        .value;
+    let bytes_after = pulled.images_fs().await.used_bytes.unwrap().value;
     assert!(bytes_after < bytes_before, "{bytes_after} < {bytes_before}");
-    let err = client
+}
+
+#[tokio::test]
+async fn remove_image_refuses_a_bad_reference() {
+    let daemon = Setup::new().start().await;
+    let err = daemon
+        .images()
+        .await
         .remove_image(RemoveImageRequest {
             image: spec("Bad:"),
         })
