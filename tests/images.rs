@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use berth::proto::image_service_client::ImageServiceClient;
 use berth::proto::{
-    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
+    AuthConfig, FilesystemUsage, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
     ImageStatusResponse, ListImagesRequest, PullImageRequest, RemoveImageRequest,
 };
 use common::images::{
-    Compression, ImageConfig, LayerBuilder, TestImage, TestIndex, oci_layout_dir, oci_layout_tar,
+    Compression, ImageConfig, Layer, LayerBuilder, TestImage, TestIndex, oci_layout_dir,
+    oci_layout_tar,
 };
 use common::registry::{Registry, RegistryOptions};
 use common::{Daemon, Setup, wait_for};
@@ -136,18 +137,43 @@ fn entries(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn pull_through_a_mirror_and_report_the_image() {
+/// A daemon that pulled busybox (`busybox_image(Gzip, "app")`) through its docker.io
+/// mirror. Tests bind it whole: a pattern that left its daemon out would drop it at once.
+struct Mirrored {
+    daemon: Daemon,
+    _registry: Registry,
+    image: TestImage,
+    client: ImageServiceClient<Channel>,
+    /// What PullImage answered.
+    image_ref: String,
+}
+
+async fn pulled_through_a_mirror() -> Mirrored {
     let registry = Registry::start().await;
     let image = busybox_image(Compression::Gzip, "app");
     registry.push("library/busybox", "latest", &image).await;
     let daemon = daemon_mirroring(&registry).await;
     let mut client = daemon.images().await;
+    let image_ref = pull(&mut client, "busybox").await.expect("pull busybox");
+    Mirrored {
+        daemon,
+        _registry: registry,
+        image,
+        client,
+        image_ref,
+    }
+}
 
-    let id = pull(&mut client, "busybox").await.expect("pull busybox");
-    assert_eq!(id, image.config_digest, "image_ref is the config digest");
+#[tokio::test]
+async fn a_pull_through_a_mirror_answers_the_config_digest_and_the_status_reports_the_image() {
+    let mut m = pulled_through_a_mirror().await;
+    let (image, client) = (&m.image, &mut m.client);
+    assert_eq!(
+        m.image_ref, image.config_digest,
+        "image_ref is the config digest"
+    );
 
-    let s = status(&mut client, "busybox", true).await;
+    let s = status(client, "busybox", true).await;
     let img = s.image.as_ref().expect("the image is present");
     assert_eq!(img.id, image.config_digest);
     assert_eq!(img.repo_tags, ["docker.io/library/busybox:latest"]);
@@ -165,8 +191,12 @@ async fn pull_through_a_mirror_and_report_the_image() {
     assert_eq!(img.spec.as_ref().unwrap().image, image.config_digest);
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(info["imageSpec"]["config"]["User"], "app");
+}
 
-    // The same image by every name the kubelet uses.
+#[tokio::test]
+async fn a_pulled_image_is_found_by_every_name_the_kubelet_uses_and_not_by_another_tag() {
+    let mut m = pulled_through_a_mirror().await;
+    let (image, client) = (&m.image, &mut m.client);
     for name in [
         "docker.io/library/busybox:latest",
         "library/busybox",
@@ -174,22 +204,22 @@ async fn pull_through_a_mirror_and_report_the_image() {
         &image.config_digest["sha256:".len()..],
         &format!("busybox@{}", image.manifest_digest),
     ] {
-        let found = status(&mut client, name, false).await.image.map(|i| i.id);
+        let found = status(client, name, false).await.image.map(|i| i.id);
         assert_eq!(
             found.as_deref(),
             Some(image.config_digest.as_str()),
             "{name}"
         );
     }
-    assert!(
-        status(&mut client, "busybox:other", false)
-            .await
-            .image
-            .is_none()
-    );
+    assert!(status(client, "busybox:other", false).await.image.is_none());
+}
 
-    // The layers as overlayfs needs them.
-    let layers = layer_paths(&s);
+/// The layers as overlayfs needs them: a whiteout is a 0/0 character device, an opaque
+/// directory has its xattr; hard links, setuid bits, owners and xattrs are kept.
+#[tokio::test]
+async fn pulled_layers_are_unpacked_as_overlayfs_needs_them() {
+    let mut m = pulled_through_a_mirror().await;
+    let layers = layer_paths(&status(&mut m.client, "busybox", true).await);
     assert_eq!(layers.len(), 2);
     let (base, top) = (&layers[0], &layers[1]);
     assert!(base.join("bin/busybox").is_file());
@@ -233,8 +263,12 @@ async fn pull_through_a_mirror_and_report_the_image() {
         (data.uid(), data.gid(), data.mode() & 0o777),
         (1000, 1000, 0o640)
     );
+}
 
-    // ListImages, with and without a filter.
+#[tokio::test]
+async fn list_images_lists_all_or_those_a_filter_names() {
+    let mut m = pulled_through_a_mirror().await;
+    let client = &mut m.client;
     let all = client
         .list_images(ListImagesRequest { filter: None })
         .await
@@ -261,22 +295,21 @@ async fn pull_through_a_mirror_and_report_the_image() {
         .unwrap()
         .into_inner();
     assert!(none.images.is_empty());
+}
 
-    // The pull is logged with its figures.
-    let log = daemon.log();
+#[tokio::test]
+async fn a_pull_is_logged_with_its_figures() {
+    let m = pulled_through_a_mirror().await;
+    let log = m.daemon.log();
     assert!(
         log.contains("pulled") && log.contains("bytes_fetched") && log.contains("ms="),
         "{log}"
     );
 }
 
-#[tokio::test]
-async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
-    let registry = Registry::start().await;
-    let host = registry.host();
-    let zstd = busybox_image(Compression::Zstd, "1000:1000");
-    let plain = busybox_image(Compression::None, "");
-    let docker = TestImage::docker(
+/// A Docker schema 2 image with one gzip layer.
+fn docker_image() -> TestImage {
+    TestImage::docker(
         vec![
             LayerBuilder::new()
                 .busybox()
@@ -284,8 +317,12 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
                 .build(Compression::Gzip),
         ],
         ImageConfig::default(),
-    );
-    let arm = TestImage::new(
+    )
+}
+
+/// An image for linux/arm64 only.
+fn arm_image() -> TestImage {
+    TestImage::new(
         vec![
             LayerBuilder::new()
                 .file("arm", b"arm", 0o644)
@@ -295,24 +332,31 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
             architecture: "arm64".into(),
             ..ImageConfig::default()
         },
-    );
+    )
+}
+
+/// A daemon for which `registry` is insecure (plain HTTP).
+async fn daemon_trusting(registry: &Registry) -> Daemon {
+    Setup::new()
+        .toml(&format!(
+            "[registries.\"{}\"]\ninsecure = true",
+            registry.host()
+        ))
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn zstd_uncompressed_and_docker_layers_pull_from_an_insecure_registry() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let zstd = busybox_image(Compression::Zstd, "1000:1000");
+    let plain = busybox_image(Compression::None, "");
+    let docker = docker_image();
     registry.push("t/zstd", "v1", &zstd).await;
     registry.push("t/plain", "v1", &plain).await;
     registry.push("t/docker", "v1", &docker).await;
-    registry.push("t/arm-only", "v1", &arm).await;
-    let index = TestIndex::new(&[(&arm, "arm64"), (&zstd, "amd64")]);
-    registry
-        .push_index("t/multi", "v1", &index, &[&arm, &zstd])
-        .await;
-    let list = TestIndex::docker(&[(&docker, "amd64"), (&arm, "arm64")]);
-    registry
-        .push_index("t/list", "v1", &list, &[&docker, &arm])
-        .await;
-
-    let daemon = Setup::new()
-        .toml(&format!("[registries.\"{host}\"]\ninsecure = true"))
-        .start()
-        .await;
+    let daemon = daemon_trusting(&registry).await;
     let mut client = daemon.images().await;
     assert_eq!(
         pull(&mut client, &format!("{host}/t/zstd:v1"))
@@ -340,8 +384,31 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
         (user.uid.map(|u| u.value), user.username.as_str()),
         (Some(1000), "")
     );
+}
 
-    // An index resolves to linux/amd64; its digest is the repo digest.
+/// An OCI index and a Docker manifest list resolve to linux/amd64; the index's digest is
+/// a repo digest of the image, whose tags accumulate.
+#[tokio::test]
+async fn an_index_or_a_manifest_list_resolves_to_linux_amd64() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let zstd = busybox_image(Compression::Zstd, "1000:1000");
+    let (docker, arm) = (docker_image(), arm_image());
+    registry.push("t/zstd", "v1", &zstd).await;
+    let index = TestIndex::new(&[(&arm, "arm64"), (&zstd, "amd64")]);
+    registry
+        .push_index("t/multi", "v1", &index, &[&arm, &zstd])
+        .await;
+    let list = TestIndex::docker(&[(&docker, "amd64"), (&arm, "arm64")]);
+    registry
+        .push_index("t/list", "v1", &list, &[&docker, &arm])
+        .await;
+    let daemon = daemon_trusting(&registry).await;
+    let mut client = daemon.images().await;
+    pull(&mut client, &format!("{host}/t/zstd:v1"))
+        .await
+        .expect("pull t/zstd:v1");
+
     assert_eq!(
         pull(&mut client, &format!("{host}/t/multi:v1"))
             .await
@@ -368,15 +435,30 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
             .unwrap(),
         docker.config_digest
     );
+}
 
-    // An image for another architecture only is refused.
-    let err = pull(&mut client, &format!("{host}/t/arm-only:v1"))
+#[tokio::test]
+async fn an_image_for_another_architecture_only_is_refused_naming_it() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    registry.push("t/arm-only", "v1", &arm_image()).await;
+    let daemon = daemon_trusting(&registry).await;
+    let err = pull(&mut daemon.images().await, &format!("{host}/t/arm-only:v1"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     assert!(err.message().contains("arm64"), "{}", err.message());
+}
 
-    // By digest, and by tag and digest together.
+/// By digest, and by tag and digest together: the tag names the image.
+#[tokio::test]
+async fn a_pull_by_digest_or_by_tag_and_digest_gets_the_manifest_the_digest_names() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let plain = busybox_image(Compression::None, "");
+    registry.push("t/plain", "v1", &plain).await;
+    let daemon = daemon_trusting(&registry).await;
+    let mut client = daemon.images().await;
     let by_digest = format!("{host}/t/plain@{}", plain.manifest_digest);
     assert_eq!(
         pull(&mut client, &by_digest).await.unwrap(),
@@ -393,8 +475,21 @@ async fn layer_formats_indexes_and_digests_from_an_insecure_registry() {
         "{:?}",
         img.repo_tags
     );
+}
 
-    // The same registry without `insecure` is refused over HTTPS, naming the registry.
+/// A plain HTTP registry not configured `insecure` is refused over HTTPS, naming the
+/// registry.
+#[tokio::test]
+async fn a_registry_not_configured_insecure_is_refused_over_https() {
+    let registry = Registry::start().await;
+    let host = registry.host();
+    registry
+        .push(
+            "t/zstd",
+            "v1",
+            &busybox_image(Compression::Zstd, "1000:1000"),
+        )
+        .await;
     let strict = Setup::new().start().await;
     let err = pull(&mut strict.images().await, &format!("{host}/t/zstd:v1"))
         .await
@@ -636,28 +731,33 @@ async fn concurrent_pulls_share_one_download() {
     }
 }
 
-#[tokio::test]
-async fn remove_by_any_name_keeps_shared_layers_and_frees_the_rest() {
+/// A daemon that pulled `one` (also as `one:alias`) and `two`, two images that share
+/// their base layer. Tests bind it whole: a pattern that left its daemon out would drop
+/// it at once.
+struct SharingALayer {
+    daemon: Daemon,
+    _registry: Registry,
+    client: ImageServiceClient<Channel>,
+    shared: Layer,
+    one: TestImage,
+    two: TestImage,
+}
+
+async fn pulled_sharing_a_layer() -> SharingALayer {
     let registry = Registry::start().await;
     let shared = LayerBuilder::new().busybox().build(Compression::Gzip);
-    let one = TestImage::new(
-        vec![
-            shared.clone(),
-            LayerBuilder::new()
-                .file("one", b"1", 0o644)
-                .build(Compression::Gzip),
-        ],
-        ImageConfig::default(),
-    );
-    let two = TestImage::new(
-        vec![
-            shared.clone(),
-            LayerBuilder::new()
-                .file("two", b"2", 0o644)
-                .build(Compression::Gzip),
-        ],
-        ImageConfig::default(),
-    );
+    let with_top = |name: &str, content: &[u8]| {
+        TestImage::new(
+            vec![
+                shared.clone(),
+                LayerBuilder::new()
+                    .file(name, content, 0o644)
+                    .build(Compression::Gzip),
+            ],
+            ImageConfig::default(),
+        )
+    };
+    let (one, two) = (with_top("one", b"1"), with_top("two", b"2"));
     registry.push("library/one", "latest", &one).await;
     registry.push("library/one", "alias", &one).await;
     registry.push("library/two", "latest", &two).await;
@@ -666,82 +766,130 @@ async fn remove_by_any_name_keeps_shared_layers_and_frees_the_rest() {
     pull(&mut client, "one").await.unwrap();
     pull(&mut client, "one:alias").await.unwrap();
     pull(&mut client, "two").await.unwrap();
-    let fs_before = client
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let usage = &fs_before.image_filesystems[0];
-    let bytes_before = usage.used_bytes.as_ref().unwrap().value;
-    assert!(bytes_before > 0 && usage.inodes_used.as_ref().unwrap().value > 0);
+    SharingALayer {
+        daemon,
+        _registry: registry,
+        client,
+        shared,
+        one,
+        two,
+    }
+}
+
+impl SharingALayer {
+    /// Where the daemon keeps its unpacked layers.
+    fn layers_dir(&self) -> PathBuf {
+        self.daemon.paths().root.join("images/layers/sha256")
+    }
+
+    /// Where the daemon keeps `layer` unpacked.
+    fn layer(&self, layer: &Layer) -> PathBuf {
+        self.layers_dir().join(&layer.diff_id["sha256:".len()..])
+    }
+
+    /// RemoveImage, which must succeed.
+    async fn remove(&mut self, image: &str) {
+        self.client
+            .remove_image(RemoveImageRequest { image: spec(image) })
+            .await
+            .unwrap_or_else(|e| panic!("remove {image}: {e:?}"));
+    }
+
+    /// What ImageFsInfo says of the images' filesystem.
+    async fn images_fs(&mut self) -> FilesystemUsage {
+        self.client
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .image_filesystems
+            .swap_remove(0)
+    }
+}
+
+#[tokio::test]
+async fn image_fs_info_counts_the_pulled_images_under_the_daemons_root() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    let usage = pulled.images_fs().await;
+    let bytes = usage.used_bytes.as_ref().unwrap().value;
+    assert!(bytes > 0 && usage.inodes_used.as_ref().unwrap().value > 0);
     assert!(
         usage
             .fs_id
             .as_ref()
             .unwrap()
             .mountpoint
-            .starts_with(daemon.paths().root.to_str().unwrap())
+            .starts_with(pulled.daemon.paths().root.to_str().unwrap())
     );
+}
 
-    let layers_dir = daemon.paths().root.join("images/layers/sha256");
-    let layer = |l: &common::images::Layer| layers_dir.join(&l.diff_id["sha256:".len()..]);
-    // Removing by one tag removes the image with all its tags.
-    client
-        .remove_image(RemoveImageRequest {
-            image: spec("one:alias"),
-        })
-        .await
-        .unwrap();
-    assert!(status(&mut client, "one", false).await.image.is_none());
+#[tokio::test]
+async fn removing_by_one_tag_removes_every_tag_and_keeps_the_layers_another_image_uses() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    pulled.remove("one:alias").await;
     assert!(
-        status(&mut client, "one:alias", false)
+        status(&mut pulled.client, "one", false)
             .await
             .image
             .is_none()
     );
+    assert!(
+        status(&mut pulled.client, "one:alias", false)
+            .await
+            .image
+            .is_none()
+    );
+    let unshared = pulled.layer(&pulled.one.layers[1]);
     wait_for(
         "the unshared layer of `one` to go",
         Duration::from_secs(10),
-        || async { (!layer(&one.layers[1]).exists()).then_some(()) },
+        || async { (!unshared.exists()).then_some(()) },
     )
     .await;
-    assert!(layer(&shared).exists(), "a layer `two` uses stays");
-    assert!(status(&mut client, "two", false).await.image.is_some());
+    assert!(
+        pulled.layer(&pulled.shared).exists(),
+        "a layer `two` uses stays"
+    );
+    assert!(
+        status(&mut pulled.client, "two", false)
+            .await
+            .image
+            .is_some()
+    );
+}
 
-    // Idempotent: removing it again, or something never pulled, is not an error.
-    client
-        .remove_image(RemoveImageRequest { image: spec("one") })
-        .await
-        .unwrap();
-    client
-        .remove_image(RemoveImageRequest {
-            image: spec("never/pulled"),
-        })
-        .await
-        .unwrap();
-    // By id.
-    client
-        .remove_image(RemoveImageRequest {
-            image: spec(&two.config_digest),
-        })
-        .await
-        .unwrap();
+/// RemoveImage is idempotent: removing an image again, or one never pulled, is not an
+/// error.
+#[tokio::test]
+async fn removing_again_or_what_was_never_pulled_is_not_an_error() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    pulled.remove("one:alias").await;
+    pulled.remove("one").await;
+    pulled.remove("never/pulled").await;
+}
+
+#[tokio::test]
+async fn removing_the_last_image_by_id_frees_every_layer_and_their_bytes() {
+    let mut pulled = pulled_sharing_a_layer().await;
+    let bytes_before = pulled.images_fs().await.used_bytes.unwrap().value;
+    pulled.remove("one").await;
+    let two = pulled.two.config_digest.clone();
+    pulled.remove(&two).await;
+    let layers_dir = pulled.layers_dir();
     wait_for("every layer to go", Duration::from_secs(10), || async {
         (entries(&layers_dir) == 0).then_some(())
     })
     .await;
-    let after = client
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let bytes_after = after.image_filesystems[0]
-        .used_bytes
-        .as_ref()
-        .unwrap()
-        .value;
+    let bytes_after = pulled.images_fs().await.used_bytes.unwrap().value;
     assert!(bytes_after < bytes_before, "{bytes_after} < {bytes_before}");
-    let err = client
+}
+
+#[tokio::test]
+async fn remove_image_refuses_a_bad_reference() {
+    let daemon = Setup::new().start().await;
+    let err = daemon
+        .images()
+        .await
         .remove_image(RemoveImageRequest {
             image: spec("Bad:"),
         })

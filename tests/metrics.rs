@@ -4,14 +4,17 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
+use berth::proto::runtime_service_client::RuntimeServiceClient;
 use berth::proto::{
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, StartContainerRequest,
 };
-use common::CgroupTree;
 use common::leaks::assert_nothing_left;
 use common::world::{busybox_mirror, container, pod_config, remove_pod, run_pod};
+use common::{CgroupTree, Daemon};
+use tonic::transport::Channel;
 
 /// Every sample of a scrape: `name{labels}` → value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -49,24 +52,42 @@ async fn scrape(http: &reqwest::Client, address: &str) -> BTreeMap<String, f64> 
     samples(&text)
 }
 
-#[tokio::test]
-async fn a_scrape_shows_what_the_daemon_did() {
-    let (_registry, daemon) =
-        busybox_mirror("latest", "[metrics]\naddress = \"127.0.0.1:0\"").await;
-    let address = daemon.metrics_address().await;
-    let http = reqwest::Client::builder()
+/// The daemon's config that turns the endpoint on, on a port of the kernel's choosing.
+const METRICS_ON: &str = "[metrics]\naddress = \"127.0.0.1:0\"";
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .unwrap();
-    let before = scrape(&http, &address).await;
-    assert_eq!(value(&before, "berth_pod_sandboxes{state=\"ready\"}"), 0.0);
-    assert!(value(&before, "berth_process_resident_memory_bytes") > 1e6);
+        .unwrap()
+}
 
-    common::world::pull_busybox(&daemon).await;
-    let tree = CgroupTree(format!("berth-metrics-{}", std::process::id()));
-    let logs = tempfile::tempdir().unwrap();
+#[tokio::test]
+async fn a_scrape_is_openmetrics_with_the_process_memory_and_other_paths_are_not_found() {
+    let daemon = common::Setup::new().toml(METRICS_ON).start().await;
+    let address = daemon.metrics_address().await;
+    let http = http_client();
+    let scraped = scrape(&http, &address).await;
+    assert!(value(&scraped, "berth_process_resident_memory_bytes") > 1e6);
+    let other = http
+        .get(format!("http://{address}/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+}
+
+/// One of each thing the daemon counts: pulls busybox, runs a pod under `tree` (its
+/// logs in `logs`) with a container, execs `true` in it and asks the status of a
+/// container that does not exist. Returns the client and the pod's id.
+async fn run_a_pod_and_use_it(
+    daemon: &Daemon,
+    tree: &CgroupTree,
+    logs: &Path,
+) -> (RuntimeServiceClient<Channel>, String) {
+    common::world::pull_busybox(daemon).await;
     let mut config = pod_config("scraped", &format!("/{}", tree.0));
-    config.log_directory = logs.path().display().to_string();
+    config.log_directory = logs.display().to_string();
     let mut client = daemon.runtime().await;
     let pod = run_pod(&mut client, config.clone()).await;
     let id = client
@@ -101,8 +122,13 @@ async fn a_scrape_shows_what_the_daemon_did() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    (client, pod)
+}
 
-    let during = scrape(&http, &address).await;
+/// What a scrape while the pod of `run_a_pod_and_use_it` runs counts: each RPC by its
+/// method and code, the pull and its bytes, the CNI ADD, the runtime commands, and the
+/// pod, its container and its monitor.
+fn assert_counted_while_the_pod_runs(during: &BTreeMap<String, f64>) {
     for (key, expected) in [
         (
             "berth_grpc_requests_total{method=\"RunPodSandbox\",code=\"Ok\"}",
@@ -135,44 +161,59 @@ async fn a_scrape_shows_what_the_daemon_did() {
         ("berth_containers{state=\"running\"}", 1.0),
         ("berth_monitors", 1.0),
     ] {
-        assert_eq!(value(&during, key), expected, "{key}");
+        assert_eq!(value(during, key), expected, "{key}");
     }
     assert!(
-        value(&during, "berth_image_pull_bytes_total") > 100_000.0,
+        value(during, "berth_image_pull_bytes_total") > 100_000.0,
         "the busybox layer"
     );
     assert!(
         value(
-            &during,
+            during,
             "berth_runtime_command_duration_seconds_count{command=\"run\"}"
         ) >= 1.0,
         "the pause's runc run"
     );
     assert!(
         value(
-            &during,
+            during,
             "berth_grpc_request_duration_seconds_sum{method=\"RunPodSandbox\"}"
         ) > 0.0
     );
+}
 
-    remove_pod(&mut client, &pod).await;
-    let after = scrape(&http, &address).await;
-    assert_eq!(value(&after, "berth_pod_sandboxes{state=\"ready\"}"), 0.0);
-    assert_eq!(value(&after, "berth_containers{state=\"running\"}"), 0.0);
-    assert_eq!(value(&after, "berth_monitors"), 0.0);
+/// What a scrape after the pod's removal shows: no pod, container or monitor, and the
+/// CNI DEL.
+fn assert_counted_after_the_removal(after: &BTreeMap<String, f64>) {
+    assert_eq!(value(after, "berth_pod_sandboxes{state=\"ready\"}"), 0.0);
+    assert_eq!(value(after, "berth_containers{state=\"running\"}"), 0.0);
+    assert_eq!(value(after, "berth_monitors"), 0.0);
     assert_eq!(
         value(
-            &after,
+            after,
             "berth_cni_operation_duration_seconds_count{operation=\"DEL\"}"
         ),
         1.0
     );
-    let other = http
-        .get(format!("http://{address}/other"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 404);
+}
+
+/// One sequence, as the counters are the daemon's whole life: each scrape counts what
+/// happened since it started.
+#[tokio::test]
+async fn a_scrape_shows_what_the_daemon_did() {
+    let (_registry, daemon) = busybox_mirror("latest", METRICS_ON).await;
+    let address = daemon.metrics_address().await;
+    let http = http_client();
+    let before = scrape(&http, &address).await;
+    assert_eq!(value(&before, "berth_pod_sandboxes{state=\"ready\"}"), 0.0);
+
+    let tree = CgroupTree(format!("berth-metrics-{}", std::process::id()));
+    let logs = tempfile::tempdir().unwrap();
+    let (mut client, pod) = run_a_pod_and_use_it(&daemon, &tree, logs.path()).await;
+    assert_counted_while_the_pod_runs(&scrape(&http, &address).await);
+
+    remove_pod(&mut client, &pod).await;
+    assert_counted_after_the_removal(&scrape(&http, &address).await);
     assert_nothing_left(&daemon, &tree.0);
 }
 

@@ -805,20 +805,26 @@ async fn the_runtime_handler_picks_the_runtime() {
     assert!(!pid_alive(host.pid));
 }
 
-#[tokio::test]
-async fn a_sandbox_image_replaces_the_builtin_pause() {
-    use berth::proto::image_service_client::ImageServiceClient;
-    use berth::proto::{ImageSpec, ImageStatusRequest, RemoveImageRequest};
-    use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
-    use common::registry::Registry;
+/// The entrypoint of the test's pause image.
+const PAUSE_ENTRYPOINT: [&str; 3] = ["/bin/busybox", "sleep", "1000000"];
 
-    let registry = Registry::start().await;
-    let entrypoint = vec![
-        "/bin/busybox".to_string(),
-        "sleep".to_string(),
-        "1000000".to_string(),
-    ];
-    let pause_image = TestImage::new(
+/// A daemon whose sandbox image is `test-pause:1` (busybox and a second layer, its
+/// entrypoint [`PAUSE_ENTRYPOINT`], its user 65535), served by its own registry, with
+/// one pod running. Tests bind it whole: a pattern that left its daemon out would drop
+/// it at once.
+struct PauseImaged {
+    daemon: Daemon,
+    _registry: common::registry::Registry,
+    image: common::images::TestImage,
+    client: RuntimeServiceClient<Channel>,
+    pod: String,
+    status: PodSandboxStatusResponse,
+}
+
+async fn a_pod_of_a_sandbox_image() -> PauseImaged {
+    use common::images::{Compression, ImageConfig, LayerBuilder, TestImage};
+    let registry = common::registry::Registry::start().await;
+    let image = TestImage::new(
         vec![
             LayerBuilder::new().busybox().build(Compression::Gzip),
             LayerBuilder::new()
@@ -826,13 +832,13 @@ async fn a_sandbox_image_replaces_the_builtin_pause() {
                 .build(Compression::Gzip),
         ],
         ImageConfig {
-            entrypoint: entrypoint.clone(),
+            entrypoint: PAUSE_ENTRYPOINT.map(String::from).to_vec(),
             cmd: Vec::new(),
             user: "65535:65535".into(),
             ..ImageConfig::default()
         },
     );
-    registry.push("library/test-pause", "1", &pause_image).await;
+    registry.push("library/test-pause", "1", &image).await;
     let daemon = Setup::new()
         .top("sandbox_image = \"test-pause:1\"")
         .toml(&format!(
@@ -842,18 +848,39 @@ async fn a_sandbox_image_replaces_the_builtin_pause() {
         .start()
         .await;
     let mut client = daemon.runtime().await;
-    let id = run(&mut client, pod("imaged"))
+    let pod = run(&mut client, pod("imaged"))
         .await
         .expect("run pod with a pause image");
-    let s = status(&mut client, &id).await;
+    let status = status(&mut client, &pod).await;
+    PauseImaged {
+        daemon,
+        _registry: registry,
+        image,
+        client,
+        pod,
+        status,
+    }
+}
+
+/// The sandbox image as the kubelet names it in ImageService requests.
+fn test_pause() -> Option<berth::proto::ImageSpec> {
+    Some(berth::proto::ImageSpec {
+        image: "test-pause:1".into(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_sandbox_images_entrypoint_runs_as_its_user_on_its_layers() {
+    let imaged = a_pod_of_a_sandbox_image().await;
+    let s = &imaged.status;
     let info: serde_json::Value = serde_json::from_str(&s.info["info"]).unwrap();
     assert_eq!(
         info["runtimeSpec"]["process"]["args"],
-        serde_json::json!(entrypoint)
+        serde_json::json!(PAUSE_ENTRYPOINT)
     );
     assert_eq!(info["runtimeSpec"]["process"]["user"]["uid"], 65535);
-    let host = host_side(&s);
-    let root = format!("/proc/{}/root", host.pid);
+    let root = format!("/proc/{}/root", host_side(s).pid);
     assert!(
         Path::new(&root).join("bin/busybox").is_file(),
         "the image is its rootfs"
@@ -862,18 +889,18 @@ async fn a_sandbox_image_replaces_the_builtin_pause() {
         Path::new(&root).join("etc/pause-image").is_file(),
         "both layers"
     );
-    assert!(ping_from_host(&ip_of(&s)));
+    assert!(ping_from_host(&ip_of(s)));
+}
 
-    // The image is pinned; removing it anyway leaves the running pod's layers alone.
-    let mut images =
-        ImageServiceClient::new(common::connect(&daemon.paths().socket).await.unwrap());
-    let spec = Some(ImageSpec {
-        image: "test-pause:1".into(),
-        ..Default::default()
-    });
-    let image = images
-        .image_status(ImageStatusRequest {
-            image: spec.clone(),
+#[tokio::test]
+async fn a_sandbox_image_is_pulled_on_first_use_and_pinned() {
+    let imaged = a_pod_of_a_sandbox_image().await;
+    let image = imaged
+        .daemon
+        .images()
+        .await
+        .image_status(berth::proto::ImageStatusRequest {
+            image: test_pause(),
             verbose: false,
         })
         .await
@@ -882,8 +909,20 @@ async fn a_sandbox_image_replaces_the_builtin_pause() {
         .image
         .expect("pulled on first use");
     assert!(image.pinned);
-    images
-        .remove_image(RemoveImageRequest { image: spec })
+}
+
+/// A pinned image removed anyway leaves the running pod's layers alone; they go with the
+/// pod.
+#[tokio::test]
+async fn a_removed_sandbox_image_stays_while_its_pod_runs_and_goes_with_it() {
+    let mut imaged = a_pod_of_a_sandbox_image().await;
+    let daemon = &imaged.daemon;
+    daemon
+        .images()
+        .await
+        .remove_image(berth::proto::RemoveImageRequest {
+            image: test_pause(),
+        })
         .await
         .unwrap();
     wait_for(
@@ -898,16 +937,17 @@ async fn a_sandbox_image_replaces_the_builtin_pause() {
     )
     .await;
     let layers = daemon.paths().root.join("images/layers/sha256");
-    for layer in &pause_image.layers {
+    for layer in &imaged.image.layers {
         assert!(
             layers.join(&layer.diff_id["sha256:".len()..]).is_dir(),
             "kept while the pod runs"
         );
     }
+    let host = host_side(&imaged.status);
     assert!(pid_alive(host.pid));
 
-    remove(&mut client, &id).await;
-    assert_gone(&daemon, &id, &host);
+    remove(&mut imaged.client, &imaged.pod).await;
+    assert_gone(&imaged.daemon, &imaged.pod, &host);
     wait_for(
         "the pause image layers to go with the pod",
         Duration::from_secs(10),

@@ -8,17 +8,42 @@ mod common;
 use std::time::Duration;
 
 use berth::proto::{
-    ContainerStatsFilter, ContainerStatsRequest, LinuxContainerResources,
-    ListContainerStatsRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest,
-    ListPodSandboxStatsRequest, PodSandboxStatsFilter, PodSandboxStatsRequest,
-    PodSandboxStatusRequest, UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
+    ContainerConfig, ContainerStats, ContainerStatsFilter, ContainerStatsRequest,
+    LinuxContainerResources, ListContainerStatsRequest, ListMetricDescriptorsRequest,
+    ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxStatsFilter,
+    PodSandboxStatsRequest, PodSandboxStatusRequest, UpdateContainerResourcesRequest,
+    UpdatePodSandboxResourcesRequest,
 };
 use common::wait_for;
-use common::world::{container, pod_config, remove_pod, run_pod, world};
+use common::world::{World, container, pod_config, remove_pod, run_pod, world};
 
-#[tokio::test]
-async fn stats_follow_cpu_memory_disk_and_network() {
-    let mut w = world().await;
+/// ContainerStats of container `id`.
+async fn stats(w: &World, id: &str) -> ContainerStats {
+    w.client
+        .clone()
+        .container_stats(ContainerStatsRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .expect("container stats")
+        .into_inner()
+        .stats
+        .unwrap()
+}
+
+/// Starts a container that burns CPU in a busy loop; returns its id.
+async fn start_burner(w: &mut World) -> String {
+    let burner = w
+        .create(container("burner", "while true; do :; done"))
+        .await;
+    w.start(&burner).await;
+    burner
+}
+
+/// Starts a container that writes 8 MiB into its writable layer, then talks to the
+/// bridge (nothing listens on port 9 there: the connection is refused, but packets go
+/// out), and waits until it has done both; returns its id.
+async fn start_writer(w: &mut World) -> String {
     let status = w
         .client
         .pod_sandbox_status(PodSandboxStatusRequest {
@@ -32,12 +57,6 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         .unwrap();
     let ip = status.network.unwrap().ip;
     let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
-    let burner = w
-        .create(container("burner", "while true; do :; done"))
-        .await;
-    w.start(&burner).await;
-    // Writes 8 MiB into its writable layer, then talks to the bridge (nothing listens on
-    // port 9 there: the connection is refused, but packets go out).
     let script = format!(
         "dd if=/dev/zero of=/filler bs=1M count=8 2>/dev/null; echo written; \
          wget -q -T 2 http://{gateway}:9/ 2>/dev/null; echo talked; sleep 3600"
@@ -52,24 +71,28 @@ async fn stats_follow_cpu_memory_disk_and_network() {
             .then_some(())
     })
     .await;
+    writer
+}
 
-    let stats = |client: &mut berth::proto::runtime_service_client::RuntimeServiceClient<_>,
-                 id: String| {
-        let mut client = client.clone();
-        async move {
-            client
-                .container_stats(ContainerStatsRequest { container_id: id })
-                .await
-                .expect("container stats")
-                .into_inner()
-                .stats
-                .unwrap()
-        }
-    };
-    let first = stats(&mut w.client, burner.clone()).await;
+/// A world whose pod runs a burner and a writer that has finished writing and talking:
+/// the world, the burner's id and its first stats (taken after the writer finished),
+/// and the writer's id.
+async fn world_with_burner_and_writer() -> (World, String, ContainerStats, String) {
+    let mut w = world().await;
+    let burner = start_burner(&mut w).await;
+    let writer = start_writer(&mut w).await;
+    let first = stats(&w, &burner).await;
+    (w, burner, first, writer)
+}
+
+#[tokio::test]
+async fn a_busy_loops_cpu_usage_moves_and_has_a_rate() {
+    let mut w = world().await;
+    let burner = start_burner(&mut w).await;
+    let first = stats(&w, &burner).await;
     let cpu_before = first.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
     let second = wait_for("the burner's CPU to move", Duration::from_secs(10), || {
-        let s = stats(&mut w.client.clone(), burner.clone());
+        let s = stats(&w, &burner);
         async move {
             let s = s.await;
             let cpu = s.cpu?;
@@ -87,8 +110,12 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         rate > 100_000_000,
         "a busy loop used only {rate} nano-cores"
     );
+}
 
-    let writer_stats = stats(&mut w.client, writer.clone()).await;
+#[tokio::test]
+async fn written_bytes_fill_the_writable_layer_and_the_memory_cgroup() {
+    let (w, _burner, first, writer) = world_with_burner_and_writer().await;
+    let writer_stats = stats(&w, &writer).await;
     let layer = writer_stats.writable_layer.clone().unwrap();
     assert!(layer.used_bytes.unwrap().value >= 8 << 20, "{layer:?}");
     assert!(layer.inodes_used.unwrap().value >= 1);
@@ -101,9 +128,21 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         memory.usage_bytes
     );
     assert!(memory.working_set_bytes.unwrap().value <= memory.usage_bytes.unwrap().value);
-    // ImageFsInfo counts the writable layers as the containers' filesystem, named as the
-    // images' when both are on one filesystem (here: both under the daemon's root), so
-    // the kubelet's eviction manager sees one disk; the layer stats name the same one.
+    let burner_layer = first.writable_layer.unwrap().used_bytes.unwrap().value;
+    assert!(
+        burner_layer < 1 << 20,
+        "the burner wrote nothing: {burner_layer}"
+    );
+}
+
+/// ImageFsInfo counts the writable layers as the containers' filesystem, named as the
+/// images' when both are on one filesystem (here: both under the daemon's root), so the
+/// kubelet's eviction manager sees one disk; the layer stats name the same one.
+#[tokio::test]
+async fn the_containers_filesystem_is_the_images_and_holds_the_writable_layers() {
+    let mut w = world().await;
+    let writer = start_writer(&mut w).await;
+    let layer = stats(&w, &writer).await.writable_layer.unwrap();
     let fs = w
         .daemon
         .images()
@@ -134,18 +173,20 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         "{containers:?} holds the writer's {layer:?}"
     );
     assert!(containers.inodes_used.unwrap().value >= layer.inodes_used.unwrap().value);
-    let burner_layer = first.writable_layer.unwrap().used_bytes.unwrap().value;
-    assert!(
-        burner_layer < 1 << 20,
-        "the burner wrote nothing: {burner_layer}"
-    );
+}
 
-    // Filters.
+#[tokio::test]
+async fn container_stats_are_listed_all_or_filtered_by_an_id_prefix() {
+    let mut w = world().await;
+    let listed_id = w.create(container("listed", "sleep 3600")).await;
+    w.start(&listed_id).await;
+    let other = w.create(container("other", "sleep 3600")).await;
+    w.start(&other).await;
     let listed = w
         .client
         .list_container_stats(ListContainerStatsRequest {
             filter: Some(ContainerStatsFilter {
-                id: writer[..12].to_string(),
+                id: listed_id[..12].to_string(),
                 ..Default::default()
             }),
         })
@@ -154,7 +195,7 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         .into_inner()
         .stats;
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].attributes.as_ref().unwrap().id, writer);
+    assert_eq!(listed[0].attributes.as_ref().unwrap().id, listed_id);
     let all = w
         .client
         .list_container_stats(ListContainerStatsRequest { filter: None })
@@ -163,8 +204,13 @@ async fn stats_follow_cpu_memory_disk_and_network() {
         .into_inner()
         .stats;
     assert_eq!(all.len(), 2);
+}
 
-    // The pod: its containers, the sum of their CPU, and its network.
+/// The pod's stats: its containers, the sum of their CPU, its processes and its network.
+#[tokio::test]
+async fn pod_stats_sum_its_containers_and_count_its_network() {
+    let (mut w, _burner, first, _writer) = world_with_burner_and_writer().await;
+    let cpu_before = first.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
     let pod = w
         .client
         .pod_sandbox_stats(PodSandboxStatsRequest {
@@ -182,6 +228,11 @@ async fn stats_follow_cpu_memory_disk_and_network() {
     let eth0 = linux.network.unwrap().default_interface.unwrap();
     assert_eq!(eth0.name, "eth0");
     assert!(eth0.tx_bytes.unwrap().value > 0 && eth0.rx_bytes.unwrap().value > 0);
+}
+
+#[tokio::test]
+async fn pod_stats_of_unknown_pods_are_none_listed_and_not_found_asked() {
+    let mut w = world().await;
     let pods = w
         .client
         .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
@@ -297,15 +348,11 @@ fn host_hugepage_limits() -> Vec<berth::proto::HugepageLimit> {
         .collect()
 }
 
-/// The resources a kubelet 1.35 sends for a container with 200m CPU and 64Mi of memory
-/// (CreateContainer, and the same with 300m in an in-place resize): a limit for every
-/// huge page size, swap equal to the memory limit. Whatever this host's cgroups can
-/// take, the container starts and the resize applies; requests no host could take are
-/// refused, naming the field, before the runtime sees them.
-#[tokio::test]
-async fn the_kubelets_resources_fit_this_hosts_cgroups() {
-    let mut w = world().await;
-    let kubelet = |quota: i64| LinuxContainerResources {
+/// The resources a kubelet 1.35 sends for a container with 200m CPU (`quota` 20_000) and
+/// 64Mi of memory (CreateContainer, and the same with 300m in an in-place resize): a
+/// limit for every huge page size, swap equal to the memory limit.
+fn kubelet_resources(quota: i64) -> LinuxContainerResources {
+    LinuxContainerResources {
         cpu_period: 100_000,
         cpu_quota: quota,
         cpu_shares: 102,
@@ -314,48 +361,97 @@ async fn the_kubelets_resources_fit_this_hosts_cgroups() {
         oom_score_adj: 999,
         hugepage_limits: host_hugepage_limits(),
         ..Default::default()
-    };
-    let mut config = container("kubelet-resources", "sleep 3600");
+    }
+}
+
+/// A container `name` with these resources.
+fn with_resources(name: &str, resources: LinuxContainerResources) -> ContainerConfig {
+    let mut config = container(name, "sleep 3600");
     config.linux = Some(berth::proto::LinuxContainerConfig {
-        resources: Some(kubelet(20_000)),
+        resources: Some(resources),
         ..Default::default()
     });
-    let id = w.create(config.clone()).await;
+    config
+}
+
+/// The CPU quota of container `id` as the kernel holds it: cgroup v1's
+/// cpu.cfs_quota_us, or the first field of v2's cpu.max.
+fn cpu_quota(id: &str) -> String {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (dir, file) = if v2 {
+        ("/sys/fs/cgroup/berth-test", "cpu.max")
+    } else {
+        ("/sys/fs/cgroup/cpu/berth-test", "cpu.cfs_quota_us")
+    };
+    let text = std::fs::read_to_string(std::path::Path::new(dir).join(id).join(file))
+        .unwrap_or_else(|e| panic!("{dir}/{id}/{file}: {e}"));
+    text.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// `e` refuses a request as invalid, naming `field`.
+fn assert_refused(field: &str, e: tonic::Status) {
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains(field), "{field}: {}", e.message());
+}
+
+/// What a container leaves on disk and in the mount table while it exists: the entries
+/// of the daemon's containers directories under its root and its state, and the mounts
+/// under the daemon's directory.
+fn traces(w: &World) -> (usize, usize, usize) {
+    let paths = w.daemon.paths();
+    let count = |dir: std::path::PathBuf| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let prefix = w.daemon.setup.dir().to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&prefix)))
+        .count();
+    (
+        count(paths.root.join("containers")),
+        count(paths.state.join("containers")),
+        mounts,
+    )
+}
+
+/// Whatever this host's cgroups can take of what the kubelet sends, the container
+/// starts and the in-place resize applies.
+#[tokio::test]
+async fn the_kubelets_resources_start_a_container_and_resize_it_in_place() {
+    let mut w = world().await;
+    let id = w
+        .create(with_resources(
+            "kubelet-resources",
+            kubelet_resources(20_000),
+        ))
+        .await;
     w.start(&id).await;
     let status = w.status(&id).await.status.unwrap();
     assert_eq!(
         status.state,
         berth::proto::ContainerState::ContainerRunning as i32
     );
-    // The quota as the kernel holds it: cgroup v1's cpu.cfs_quota_us, or the first field
-    // of v2's cpu.max.
-    let quota = |id: &str| {
-        let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        let (dir, file) = if v2 {
-            ("/sys/fs/cgroup/berth-test", "cpu.max")
-        } else {
-            ("/sys/fs/cgroup/cpu/berth-test", "cpu.cfs_quota_us")
-        };
-        let text = std::fs::read_to_string(std::path::Path::new(dir).join(id).join(file))
-            .unwrap_or_else(|e| panic!("{dir}/{id}/{file}: {e}"));
-        text.split_whitespace().next().unwrap_or("").to_string()
-    };
-    assert_eq!(quota(&id), "20000");
+    assert_eq!(cpu_quota(&id), "20000");
     w.client
         .update_container_resources(UpdateContainerResourcesRequest {
             container_id: id.clone(),
-            linux: Some(kubelet(30_000)),
+            linux: Some(kubelet_resources(30_000)),
             ..Default::default()
         })
         .await
         .expect("the kubelet's in-place resize");
-    assert_eq!(quota(&id), "30000");
+    assert_eq!(cpu_quota(&id), "30000");
+}
 
-    let refused = |field: &str, e: tonic::Status| {
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-        assert!(e.message().contains(field), "{field}: {}", e.message());
-    };
-    let mut bad = kubelet(30_000);
+/// An update no host could take is refused, naming the field, before the runtime sees
+/// it: the resize it comes with does not happen.
+#[tokio::test]
+async fn an_update_with_a_unified_key_outside_the_cgroup_is_refused_and_changes_nothing() {
+    let mut w = world().await;
+    let id = w
+        .create(with_resources("unified-refused", kubelet_resources(20_000)))
+        .await;
+    w.start(&id).await;
+    let mut bad = kubelet_resources(30_000);
     bad.unified.insert("../../../etc/x".into(), "1".into());
     let err = w
         .client
@@ -366,45 +462,34 @@ async fn the_kubelets_resources_fit_this_hosts_cgroups() {
         })
         .await
         .unwrap_err();
-    refused("linux.unified", err);
-    assert_eq!(quota(&id), "30000", "a refused update changes nothing");
-    let mut bad = kubelet(20_000);
+    assert_refused("linux.unified", err);
+    assert_eq!(cpu_quota(&id), "20000", "a refused update changes nothing");
+}
+
+/// A container whose resources no host could take is refused, naming the field, before
+/// the runtime sees it: nothing of it is left half made.
+#[tokio::test]
+async fn a_page_size_no_host_has_is_refused_at_create_and_nothing_is_half_made() {
+    let mut w = world().await;
+    let mut bad = kubelet_resources(20_000);
     bad.hugepage_limits.push(berth::proto::HugepageLimit {
         page_size: "3XB".into(),
         limit: 0,
     });
-    // What a container leaves on disk and in the mount table while it exists.
-    let traces = |w: &common::world::World| {
-        let paths = w.daemon.paths();
-        let count = |dir: std::path::PathBuf| std::fs::read_dir(dir).map_or(0, |d| d.count());
-        let prefix = w.daemon.setup.dir().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&prefix)))
-            .count();
-        (
-            count(paths.root.join("containers")),
-            count(paths.state.join("containers")),
-            mounts,
-        )
-    };
     let before = traces(&w);
-    let mut config = container("bad-page-size", "sleep 3600");
-    config.linux = Some(berth::proto::LinuxContainerConfig {
-        resources: Some(bad),
-        ..Default::default()
-    });
     let err = w
         .client
         .create_container(berth::proto::CreateContainerRequest {
             pod_sandbox_id: w.sandbox.clone(),
-            config: Some(common::world::for_the_runtime(config)),
+            config: Some(common::world::for_the_runtime(with_resources(
+                "bad-page-size",
+                bad,
+            ))),
             sandbox_config: None,
         })
         .await
         .unwrap_err();
-    refused("config.linux.resources.hugepage_limits", err);
+    assert_refused("config.linux.resources.hugepage_limits", err);
     assert_eq!(traces(&w), before, "nothing half made");
 }
 

@@ -223,17 +223,20 @@ fn container_pids(id: &str) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
+/// A world whose pod runs a container `app` (`sleep 3600`); the world and its id.
+async fn world_with_app() -> (common::world::World, String) {
     let mut w = world().await;
     let id = w.create(container("app", "sleep 3600")).await;
     w.start(&id).await;
-    let exec = |cmd: &[&str], stdin: bool, tty: bool, stderr: bool| {
-        exec_url(&w, &id, cmd, stdin, tty, stderr)
-    };
+    (w, id)
+}
 
-    // Pipes, stdout and stderr apart, and the exit code in the status.
-    let url = exec(
+#[tokio::test]
+async fn exec_over_spdy_keeps_stdout_and_stderr_apart_and_reports_the_exit_code() {
+    let (w, id) = world_with_app().await;
+    let url = exec_url(
+        &w,
+        &id,
         &["sh", "-c", "echo out; echo err >&2; exit 3"],
         false,
         false,
@@ -249,16 +252,22 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
     let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a JSON status");
     assert_eq!(status["reason"], "NonZeroExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "3");
+}
 
-    // stdin into cat, then end-of-file.
-    let url = exec(&["cat"], true, false, false).await;
+#[tokio::test]
+async fn exec_over_spdy_pipes_stdin_until_its_end() {
+    let (w, id) = world_with_app().await;
+    let url = exec_url(&w, &id, &["cat"], true, false, false).await;
     let seen = client(&args(&url, &["-stdin", "-input", "ping\n"])).await;
     assert_eq!(seen.stdout, "ping\n", "{seen:?}");
     let status: serde_json::Value = serde_json::from_str(&seen.error).unwrap();
     assert_eq!(status["status"], "Success");
+}
 
-    // An interactive terminal with a resize.
-    let url = exec(&["sh"], true, true, false).await;
+#[tokio::test]
+async fn exec_over_spdy_runs_an_interactive_terminal_with_a_resize() {
+    let (w, id) = world_with_app().await;
+    let url = exec_url(&w, &id, &["sh"], true, true, false).await;
     let seen = client(&args(
         &url,
         &[
@@ -277,13 +286,19 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
     .await;
     assert!(seen.stdout.contains("40 100"), "{seen:?}");
     assert!(seen.stdout.contains("/dev/pts/"), "{seen:?}");
+}
 
-    // Large volumes both ways go through whole, at the pace of the slower side.
-    let url = exec(&["cat"], true, false, false).await;
+/// Large volumes both ways go through whole, at the pace of the slower side.
+#[tokio::test]
+async fn exec_over_spdy_moves_large_volumes_both_ways_whole() {
+    let (w, id) = world_with_app().await;
+    let url = exec_url(&w, &id, &["cat"], true, false, false).await;
     let seen = client(&args(&url, &["-stdin", "-input-size", "8388608", "-quiet"])).await;
     assert_eq!(seen.failure, None, "{seen:?}");
     assert_eq!(seen.stdout_len, 8 << 20, "{seen:?}");
-    let url = exec(
+    let url = exec_url(
+        &w,
+        &id,
         &["head", "-c", "20000000", "/dev/zero"],
         false,
         false,
@@ -294,15 +309,21 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
     assert_eq!(seen.stdout_len, 20_000_000, "{seen:?}");
     let status: serde_json::Value = serde_json::from_str(&seen.error).unwrap();
     assert_eq!(status["status"], "Success");
+}
 
-    // A command that does not exist: the status says why.
-    let url = exec(&["/no/such/binary"], false, false, false).await;
+#[tokio::test]
+async fn exec_over_spdy_of_a_command_that_does_not_exist_says_why_in_the_status() {
+    let (w, id) = world_with_app().await;
+    let url = exec_url(&w, &id, &["/no/such/binary"], false, false, false).await;
     let seen = client(&args(&url, &[])).await;
     let status: serde_json::Value = serde_json::from_str(&seen.error).expect("a status");
     assert_eq!(status["status"], "Failure", "{seen:?}");
+}
 
-    // A client that goes away mid-exec: its process is killed. (youki's half-made process
-    // of the failed exec above ends a moment after youki does.)
+#[tokio::test]
+async fn an_exec_whose_client_goes_away_is_killed() {
+    let (w, id) = world_with_app().await;
+    // The init alone at first, so that the count after the hangup says the exec is gone.
     common::wait_for(
         "only the container's init",
         std::time::Duration::from_secs(5),
@@ -312,7 +333,7 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
         },
     )
     .await;
-    let url = exec(&["sleep", "1000"], false, false, false).await;
+    let url = exec_url(&w, &id, &["sleep", "1000"], false, false, false).await;
     let gone = client(&args(&url, &["-hangup", "1s"])).await;
     assert_eq!(gone.status, 101);
     common::wait_for(
@@ -321,8 +342,11 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
         || async { (container_pids(&id) == 1).then_some(()) },
     )
     .await;
+}
 
-    // Bad requests.
+#[tokio::test]
+async fn an_exec_request_without_a_command_or_a_stream_is_refused() {
+    let (w, id) = world_with_app().await;
     let mut client_rpc = w.client.clone();
     let err = client_rpc
         .exec(ExecRequest {
@@ -342,18 +366,40 @@ async fn exec_over_spdy_pipes_terminal_stdin_and_hangup() {
         .await
         .expect_err("no stream");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    // Each exec's monitor removes its files when it ends.
-    let dir = w.daemon.paths().state.join("containers").join(&id);
+}
+
+/// An exec's files in container `id`'s state directory, where its monitor keeps them.
+fn exec_files(w: &common::world::World, id: &str) -> usize {
+    let dir = w.daemon.paths().state.join("containers").join(id);
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+        .count()
+}
+
+/// Each exec's monitor removes its files when it ends: one whose client went away (its
+/// files seen while it runs), one that ran to its end and one that failed to start.
+#[tokio::test]
+async fn the_execs_monitors_remove_their_files_when_they_end() {
+    let (w, id) = world_with_app().await;
+    let url = exec_url(&w, &id, &["sleep", "1000"], false, false, false).await;
+    let hangup = tokio::spawn(async move { client(&args(&url, &["-hangup", "1s"])).await });
+    common::wait_for(
+        "the running exec's files",
+        Duration::from_secs(10),
+        || async { (exec_files(&w, &id) > 0).then_some(()) },
+    )
+    .await;
+    hangup.await.expect("the hanging-up client");
+    for cmd in [&["true"][..], &["/no/such/binary"][..]] {
+        let url = exec_url(&w, &id, cmd, false, false, false).await;
+        client(&args(&url, &[])).await;
+    }
     common::wait_for(
         "the execs' files to go",
         Duration::from_secs(10),
-        || async {
-            let left = std::fs::read_dir(&dir)
-                .unwrap()
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("exec-"));
-            (!left).then_some(())
-        },
+        || async { (exec_files(&w, &id) == 0).then_some(()) },
     )
     .await;
 }
