@@ -3,6 +3,18 @@
 //! The binary (`src/main.rs`) is a thin CLI over this library; the integration tests and
 //! the benchmark use the library's generated CRI client and types. See `DESIGN.md` in the
 //! shared docs for the architecture; each module's docs say what it owns.
+//!
+//! The modules, from the wire inwards. Their imports form no cycle
+//! (`tests/module_graph.rs` holds the crate to it):
+//!
+//! | layer | modules |
+//! | --- | --- |
+//! | the daemon | [`daemon`] (start-up, shutdown, locks, the client of a running daemon), [`config`] |
+//! | the transport | [`grpc`] (convert, validate, delegate; request logging), [`proto`] |
+//! | the CRI logic | [`server`] (one file per RPC family), [`error`] (one mapping to gRPC codes), [`events`] |
+//! | pods and containers | [`sandbox`], [`container`], [`store`] (records, caches, their CRI view) |
+//! | what they are made of | [`spec`] (pure OCI specs), [`oci`] (runtimes), [`monitor`] (the daemon's side), [`network`] (CNI, lo), [`image`], [`mounts`], [`cgroups`], [`stats`], [`logs`], [`streaming`] |
+//! | small pieces | [`clock`], [`ids`], [`rollback`], [`helpers`] (the tag of helper processes), [`metrics`] (the daemon's own endpoint) |
 
 extern crate alloc;
 

@@ -26,7 +26,7 @@
 //! This file holds the service's state and what the families share: the lookups of the
 //! objects a request names, the stream URL of Exec, Attach and PortForward and the
 //! dispatch of their clients' connections, the naming of a resource field, the wiring
-//! of record changes to events ([`observe_changes`]) and what the daemon's metrics
+//! of record changes to events (`observe_changes`) and what the daemon's metrics
 //! endpoint reads ([`CriService::metrics_snapshot`]).
 //!
 //! The rules the RPCs follow (how a container is stopped, what a failed or cut-short
