@@ -31,15 +31,41 @@ pub type RpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Se
 pub const STREAM_CHUNK: usize = 200;
 
 /// A listing as a `Stream*` method's response: `items` in messages of [`STREAM_CHUNK`],
-/// each made by `message`.
+/// each made by `message` (the items move into the messages; an empty listing is no
+/// message).
 pub fn chunked<T, M>(items: Vec<T>, message: impl Fn(Vec<T>) -> M) -> RpcResult<RpcStream<M>>
 where
-    T: Clone,
     M: Send + 'static,
 {
-    let messages: Vec<Result<M, tonic::Status>> = items
-        .chunks(STREAM_CHUNK)
-        .map(|chunk| Ok(message(chunk.to_vec())))
-        .collect();
+    let mut items = items.into_iter().peekable();
+    let mut messages: Vec<Result<M, tonic::Status>> = Vec::new();
+    while items.peek().is_some() {
+        messages.push(Ok(message(items.by_ref().take(STREAM_CHUNK).collect())));
+    }
     Ok(tonic::Response::new(Box::pin(tokio_stream::iter(messages))))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn a_listing_goes_in_messages_of_stream_chunk_items_in_order() {
+        let items: Vec<usize> = (0..super::STREAM_CHUNK * 2 + 1).collect();
+        let stream = super::chunked(items.clone(), |chunk| chunk)
+            .unwrap()
+            .into_inner();
+        let messages: Vec<Vec<usize>> = stream.map(|m| m.unwrap()).collect().await;
+        let sizes: Vec<usize> = messages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [super::STREAM_CHUNK, super::STREAM_CHUNK, 1]);
+        assert_eq!(messages.concat(), items);
+        let none = super::chunked(Vec::<usize>::new(), |chunk| chunk)
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            none.collect::<Vec<_>>().await.len(),
+            0,
+            "no message for no item"
+        );
+    }
 }

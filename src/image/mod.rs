@@ -128,8 +128,8 @@ impl std::fmt::Debug for ImageManager {
 }
 
 impl ImageManager {
-    /// Opens the content store under `<root>/images` (pulling through `registries`), loads the image index, and drops
-    /// what an interrupted run left half done.
+    /// Opens the content store under `<root>/images` (pulling through `registries`),
+    /// loads the image index, and drops what an interrupted run left half done.
     pub fn open(
         root: &Path,
         registries: BTreeMap<String, registry::RegistryConfig>,

@@ -280,7 +280,7 @@ impl Sandboxes {
         self.records.forget(record)
     }
 
-    /// Reserves a pod name for `id`; returns the id that holds it already, if any.
+    /// Reserves a pod name for `id`; an error naming the pod that holds it already.
     pub fn reserve_name(&self, key: &str, id: &str) -> Result<(), crate::store::NameTaken> {
         self.records.reserve_name(key, id)
     }
@@ -359,6 +359,7 @@ fn open_runtime(
     let kind = crate::oci::features::kind(&binary);
     features.user_namespaces &= idmapped_layers && kind.joins_user_namespaces();
     if !features.recursive_read_only && crate::oci::features::kernel_has_rro() {
+        // Its document does not say: a test mount does.
         let dir = state.join("probe").join(name);
         features.recursive_read_only = crate::oci::features::probe_recursive_read_only(
             &binary,

@@ -6,12 +6,10 @@
 
 use super::CriService;
 use crate::error::Result;
-use crate::monitor::attach::Streams as MonitorStreams;
 use crate::proto::AttachRequest;
 use crate::streaming::StreamRequest;
 use crate::streaming::attach;
-use crate::streaming::connection::Connection;
-use crate::streaming::connection::Options;
+use crate::streaming::connection::{Connection, Options};
 use crate::streaming::remotecommand::{self, Outcome};
 
 impl CriService {
@@ -36,12 +34,7 @@ impl CriService {
             return;
         };
         let paths = self.containers.monitor_paths(&request.container_id);
-        let wanted = MonitorStreams {
-            stdin: options.stdin,
-            stdout: options.stdout,
-            stderr: options.stderr && !options.tty,
-        };
-        let socket = attach::attach_monitor(paths, wanted).await;
+        let socket = attach::attach_monitor(paths, options).await;
         let outcome = match socket {
             Ok(socket) => match attach::bridge(socket, &mut streams, &connection).await {
                 // Attach reports success however the container ended.

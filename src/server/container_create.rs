@@ -78,8 +78,7 @@ impl CriService {
                 }
             }
         })
-        .await
-        ?
+        .await?
     }
 
     fn validate_container(&self, request: CreateContainerRequest) -> Result<ContainerRequest> {

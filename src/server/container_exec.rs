@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use super::CriService;
 use crate::error::{Error, Result};
-use crate::monitor::attach::Streams as MonitorStreams;
 use crate::monitor::launch::{Answer, LaunchError, launch};
 use crate::oci::exec::{ExecFiles, ExecOutput, exec};
 use crate::oci::runc::Runtime;
@@ -123,7 +122,7 @@ impl CriService {
         };
         let token = crate::ids::random_id()[..16].to_string();
         let paths = self.containers.exec_paths(&request.container_id, &token);
-        let socket = self.start_exec(&request, &paths).await;
+        let socket = self.start_exec(&request, options, &paths).await;
         let outcome = match socket {
             Ok(socket) => attach::bridge(socket, &mut streams, &connection).await,
             Err(why) => Some(Outcome::Failed(why.to_string())),
@@ -143,6 +142,7 @@ impl CriService {
     async fn start_exec(
         &self,
         request: &ExecRequest,
+        options: Options,
         paths: &crate::monitor::MonitorPaths,
     ) -> Result<tokio::net::UnixStream> {
         let record = self.running_container(&request.container_id)?;
@@ -183,21 +183,16 @@ impl CriService {
                     message,
                 }));
             }
-            (Answer::Started(pid), _) => {
+            (answer @ (Answer::Started(_) | Answer::Other(_)), _) => {
                 return Err(LaunchError::Unexpected {
                     role: "exec monitor",
                     id: record.id,
-                    said: format!("started {pid}"),
+                    said: format!("{answer:?}"),
                 }
                 .into());
             }
         }
-        let wanted = MonitorStreams {
-            stdin: request.stdin,
-            stdout: request.stdout,
-            stderr: request.stderr && !request.tty,
-        };
-        attach::attach_monitor(paths.clone(), wanted)
+        attach::attach_monitor(paths.clone(), options)
             .await
             .map_err(Error::io("attaching to the exec monitor at", &paths.socket))
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::CriService;
 use crate::error::{Error, Result};
 use crate::monitor::argv::Args;
-use crate::monitor::launch::{Answer, LaunchError, launch};
+use crate::monitor::launch::{Answer, launch};
 use crate::oci::runc::Runtime;
 use crate::oci::runtime::OciError;
 use crate::proto::ContainerConfig;
@@ -119,16 +119,12 @@ impl CriService {
                 message,
             })
         };
-        match launch(program, &args, timeout, "monitor").await {
-            Ok((Answer::Started(pid), monitor_pid)) => Ok((pid, monitor_pid)),
-            Ok((Answer::Error(message), _)) => Err(failed(message)),
-            Ok((Answer::Ready, _)) => Err(failed("ready".to_string())),
-            // A monitor that ends without a word (it crashed) or says what it should
-            // not: the runtime's failure, in its words.
-            Err(LaunchError::Unexpected { said, .. }) if !said.starts_with("started") => {
-                Err(failed(said))
-            }
-            Err(err) => Err(err.into()),
+        // Anything but `started` is the runtime's failure, in the monitor's words (none
+        // when it crashed before it answered).
+        match launch(program, &args, timeout, "monitor").await? {
+            (Answer::Started(pid), monitor_pid) => Ok((pid, monitor_pid)),
+            (Answer::Error(message) | Answer::Other(message), _) => Err(failed(message)),
+            (Answer::Ready, _) => Err(failed("ready".to_string())),
         }
     }
 }

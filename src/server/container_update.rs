@@ -48,7 +48,7 @@ impl CriService {
         let spec_path = self.containers.state_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&spec_path).map_err(Error::io("reading the spec", &spec_path))?;
         let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes)
-            .map_err(Error::json("the container's spec is unreadable"))?;
+            .map_err(Error::json(format!("the spec {}", spec_path.display())))?;
         if let Some(old) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
             resources.set_devices(old.devices().clone());
         }

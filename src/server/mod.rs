@@ -447,10 +447,7 @@ pub(crate) mod tests {
             field,
             reason: "too big".into(),
         };
-        let named = |within, field| match refused(error(field), within) {
-            Error::InvalidField { field, .. } => field,
-            other => panic!("{other}"),
-        };
+        let named = |within, field| field_of(refused(error(field), within));
         assert_eq!(
             named(In::Create, ResourceField::Unified),
             "config.linux.resources.unified"

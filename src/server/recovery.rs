@@ -139,7 +139,7 @@ impl CriService {
             };
             let monitored = crate::oci::is_monitor_of(monitor, &record.id)
                 || ExitRecord::read(&paths).is_some();
-            if let CutShort::Ran { pid } = cut_short(paths.container_pid(), monitored) {
+            if let Some(pid) = started_before_the_crash(paths.container_pid(), monitored) {
                 record.state = ContainerState::Running;
                 record.pid = pid;
                 record.monitor_pid = monitor;
@@ -212,13 +212,9 @@ pub(crate) fn end_monitor(pid: i32, id: &str) {
 
 /// The cgroup a bundle's `config.json` put its container in.
 fn bundle_cgroup(bundle: &Path) -> Option<String> {
-    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes).ok()?;
-    spec.linux()
-        .as_ref()?
-        .cgroups_path()
-        .as_ref()
-        .map(|p| p.display().to_string())
+    crate::oci::bundle_spec(bundle)["linux"]["cgroupsPath"]
+        .as_str()
+        .map(String::from)
 }
 
 /// When the runtime wrote the container's pid: as close to its start as is known.
@@ -231,23 +227,11 @@ fn started_at(paths: &MonitorPaths) -> Option<i64> {
     i64::try_from(since.as_nanos()).ok()
 }
 
-/// What a start cut short did, from what its monitor left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CutShort {
-    /// The container ran (its init has this pid) under a monitor that watches it, or
-    /// watched it to its exit: the start is finished.
-    Ran { pid: i32 },
-    /// Anything less: the start is undone, so that a new StartContainer can run it.
-    Undo,
-}
-
-/// A start's outcome from the container's pid file (`container`) and whether a monitor
-/// of this container runs or wrote its exit (`monitored`).
-fn cut_short(container: Option<i32>, monitored: bool) -> CutShort {
-    match (container, monitored) {
-        (Some(pid), true) => CutShort::Ran { pid },
-        _ => CutShort::Undo,
-    }
+/// The pid of a container whose start was cut short, if that start got it running: the
+/// runtime wrote its pid (`container`) and a monitor of this container runs or wrote its
+/// exit (`monitored`). Anything less is undone, so that a new StartContainer can run it.
+fn started_before_the_crash(container: Option<i32>, monitored: bool) -> Option<i32> {
+    container.filter(|_| monitored)
 }
 
 #[cfg(test)]
@@ -256,13 +240,13 @@ mod tests {
 
     #[test]
     fn a_start_cut_short_is_finished_only_when_a_monitor_had_it_running() {
-        assert_eq!(cut_short(Some(77), true), CutShort::Ran { pid: 77 });
+        assert_eq!(started_before_the_crash(Some(77), true), Some(77));
         // The runtime wrote no pid: it never ran the container.
-        assert_eq!(cut_short(None, true), CutShort::Undo);
+        assert_eq!(started_before_the_crash(None, true), None);
         // A pid, but no monitor of this container runs or wrote its exit: nobody
         // watches it, so it cannot be taken for running.
-        assert_eq!(cut_short(Some(77), false), CutShort::Undo);
-        assert_eq!(cut_short(None, false), CutShort::Undo);
+        assert_eq!(started_before_the_crash(Some(77), false), None);
+        assert_eq!(started_before_the_crash(None, false), None);
     }
 
     #[test]

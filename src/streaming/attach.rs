@@ -7,16 +7,21 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::monitor::attach::{self, Kind as Frame};
-use crate::streaming::connection::Connection;
-use crate::streaming::connection::Options;
+use crate::streaming::connection::{Connection, Options};
 use crate::streaming::remotecommand::{self, Outcome, ResizeDecoder, Streams};
 use crate::streaming::spdy::session::Incoming;
 
-/// Attaches to the monitor whose files are `paths`, for the streams `wanted`.
+/// Attaches to the monitor whose files are `paths`, for the streams the client asked
+/// for (a terminal merges stderr into stdout).
 pub async fn attach_monitor(
     paths: crate::monitor::MonitorPaths,
-    wanted: attach::Streams,
+    options: Options,
 ) -> std::io::Result<tokio::net::UnixStream> {
+    let wanted = attach::Streams {
+        stdin: options.stdin,
+        stdout: options.stdout,
+        stderr: options.stderr && !options.tty,
+    };
     tokio::task::spawn_blocking(move || {
         let socket = attach::attach(&paths, wanted)?;
         socket.set_nonblocking(true)?;

@@ -147,15 +147,8 @@ impl Pairs {
         if pair.error.is_none() || pair.data.is_none() {
             return None;
         }
-        let Pair {
-            error: Some(error),
-            data: Some(data),
-            ..
-        } = self.0.remove(&key)?
-        else {
-            return None;
-        };
-        Some((port, error, data))
+        let pair = self.0.remove(&key)?;
+        Some((port, pair.error?, pair.data?))
     }
 }
 
