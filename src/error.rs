@@ -114,12 +114,6 @@ impl Error {
         move |source| Error::Io { what, path, source }
     }
 
-    /// JSON that berth wrote (`what`) does not parse, or a value does not encode.
-    pub fn json(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Error {
-        let what = what.into();
-        move |source| Error::Json { what, source }
-    }
-
     /// A malformed or missing request field.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidField {

@@ -334,7 +334,13 @@ async fn an_exec_whose_client_goes_away_is_killed() {
     )
     .await;
     let url = exec_url(&w, &id, &["sleep", "1000"], false, false, false).await;
-    let gone = client(&args(&url, &["-hangup", "1s"])).await;
+    let hangup = tokio::spawn(async move { client(&args(&url, &["-hangup", "1s"])).await });
+    // It runs while its client is there: the kill afterwards is the hang-up's doing.
+    common::wait_for("the exec to run", Duration::from_secs(10), || async {
+        (container_pids(&id) > 1).then_some(())
+    })
+    .await;
+    let gone = hangup.await.expect("the hanging-up client");
     assert_eq!(gone.status, 101);
     common::wait_for(
         "the abandoned exec to be killed",

@@ -201,3 +201,61 @@ async fn a_pod_on_the_youki_handler_runs_kubelet_containers_and_leaves_nothing()
     remove_pod(&mut w.client, &main_pod).await;
     assert_nothing_left(&w.daemon, CGROUPS);
 }
+
+/// A test that fails before it removes its pods leaves them to the harness, which ends
+/// them with the runtime that made them: nothing of a youki pod outlives its test
+/// daemon (a youki root is not runc's to list).
+#[tokio::test]
+async fn what_a_test_leaves_on_youki_ends_with_its_daemon() {
+    let mut w = youki_world().await;
+    let namespaces = NamespaceOption {
+        pid: NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    let config = pod(&w, "youki-left", namespaces);
+    let pod_id = run_on_youki(&mut w, config.clone())
+        .await
+        .expect("a pod on youki");
+    let id = w
+        .client
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id,
+            config: Some(kubelet_like("left", "sleep 3600")),
+            sandbox_config: Some(config),
+        })
+        .await
+        .expect("create on youki")
+        .into_inner()
+        .container_id;
+    w.client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("start on youki");
+    let pid = w.status(&id).await.status.map(|s| s.state);
+    assert_eq!(
+        pid,
+        Some(berth::proto::ContainerState::ContainerRunning as i32)
+    );
+    let procs = format!("/sys/fs/cgroup/pids{CGROUPS}/{id}/cgroup.procs");
+    let running: Vec<i32> = std::fs::read_to_string(&procs)
+        .expect("the container's pids cgroup")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    assert!(!running.is_empty(), "the container runs in {procs}");
+    // Not removed: the test ends here, as a failed one would.
+    drop(w);
+    common::wait_for(
+        "the container's processes to end with the daemon",
+        std::time::Duration::from_secs(10),
+        || {
+            let gone = running
+                .iter()
+                .all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+            async move { gone.then_some(()) }
+        },
+    )
+    .await;
+}

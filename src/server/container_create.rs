@@ -244,7 +244,10 @@ impl CriService {
             .sandboxes
             .runtime(&c.sandbox.runtime_handler)
             .map_or_else(|| serde_json::to_vec(&spec), |r| r.bundle_config(&spec))
-            .map_err(Error::json("encoding the spec"))?;
+            .map_err(|source| Error::Json {
+                what: format!("encoding the spec of container {}", c.id),
+                source,
+            })?;
         std::fs::write(&bundle_config, json).map_err(Error::io("bundle", &bundle_config))?;
 
         let mut record = container_record(request, &run, &user);

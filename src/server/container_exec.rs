@@ -218,8 +218,11 @@ fn exec_files(dir: &Path) -> Result<ExecFiles> {
 /// terminal.
 fn write_process(spec: &Path, target: &Path, args: Vec<String>, terminal: bool) -> Result<()> {
     let bytes = std::fs::read(spec).map_err(Error::io("reading the spec", spec))?;
-    let mut parsed: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(Error::json(format!("the spec {}", spec.display())))?;
+    let mut parsed: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("the spec {}", spec.display()),
+            source,
+        })?;
     let mut process = parsed["process"].take();
     let Some(object) = process.as_object_mut() else {
         return Err(Error::BadBundle {
@@ -230,7 +233,10 @@ fn write_process(spec: &Path, target: &Path, args: Vec<String>, terminal: bool) 
     object.insert("args".into(), args.into());
     object.insert("terminal".into(), terminal.into());
     object.remove("consoleSize");
-    let json = serde_json::to_vec(&process).map_err(Error::json("encoding the exec process"))?;
+    let json = serde_json::to_vec(&process).map_err(|source| Error::Json {
+        what: format!("encoding the exec process {}", target.display()),
+        source,
+    })?;
     std::fs::write(target, json).map_err(Error::io("writing the exec process", target))
 }
 

@@ -47,16 +47,21 @@ impl CriService {
         // The spec keeps its device rules; only the limits change.
         let spec_path = self.containers.state_dir(&record.id).join("config.json");
         let bytes = std::fs::read(&spec_path).map_err(Error::io("reading the spec", &spec_path))?;
-        let mut spec: oci_spec::runtime::Spec = serde_json::from_slice(&bytes)
-            .map_err(Error::json(format!("the spec {}", spec_path.display())))?;
+        let mut spec: oci_spec::runtime::Spec =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                what: format!("the spec {}", spec_path.display()),
+                source,
+            })?;
         if let Some(old) = spec.linux().as_ref().and_then(|l| l.resources().clone()) {
             resources.set_devices(old.devices().clone());
         }
         // A created container is not in the runtime yet: the spec below is what it will
         // run with.
         if record.state == ContainerState::Running {
-            let json =
-                serde_json::to_vec(&resources).map_err(Error::json("encoding the resources"))?;
+            let json = serde_json::to_vec(&resources).map_err(|source| Error::Json {
+                what: format!("encoding the resources of container {}", record.id),
+                source,
+            })?;
             self.runtime_of(&record)?.update(&record.id, &json).await?;
         }
         if let Some(mut linux_spec) = spec.linux().clone() {
@@ -66,7 +71,10 @@ impl CriService {
         let json = self
             .runtime_of(&record)?
             .bundle_config(&spec)
-            .map_err(Error::json("encoding the spec"))?;
+            .map_err(|source| Error::Json {
+                what: format!("encoding the spec of container {}", record.id),
+                source,
+            })?;
         let tmp = spec_path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(Error::io("writing the spec", &tmp))?;
         std::fs::rename(&tmp, &spec_path).map_err(Error::io("writing the spec", &spec_path))?;

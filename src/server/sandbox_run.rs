@@ -434,7 +434,10 @@ impl CriService {
                 .map(|mappings| (self.sandboxes.userns_path(&pod.id), mappings)),
         })?;
         let config_path = dir.join("config.json");
-        let json = serde_json::to_vec(&spec).map_err(Error::json("encoding the pause spec"))?;
+        let json = serde_json::to_vec(&spec).map_err(|source| Error::Json {
+            what: format!("encoding the pause spec of pod {}", pod.id),
+            source,
+        })?;
         std::fs::write(&config_path, json).map_err(Error::io("pause bundle", &config_path))?;
         let pid_file = dir.join("pause.pid");
         if let Err(err) = pod.runtime.run(&pod.id, dir, &pid_file).await {

@@ -338,8 +338,14 @@ impl Setup {
         let handlers = std::fs::read_dir(self.paths.state.join("runtime"))
             .into_iter()
             .flatten();
+        // Each handler's root is named for it, and only its own runtime reads it: youki's
+        // containers are not runc's to list.
         for runtime_root in handlers.flatten().map(|e| e.path()) {
-            delete_runc_containers(&runtime_root);
+            let binary = match runtime_root.file_name().and_then(|n| n.to_str()) {
+                Some("youki") => "youki",
+                _ => "runc",
+            };
+            delete_containers(binary, &runtime_root);
         }
         self.detach_networks();
         self.delete_nat_rules();
@@ -461,19 +467,25 @@ fn shell_words(line: &str) -> Option<Vec<String>> {
 
 /// Force-deletes every container in the runc root `root` (what a failed test left).
 pub fn delete_runc_containers(root: &Path) {
-    let Ok(output) = Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-    else {
-        return;
-    };
-    for id in String::from_utf8_lossy(&output.stdout).lines() {
-        let _ = Command::new("runc")
+    delete_containers("runc", root);
+}
+
+/// Force-deletes every container in runtime root `root` with `binary` (runc or youki):
+/// each container is a directory there, in both.
+pub fn delete_containers(binary: &str, root: &Path) {
+    let ids = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name());
+    for id in ids {
+        let _ = Command::new(binary)
             .arg("--root")
             .arg(root)
-            .args(["delete", "--force", id])
+            .arg("delete")
+            .arg("--force")
+            .arg(&id)
             .output();
     }
 }
