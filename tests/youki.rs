@@ -41,6 +41,33 @@ async fn run_on_youki(
         .map(|r| r.into_inner().pod_sandbox_id)
 }
 
+/// Creates and starts `container` in the youki pod `pod_id`; its id.
+async fn run_container_on_youki(
+    w: &mut World,
+    pod_id: &str,
+    pod: &berth::proto::PodSandboxConfig,
+    container: ContainerConfig,
+) -> String {
+    let id = w
+        .client
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            config: Some(container),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .expect("create on youki")
+        .into_inner()
+        .container_id;
+    w.client
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("start on youki");
+    id
+}
+
 /// What the kubelet sends for a container of a pod that does not share its processes,
 /// with the RuntimeDefault seccomp profile and privilege escalation allowed.
 fn kubelet_like(name: &str, script: &str) -> ContainerConfig {
@@ -106,23 +133,8 @@ async fn a_pod_on_the_youki_handler_runs_kubelet_containers_and_leaves_nothing()
         "youki holds the pause container"
     );
 
-    let id = w
-        .client
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(kubelet_like("app", "sleep 3600")),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("create on youki")
-        .into_inner()
-        .container_id;
-    w.client
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("start on youki");
+    let id =
+        run_container_on_youki(&mut w, &pod_id, &config, kubelet_like("app", "sleep 3600")).await;
     assert!(state.join("runtime/youki").join(&id).exists());
     let r = w
         .client
@@ -216,23 +228,8 @@ async fn what_a_test_leaves_on_youki_ends_with_its_daemon() {
     let pod_id = run_on_youki(&mut w, config.clone())
         .await
         .expect("a pod on youki");
-    let id = w
-        .client
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod_id,
-            config: Some(kubelet_like("left", "sleep 3600")),
-            sandbox_config: Some(config),
-        })
-        .await
-        .expect("create on youki")
-        .into_inner()
-        .container_id;
-    w.client
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("start on youki");
+    let id =
+        run_container_on_youki(&mut w, &pod_id, &config, kubelet_like("left", "sleep 3600")).await;
     let pid = w.status(&id).await.status.map(|s| s.state);
     assert_eq!(
         pid,
